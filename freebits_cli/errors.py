@@ -1,0 +1,37 @@
+"""Domain errors. Library modules raise these; only `cli` turns them into messages and exit codes."""
+
+from __future__ import annotations
+
+
+class FreebitsError(Exception):
+    """Base class: a problem the user can fix, reported as one line without a traceback."""
+
+    exit_code = 1
+
+
+class SpecError(FreebitsError):
+    """A bad sweep spec, flag or `--set` override (exit code 2)."""
+
+    exit_code = 2
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}" if field else message)
+
+
+class DataError(FreebitsError):
+    """A data set that cannot be found or read (exit code 2)."""
+
+    exit_code = 2
+
+
+class ResultsError(FreebitsError):
+    """A results folder that cannot be read or holds nothing to report (exit code 2)."""
+
+    exit_code = 2
+
+
+class TrainingError(FreebitsError):
+    """A failure while training that is not a single run's divergence (exit code 1)."""
+
+    exit_code = 1

@@ -1,0 +1,128 @@
+"""Held-out measurements of a pack: ELBO, KL per dimension, active units, IWAE NLL, mutual information.
+
+All values are in nats per example. Every function works on the whole pack at once and returns one
+value per member (leading K axis). Randomness comes from per-member generators, so a member's numbers
+do not depend on its pack.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .model import PackedVAE, draw_noise, log_normal, reconstruction_nll
+from .objective import gaussian_kl_per_dim
+
+EVAL_CHUNK = 2048
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Per-member test-set measurements after an epoch; tensors have a leading K axis."""
+
+    elbo: torch.Tensor  # (K,) -(recon + KL), true KL, β = 1
+    recon: torch.Tensor  # (K,)
+    kl: torch.Tensor  # (K,)
+    kl_per_dim: torch.Tensor  # (K, D) mean over the test set
+    au_variance: torch.Tensor  # (K, D) Cov_x(E_q[z_j|x]), unbiased
+
+
+@torch.no_grad()
+def evaluate(
+    model: PackedVAE, x: torch.Tensor, generators: Sequence[torch.Generator]
+) -> Evaluation:
+    """Single-sample ELBO on x (N, P) for every member, plus the statistics behind active units."""
+    recon_sum = torch.zeros(model.members, device=x.device, dtype=torch.float64)
+    kl_sum = torch.zeros(model.members, model.latent_dim, device=x.device, dtype=torch.float64)
+    means = []
+    for chunk in x.split(EVAL_CHUNK):
+        xs = chunk.expand(model.members, *chunk.shape)  # (K, n, P)
+        mu, logvar = model.encode(xs)
+        z = mu + draw_noise(mu.shape[1:], generators, x.device) * (0.5 * logvar).exp()
+        recon_sum += reconstruction_nll(model.decode(z), xs).double().sum(-1)
+        kl_sum += gaussian_kl_per_dim(mu, logvar).double().sum(-2)
+        means.append(mu)
+    n = x.shape[0]
+    kl_per_dim = kl_sum / n
+    recon = recon_sum / n
+    kl = kl_per_dim.sum(-1)
+    # Burda et al. 2015: A_u = Cov_x(E_q(z|x)[z_u]); unbiased as in He et al. 2019.
+    variance = torch.cat(means, dim=1).double().var(dim=1, correction=1)
+    return Evaluation(-(recon + kl), recon, kl, kl_per_dim, variance)
+
+
+def active_units(variance: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Number of units with Cov_x(E_q[z_j|x]) > δ (Burda et al. 2015): (K, D) -> (K,)."""
+    return (variance > threshold).sum(-1)
+
+
+@torch.no_grad()
+def iwae_nll(
+    model: PackedVAE,
+    x: torch.Tensor,
+    samples: int,
+    generators: Sequence[torch.Generator],
+    max_elements: int = 2**24,
+) -> torch.Tensor:
+    """-log p(x) estimated with the importance-weighted bound (Burda et al. 2015), mean over x: (K,).
+
+    log p(x) ≥ E[log (1/k) Σ_i p(x|z_i) p(z_i) / q(z_i|x)], z_i ~ q(z|x). Computed over chunks of
+    examples and samples so memory stays bounded for any k; log-sum-exp accumulates in float64.
+    """
+    members, dim = model.members, model.input_dim
+    per_example = max(1, max_elements // (members * dim))
+    sample_chunk = min(samples, per_example)
+    example_chunk = max(1, per_example // sample_chunk)
+    total = torch.zeros(members, dtype=torch.float64, device=x.device)
+    for chunk in x.split(example_chunk):
+        n = chunk.shape[0]
+        mu, logvar = model.encode(chunk.expand(members, *chunk.shape))  # (K, n, D)
+        running = torch.full((members, n), -math.inf, dtype=torch.float64, device=x.device)
+        for start in range(0, samples, sample_chunk):
+            s = min(sample_chunk, samples - start)
+            eps = draw_noise((s, n, model.latent_dim), generators, x.device)  # (K, s, n, D)
+            z = mu.unsqueeze(1) + eps * (0.5 * logvar).exp().unsqueeze(1)
+            logits = model.decode(z.reshape(members, s * n, -1)).reshape(members, s, n, -1)
+            log_px_z = -reconstruction_nll(logits, chunk.expand(members, s, n, -1))
+            log_pz = log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
+            log_qz = log_normal(z, mu.unsqueeze(1), logvar.unsqueeze(1))
+            log_w = (log_px_z + log_pz - log_qz).double()  # (K, s, n)
+            running = torch.logaddexp(running, torch.logsumexp(log_w, dim=1))
+        total += -(running - math.log(samples)).sum(-1)
+    return total / x.shape[0]
+
+
+@torch.no_grad()
+def mutual_information(
+    model: PackedVAE,
+    x: torch.Tensor,
+    generators: Sequence[torch.Generator],
+    max_elements: int = 2**24,
+) -> torch.Tensor:
+    """I(x;z) under q(x, z) = p_data(x) q(z|x), estimated as in He et al. 2019: (K,).
+
+    I = E_x E_q(z|x)[log q(z|x)] − E_q(z)[log q(z)], with the aggregate posterior q(z) the mixture
+    of q(z|x_n) over all N evaluation examples, so the estimate is capped by log N; near zero it can
+    come out slightly negative (Monte Carlo noise).
+    """
+    members, latent = model.members, model.latent_dim
+    n_total = x.shape[0]
+    mus, logvars = [], []
+    for part in x.split(EVAL_CHUNK):
+        mu, logvar = model.encode(part.expand(members, *part.shape))
+        mus.append(mu)
+        logvars.append(logvar)
+    mu, logvar = torch.cat(mus, 1), torch.cat(logvars, 1)  # (K, N, D)
+    # E_q(z|x)[log q(z|x)] is the negative entropy of a diagonal Gaussian, in closed form.
+    neg_entropy = (-0.5 * latent * math.log(2 * math.pi) - 0.5 * (1 + logvar).sum(-1)).double()
+    z = mu + draw_noise(mu.shape[1:], generators, x.device) * (0.5 * logvar).exp()
+    chunk = max(1, max_elements // (members * n_total * latent))
+    log_qz = []
+    for start in range(0, n_total, chunk):
+        zs = z[:, start : start + chunk].unsqueeze(2)  # (K, c, 1, D)
+        density = log_normal(zs, mu.unsqueeze(1), logvar.unsqueeze(1))  # (K, c, N)
+        log_qz.append(torch.logsumexp(density.double(), dim=-1) - math.log(n_total))
+    return neg_entropy.mean(-1) - torch.cat(log_qz, dim=1).mean(-1)

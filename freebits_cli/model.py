@@ -1,0 +1,110 @@
+"""A pack of K MLP VAEs trained as one model: every weight has a leading K axis.
+
+Member k's forward pass touches only slice k of every parameter, so K runs train side by side in
+the same kernels (`torch.baddbmm`) without influencing each other; Adam is element-wise, so one
+optimizer over the stacked parameters updates each member exactly as its own optimizer would.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+ACTIVATIONS = {
+    "relu": F.relu,
+    "tanh": torch.tanh,
+    "elu": F.elu,
+    "gelu": F.gelu,
+    "softplus": F.softplus,
+    "leaky_relu": F.leaky_relu,
+}
+LOG_2PI = math.log(2 * math.pi)
+
+
+class PackedLinear(nn.Module):
+    """K independent affine maps: (K, B, in) -> (K, B, out)."""
+
+    def __init__(self, members: int, fan_in: int, fan_out: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(members, fan_in, fan_out))
+        self.bias = nn.Parameter(torch.empty(members, 1, fan_out))
+
+    def reset(self, generators: Sequence[torch.Generator]) -> None:
+        """nn.Linear's default init, U(±1/√fan_in) for weight and bias, drawn per member."""
+        bound = 1.0 / math.sqrt(self.weight.shape[1])
+        with torch.no_grad():
+            for k, gen in enumerate(generators):
+                self.weight[k].uniform_(-bound, bound, generator=gen)
+                self.bias[k].uniform_(-bound, bound, generator=gen)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class PackedVAE(nn.Module):
+    """Gaussian encoder q(z|x) = N(μ, diag σ²), N(0, I) prior, Bernoulli decoder p(x|z) (logits)."""
+
+    def __init__(
+        self, members: int, input_dim: int, hidden: Sequence[int], latent_dim: int, activation: str
+    ) -> None:
+        super().__init__()
+        self.members, self.input_dim, self.latent_dim = members, input_dim, latent_dim
+        self.act = ACTIVATIONS[activation]
+        widths = [input_dim, *hidden]
+        self.encoder = nn.ModuleList(
+            PackedLinear(members, a, b) for a, b in itertools.pairwise(widths)
+        )
+        self.to_stats = PackedLinear(members, widths[-1], 2 * latent_dim)
+        back = [latent_dim, *reversed(hidden)]
+        self.decoder = nn.ModuleList(
+            PackedLinear(members, a, b) for a, b in itertools.pairwise(back)
+        )
+        self.to_logits = PackedLinear(members, back[-1], input_dim)
+
+    def layers(self) -> list[PackedLinear]:
+        return [*self.encoder, self.to_stats, *self.decoder, self.to_logits]
+
+    def reset(self, generators: Sequence[torch.Generator]) -> None:
+        for layer in self.layers():
+            layer.reset(generators)
+
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(K, B, P) -> μ, log σ², each (K, B, D)."""
+        h = x
+        for layer in self.encoder:
+            h = self.act(layer(h))
+        mu, logvar = self.to_stats(h).chunk(2, dim=-1)
+        return mu, logvar
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """(K, B, D) -> Bernoulli logits (K, B, P)."""
+        h = z
+        for layer in self.decoder:
+            h = self.act(layer(h))
+        return self.to_logits(h)
+
+
+def reconstruction_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-log p(x|z) of a Bernoulli decoder, summed over pixels: (..., P) -> (...).
+
+    With logits, never sigmoid-then-BCE: `binary_cross_entropy_with_logits` is stable for any z.
+    For grayscale targets this is the usual summed cross-entropy, not a likelihood.
+    """
+    return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
+
+
+def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; μ, diag σ²) summed over the last axis."""
+    return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) / logvar.exp()).sum(-1)
+
+
+def draw_noise(
+    shape: Sequence[int], generators: Sequence[torch.Generator], device: torch.device
+) -> torch.Tensor:
+    """Standard normal noise of shape (K, *shape), slice k drawn from member k's own stream."""
+    return torch.stack([torch.randn(*shape, generator=g, device=device) for g in generators])

@@ -1,0 +1,104 @@
+"""The maths of the training objective: Gaussian KL, the free-bits variants, and β(t) schedules."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .spec import AnnealSpec
+
+
+def gaussian_kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(μ, σ²) || N(0, 1)) per example and dimension, shape of `mu` (e.g. (B, D) or (K, B, D)).
+
+    KL_bj = -½ (1 + log σ² − μ² − σ²)   (Kingma & Welling 2014, Appendix B).
+    """
+    return -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp())
+
+
+def free_bits_kl(
+    kl_per_dim: torch.Tensor, lam: float | torch.Tensor, mode: str = "batch", groups: int = 1
+) -> torch.Tensor:
+    """The free-bits KL term per example, from KL of shape (..., B, D); returns shape (...).
+
+    `lam` is λ in nats: a float, or a tensor broadcastable to the leading dims (one λ per member).
+    - batch:   Σ_j max(λ, mean_b KL_bj)            (Kingma et al. 2016, free bits per dimension)
+    - example: mean_b Σ_j max(λ, KL_bj)            (Li et al. 2019, their "fb 2")
+    - total:   max(λ·D, mean_b Σ_j KL_bj)          (a target rate for the whole latent vector)
+    - group:   Σ_g max(λ, mean_b Σ_{j∈g} KL_bj)    (Kingma et al. 2016, λ per group of latents)
+    The clamp makes the KL gradient exactly zero wherever the threshold binds. λ = 0 leaves the
+    plain KL (KL ≥ 0, so every max is the KL itself).
+    """
+    lam_t = torch.as_tensor(lam, dtype=kl_per_dim.dtype, device=kl_per_dim.device)
+    lam_t = lam_t.reshape(lam_t.shape + (1,) * (kl_per_dim.dim() - 1 - lam_t.dim()))
+    if mode == "batch":
+        return torch.maximum(kl_per_dim.mean(-2), lam_t).sum(-1)
+    if mode == "example":
+        return torch.maximum(kl_per_dim, lam_t.unsqueeze(-1)).sum(-1).mean(-1)
+    if mode == "total":
+        dim = kl_per_dim.shape[-1]
+        return torch.maximum(kl_per_dim.sum(-1).mean(-1), lam_t.squeeze(-1) * dim)
+    if mode == "group":
+        *lead, batch, dim = kl_per_dim.shape
+        grouped = kl_per_dim.reshape(*lead, batch, groups, dim // groups).sum(-1)
+        return torch.maximum(grouped.mean(-2), lam_t).sum(-1)
+    raise ValueError(f"unknown free-bits mode {mode!r}")
+
+
+def binding_share(
+    kl_per_dim: torch.Tensor, lam: float | torch.Tensor, mode: str = "batch", groups: int = 1
+) -> torch.Tensor:
+    """Share of dimensions whose KL gradient is zeroed by the threshold, shape (...).
+
+    For `batch`, dimension j binds when mean_b KL_bj < λ; `group` counts a group's dimensions when
+    the group binds; `example` averages the binding indicator over examples; `total` binds all or none.
+    """
+    lam_t = torch.as_tensor(lam, dtype=kl_per_dim.dtype, device=kl_per_dim.device)
+    lam_t = lam_t.reshape(lam_t.shape + (1,) * (kl_per_dim.dim() - 1 - lam_t.dim()))
+    if mode == "batch":
+        return (kl_per_dim.mean(-2) < lam_t).float().mean(-1)
+    if mode == "example":
+        return (kl_per_dim < lam_t.unsqueeze(-1)).float().mean((-2, -1))
+    if mode == "total":
+        dim = kl_per_dim.shape[-1]
+        return (kl_per_dim.sum(-1).mean(-1) < lam_t.squeeze(-1) * dim).float()
+    if mode == "group":
+        *lead, batch, dim = kl_per_dim.shape
+        grouped = kl_per_dim.reshape(*lead, batch, groups, dim // groups).sum(-1)
+        return (grouped.mean(-2) < lam_t).float().mean(-1)
+    raise ValueError(f"unknown free-bits mode {mode!r}")
+
+
+def beta_at(step: int, anneal: AnnealSpec, steps_per_epoch: int, total_steps: int) -> float:
+    """β(t) ∈ [0, β_max] multiplying the KL term at optimisation step t (0-based).
+
+    Functions of the step, so they behave the same for any data set size.
+    - none:     β ≡ 1 (the plain ELBO; β_max does not apply).
+    - linear:   β_start → β_max linearly over the warm-up (Bowman et al. 2016; He et al. 2019
+                start at 0.1), then β_max.
+    - sigmoid:  a logistic ramp rescaled to start at β_start and end at β_max exactly.
+    - cyclical: M cycles over training; within each, 0 → β_max over the first R of the cycle,
+                then β_max (Fu et al. 2019).
+    """
+    if anneal.schedule == "none":
+        return 1.0
+    if anneal.schedule == "cyclical":
+        period = total_steps / anneal.cycles
+        position = (step % period) / period
+        return anneal.beta_max * min(1.0, position / anneal.ratio)
+    warmup = anneal.warmup_steps or max(1, round(anneal.warmup_epochs * steps_per_epoch))
+    progress = min(1.0, step / warmup)
+    if anneal.schedule == "linear":
+        ramp = progress
+    elif anneal.schedule == "sigmoid":
+        sharpness = 10.0
+        low, high = _logistic(-sharpness / 2), _logistic(sharpness / 2)
+        ramp = (_logistic(sharpness * (progress - 0.5)) - low) / (high - low)
+    else:
+        raise ValueError(f"unknown schedule {anneal.schedule!r}")
+    return anneal.beta_start + (anneal.beta_max - anneal.beta_start) * ramp
+
+
+def _logistic(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))

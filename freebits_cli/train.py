@@ -1,0 +1,447 @@
+"""Train a pack of K compatible runs as one batched model, with exact resume from checkpoints.
+
+Each member owns its RNG streams (init, data order, noise, binarisation, evaluation), seeded from its
+own seed, so its numbers do not depend on which pack it trained in. After every epoch each member's
+rows are appended to its CSVs and its slice of the weights, Adam state and RNG states is saved;
+a killed pack resumes from there and ends with the numbers an uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import storage
+from .data import DATA_SEED, Dataset
+from .metrics import active_units, evaluate, iwae_nll, mutual_information
+from .model import PackedVAE, draw_noise, reconstruction_nll
+from .objective import beta_at, binding_share, free_bits_kl, gaussian_kl_per_dim
+from .spec import RunConfig
+
+STREAMS = ("data", "noise", "binarize")
+
+
+@dataclass
+class Member:
+    """One run inside a pack: its config, folder, and everything it carries between epochs."""
+
+    run: RunConfig
+    folder: Path
+    setting: dict[str, Any]
+    generators: dict[str, torch.Generator] = field(default_factory=dict)
+    kl_history: list[list[float]] = field(default_factory=list)
+    last_row: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class Outcome:
+    run_id: str
+    state: str  # "done" or "failed"
+    reason: str = ""
+    summary: dict[str, Any] | None = None
+
+
+EpochCallback = Callable[[Sequence[str], int, int], None]
+
+
+def stream_seed(seed: int, stream: str, epoch: int = 0) -> int:
+    """A 63-bit seed for one named random stream of a run, stable across processes."""
+    digest = hashlib.sha256(f"{seed}/{stream}/{epoch}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def generator(device: torch.device, seed: int) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def learning_rate(run: RunConfig, epoch: int) -> float:
+    """Learning rate for 0-based `epoch`: constant, cosine to 0, or Burda et al. 2015's staircase
+    (3^i epochs at lr·10^(-i/7), i = 0, 1, …)."""
+    base, schedule, epochs = run.train.lr, run.train.lr_schedule, run.train.epochs
+    if schedule == "cosine":
+        return base * 0.5 * (1 + math.cos(math.pi * epoch / epochs))
+    if schedule == "burda":
+        stage, start = 0, 0
+        while start + 3**stage <= epoch:
+            start += 3**stage
+            stage += 1
+        return base * 10 ** (-stage / 7)
+    return base
+
+
+class PackTrainer:
+    """Trains members that share data, architecture and optimisation settings, side by side."""
+
+    def __init__(self, members: list[Member], data: Dataset, device: torch.device) -> None:
+        self.members = members
+        self.device = device
+        first = members[0].run
+        self.config = first
+        self.x_train = torch.from_numpy(data.x_train).to(device)
+        self.x_test = torch.from_numpy(data.x_test).to(device)
+        self.dynamic = data.binarize == "dynamic"
+        self.n_train = self.x_train.shape[0]
+        self.steps_per_epoch = math.ceil(self.n_train / first.train.batch_size)
+        self.total_steps = self.steps_per_epoch * first.train.epochs
+        self.image_shape = data.image_shape
+        self.start_epoch = 0
+        self._build([None] * len(members))
+
+    # -- construction, checkpoints and member selection ---------------------------------------
+
+    def _build(self, states: list[dict[str, Any] | None]) -> None:
+        """Fresh model + Adam for the current members, loading each member's saved state if any."""
+        m = self.config.model
+        k = len(self.members)
+        self.model = PackedVAE(k, self.x_train.shape[1], m.hidden, m.latent_dim, m.activation)
+        self.model.to(self.device)
+        self.model.reset(
+            [generator(self.device, stream_seed(x.run.train.seed, "init")) for x in self.members]
+        )
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.train.lr)
+        for member, state in zip(self.members, states, strict=True):
+            if state is None:
+                member.generators = {
+                    s: generator(self.device, stream_seed(member.run.train.seed, s))
+                    for s in STREAMS
+                }
+        if any(s is not None for s in states):
+            self._load(states)
+        self.lam = torch.tensor([x.run.free_bits.lam for x in self.members], device=self.device)
+        self.mode_groups: dict[tuple[str, int], torch.Tensor] = {}
+        for i, member in enumerate(self.members):
+            key = (member.run.free_bits.mode, member.run.free_bits.groups)
+            self.mode_groups.setdefault(key, torch.empty(0, dtype=torch.long))
+            self.mode_groups[key] = torch.cat([self.mode_groups[key], torch.tensor([i])])
+        self.mode_groups = {key: idx.to(self.device) for key, idx in self.mode_groups.items()}
+
+    def member_state(self, index: int) -> dict[str, Any]:
+        """Member `index`'s slice of weights and Adam moments, its RNG states and history."""
+        member = self.members[index]
+        params, moments, step = {}, {}, 0.0
+        for name, param in self.model.named_parameters():
+            params[name] = param.detach()[index].cpu().clone()
+            state = self.optimizer.state.get(param)
+            if state:
+                moments[name] = {
+                    key: state[key][index].cpu().clone() for key in ("exp_avg", "exp_avg_sq")
+                }
+                step = float(state["step"])
+        return {
+            "epoch": self.start_epoch,
+            "params": params,
+            "adam": moments,
+            "adam_step": step,
+            "generators": {s: g.get_state() for s, g in member.generators.items()},
+            "kl_history": torch.tensor(member.kl_history, dtype=torch.float64),
+            "last_row": member.last_row,
+            "seconds": member.seconds,
+        }
+
+    def _load(self, states: list[dict[str, Any] | None]) -> None:
+        with torch.no_grad():
+            for name, param in self.model.named_parameters():
+                for i, state in enumerate(states):
+                    if state is not None:
+                        param[i].copy_(state["params"][name])
+                if states[0] is not None and states[0]["adam"]:
+                    self.optimizer.state[param] = {
+                        "step": torch.tensor(states[0]["adam_step"]),
+                        **{
+                            key: torch.stack([s["adam"][name][key] for s in states]).to(self.device)
+                            for key in ("exp_avg", "exp_avg_sq")
+                        },
+                    }
+        for member, state in zip(self.members, states, strict=True):
+            assert state is not None
+            member.generators = {}
+            for stream, rng_state in state["generators"].items():
+                member.generators[stream] = torch.Generator(device=self.device)
+                member.generators[stream].set_state(rng_state)
+            member.kl_history = state["kl_history"].tolist()
+            member.last_row = dict(state["last_row"])
+            member.seconds = float(state["seconds"])
+        self.start_epoch = int(states[0]["epoch"])
+
+    def resume(self, states: list[dict[str, Any]]) -> None:
+        """Continue from checkpoints (all at the same epoch)."""
+        self._build(list(states))
+
+    def drop(self, indices: set[int]) -> None:
+        """Remove members (diverged runs) and rebuild the pack around the others."""
+        keep = [i for i in range(len(self.members)) if i not in indices]
+        states = [self.member_state(i) for i in keep]
+        self.members = [self.members[i] for i in keep]
+        if self.members:
+            self._build(states)
+
+    # -- the training loop ----------------------------------------------------------------------
+
+    def _free_bits(self, kl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Free-bits KL and binding share per member, each member with its own λ and mode: (K,)."""
+        fb = torch.zeros(len(self.members), device=self.device)
+        share = torch.zeros(len(self.members), device=self.device)
+        for (mode, groups), idx in self.mode_groups.items():
+            fb = fb.index_put((idx,), free_bits_kl(kl[idx], self.lam[idx], mode, groups))
+            share[idx] = binding_share(kl[idx].detach(), self.lam[idx], mode, groups)
+        return fb, share
+
+    def _batch(self, order: torch.Tensor, step: int) -> torch.Tensor:
+        size = self.config.train.batch_size
+        x = self.x_train[order[:, step * size : (step + 1) * size]]  # (K, b, P)
+        if self.dynamic:
+            # Dynamic binarisation: a fresh Bernoulli sample of every batch (Burda et al. 2015).
+            x = torch.stack(
+                [
+                    torch.bernoulli(x[i], generator=m.generators["binarize"])
+                    for i, m in enumerate(self.members)
+                ]
+            )
+        return x
+
+    def train_epoch(self, epoch: int) -> dict[str, torch.Tensor]:
+        """One pass over the training set; per-member averages per example."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.config, epoch)
+        order = torch.stack(
+            [
+                torch.randperm(self.n_train, generator=m.generators["data"], device=self.device)
+                for m in self.members
+            ]
+        )
+        sums = {
+            key: torch.zeros(len(self.members), device=self.device, dtype=torch.float64)
+            for key in ("loss", "recon", "kl", "binding")
+        }
+        beta = torch.zeros(len(self.members), device=self.device)
+        for step in range(self.steps_per_epoch):
+            x = self._batch(order, step)
+            global_step = epoch * self.steps_per_epoch + step
+            beta = torch.tensor(
+                [
+                    beta_at(global_step, m.run.anneal, self.steps_per_epoch, self.total_steps)
+                    for m in self.members
+                ],
+                device=self.device,
+            )
+            mu, logvar = self.model.encode(x)
+            noise = draw_noise(
+                mu.shape[1:], [m.generators["noise"] for m in self.members], self.device
+            )
+            z = mu + noise * (0.5 * logvar).exp()  # reparameterisation (Kingma & Welling 2014)
+            recon = reconstruction_nll(self.model.decode(z), x).mean(-1)  # (K,)
+            kl = gaussian_kl_per_dim(mu, logvar)  # (K, b, D)
+            fb, share = self._free_bits(kl)
+            loss = recon + beta * fb  # (K,); members' losses are independent, so sum them
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.sum().backward()
+            self.optimizer.step()
+            b = x.shape[1]
+            sums["loss"] += loss.detach().double() * b
+            sums["recon"] += recon.detach().double() * b
+            sums["kl"] += kl.detach().sum((-2, -1)).double()
+            sums["binding"] += share.double() * b
+        out = {key: value / self.n_train for key, value in sums.items()}
+        out["beta"] = beta
+        return out
+
+    def _eval_generators(self, stream: str, epoch: int) -> list[torch.Generator]:
+        return [
+            generator(self.device, stream_seed(m.run.train.seed, stream, epoch))
+            for m in self.members
+        ]
+
+    def run(self, on_epoch: EpochCallback | None = None) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        epochs = self.config.train.epochs
+        for epoch in range(self.start_epoch, epochs):
+            if not self.members:
+                break
+            started = time.perf_counter()
+            self.model.train()
+            train = self.train_epoch(epoch)
+            self.model.eval()
+            rows = self._evaluate_epoch(epoch + 1, train)
+            elapsed = time.perf_counter() - started
+            diverged = {}
+            for i, (member, row) in enumerate(zip(self.members, rows, strict=True)):
+                member.seconds += elapsed
+                row["seconds"] = member.seconds
+                bad = [k for k in ("train_loss", "test_elbo") if not math.isfinite(row[k])]
+                if bad:
+                    diverged[i] = f"diverged at epoch {epoch + 1}: {bad[0]} is {row[bad[0]]}"
+            self.start_epoch = epoch + 1
+            for i, member in enumerate(self.members):
+                if i in diverged:
+                    continue
+                row = rows[i]
+                storage.append_rows(member.folder / storage.METRICS, storage.METRICS_COLUMNS, [row])
+                kl_rows = [
+                    {"epoch": epoch + 1, "dim": j, "kl": v}
+                    for j, v in enumerate(member.kl_history[-1])
+                ]
+                storage.append_rows(member.folder / storage.KL_PER_DIM, storage.KL_COLUMNS, kl_rows)
+                member.last_row = row
+                storage.save_checkpoint(member.folder / storage.CHECKPOINT, self.member_state(i))
+            for i, reason in diverged.items():
+                member = self.members[i]
+                storage.write_json(
+                    member.folder / storage.FAILED,
+                    {
+                        "run_id": member.run.run_id,
+                        "reason": reason,
+                        "epoch": epoch + 1,
+                        **_labels(member.run),
+                        "setting": member.setting,
+                    },
+                )
+                (member.folder / storage.CHECKPOINT).unlink(missing_ok=True)
+                outcomes.append(Outcome(member.run.run_id, "failed", reason))
+            if diverged:
+                self.drop(set(diverged))
+            if on_epoch is not None:
+                on_epoch([m.run.run_id for m in self.members], epoch + 1, epochs)
+        if self.members:
+            outcomes += self._finish()
+        return outcomes
+
+    def _evaluate_epoch(self, epoch: int, train: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
+        """Test-set metrics of every member after `epoch` (1-based), as metrics.csv rows."""
+        ev = evaluate(self.model, self.x_test, self._eval_generators("eval", epoch))
+        final = epoch == self.config.train.epochs
+        spec = self.config.eval
+        iwae = mi = None
+        if spec.iwae_samples and (final or (spec.iwae_every and epoch % spec.iwae_every == 0)):
+            iwae = iwae_nll(
+                self.model, self.x_test, spec.iwae_samples, self._eval_generators("iwae", epoch)
+            ).tolist()
+        if spec.mi and final:
+            mi = mutual_information(self.model, self.x_test, self._eval_generators("mi", epoch))
+            mi = mi.tolist()
+        au = active_units(ev.au_variance, spec.au_threshold).tolist()
+        au_kl = (ev.kl_per_dim > spec.kl_threshold).sum(-1).tolist()
+        rows = []
+        for i, member in enumerate(self.members):
+            member.kl_history.append(ev.kl_per_dim[i].tolist())
+            rows.append(
+                {
+                    "run_id": member.run.run_id,
+                    **_labels(member.run),
+                    "epoch": epoch,
+                    "step": epoch * self.steps_per_epoch,
+                    "beta": float(train["beta"][i]),
+                    "train_loss": float(train["loss"][i]),
+                    "train_recon": float(train["recon"][i]),
+                    "train_kl": float(train["kl"][i]),
+                    "test_elbo": float(ev.elbo[i]),
+                    "test_recon": float(ev.recon[i]),
+                    "test_kl": float(ev.kl[i]),
+                    "active_units": int(au[i]),
+                    "active_units_kl": int(au_kl[i]),
+                    "binding_share": float(train["binding"][i]),
+                    "test_iwae_nll": iwae[i] if iwae else None,
+                    "test_mi": mi[i] if mi else None,
+                }
+            )
+        return rows
+
+    def _finish(self) -> list[Outcome]:
+        """Save samples, then write each member's summary.json last, and drop its checkpoint."""
+        self._save_samples()
+        outcomes = []
+        for member in self.members:
+            row, run = member.last_row, member.run
+            summary = {
+                "run_id": run.run_id,
+                "sweep": member.folder.parent.parent.name,
+                **_labels(run),
+                "latent_dim": run.model.latent_dim,
+                "epochs": run.train.epochs,
+                "dataset": run.dataset.name,
+                "binarize": run.dataset.binarize,
+                **{
+                    key: row.get(key)
+                    for key in (
+                        "test_elbo",
+                        "test_recon",
+                        "test_kl",
+                        "active_units",
+                        "active_units_kl",
+                        "test_iwae_nll",
+                        "test_mi",
+                        "binding_share",
+                    )
+                },
+                "iwae_samples": run.eval.iwae_samples,
+                "collapse_epoch": collapse_epochs(member.kl_history, run.eval.collapse_threshold),
+                "kl_per_dim": member.kl_history[-1] if member.kl_history else [],
+                "seconds": member.seconds,
+                "device": str(self.device),
+                "setting": member.setting,
+            }
+            storage.write_json(member.folder / storage.SUMMARY, summary)
+            (member.folder / storage.CHECKPOINT).unlink(missing_ok=True)
+            outcomes.append(Outcome(run.run_id, "done", summary=summary))
+        return outcomes
+
+    @torch.no_grad()
+    def _save_samples(self) -> None:
+        """The same test images and prior draws for every run, so the report compares like with like."""
+        count = self.config.eval.samples
+        if not count:
+            return
+        rng = np.random.default_rng(DATA_SEED)
+        pick = torch.from_numpy(rng.permutation(self.x_test.shape[0])[:count]).to(self.device)
+        originals = self.x_test[pick]
+        k = len(self.members)
+        mu, _ = self.model.encode(originals.expand(k, *originals.shape))
+        recons = torch.sigmoid(self.model.decode(mu))  # Bernoulli means at the posterior mean
+        prior = torch.randn(
+            count,
+            self.config.model.latent_dim,
+            generator=generator(self.device, DATA_SEED),
+            device=self.device,
+        )
+        samples = torch.sigmoid(self.model.decode(prior.expand(k, *prior.shape)))
+        for i, member in enumerate(self.members):
+            path = member.folder / storage.SAMPLES
+            tmp = path.with_name(".samples.tmp.npz")
+            np.savez_compressed(
+                tmp,
+                originals=originals.cpu().numpy(),
+                reconstructions=recons[i].cpu().numpy(),
+                prior_samples=samples[i].cpu().numpy(),
+                image_shape=np.array(self.image_shape),
+            )
+            tmp.replace(path)
+
+
+def _labels(run: RunConfig) -> dict[str, Any]:
+    return {
+        "lambda": run.free_bits.lam,
+        "free_bits_mode": run.free_bits.mode,
+        "anneal": run.anneal.schedule,
+        "seed": run.train.seed,
+    }
+
+
+def collapse_epochs(history: Sequence[Sequence[float]], epsilon: float) -> list[int | None]:
+    """Per dimension, the first epoch (1-based) after which its KL stays below ε; None if never."""
+    if not history:
+        return []
+    kl = np.asarray(history)  # (E, D)
+    below = kl < epsilon
+    out: list[int | None] = []
+    for j in range(kl.shape[1]):
+        stays = np.logical_and.accumulate(below[::-1, j])[::-1]  # True where below from here on
+        out.append(int(np.argmax(stays)) + 1 if stays.any() else None)
+    return out
