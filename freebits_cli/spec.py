@@ -26,11 +26,12 @@ from .errors import SpecError
 FREE_BITS_MODES = ("batch", "example", "total", "group")
 SCHEDULES = ("none", "linear", "sigmoid", "cyclical")
 BINARIZE = ("none", "dynamic", "static")
+OUTPUT_BIASES = ("default", "data_mean")
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "softplus", "leaky_relu")
 PRECISIONS = ("fp32", "tf32")
 LR_SCHEDULES = ("constant", "cosine", "burda")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)(,cuda(:\d+)?)*$")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?(,cuda(:\d+)?)*)$")
 
 #: Short names accepted in `grid:` for the fields swept most often.
 GRID_ALIASES = {
@@ -59,6 +60,9 @@ class ModelSpec:
     """Number of latent dimensions D."""
     activation: str = "relu"
     """Hidden-layer non-linearity."""
+    output_bias: str = "default"
+    """Decoder output bias at init: `default` (like nn.Linear) or `data_mean` (the logit of each
+    pixel's training-set mean, as Burda et al. 2015)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,8 @@ class TrainSpec:
     """Examples per optimisation step."""
     lr: float = 1e-3
     """Adam learning rate."""
+    adam_eps: float = 1e-8
+    """Adam's ε (Burda et al. 2015 used 1e-4)."""
     lr_schedule: str = "constant"
     """`constant`, `cosine` (to 0 over training) or `burda` (lr·10^(-i/7) for 3^i epochs)."""
     seed: int = 0
@@ -380,9 +386,15 @@ def validate_run(run: RunConfig) -> None:
     )
     _check(m.latent_dim > 0, "model.latent_dim", f"must be > 0, got {m.latent_dim}")
     _one_of(m.activation, ACTIVATIONS, "model.activation")
+    _one_of(m.output_bias, OUTPUT_BIASES, "model.output_bias")
     _check(t.epochs > 0, "train.epochs", f"must be > 0, got {t.epochs}")
     _check(t.batch_size > 0, "train.batch_size", f"must be > 0, got {t.batch_size}")
     _check(_finite(t.lr) and t.lr > 0, "train.lr", f"must be a finite number > 0, got {t.lr}")
+    _check(
+        _finite(t.adam_eps) and t.adam_eps > 0,
+        "train.adam_eps",
+        f"must be a finite number > 0, got {t.adam_eps}",
+    )
     _one_of(t.lr_schedule, LR_SCHEDULES, "train.lr_schedule")
     _check(t.seed >= 0, "train.seed", f"must be >= 0, got {t.seed}")
     _check(

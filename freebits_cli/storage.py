@@ -30,6 +30,7 @@ METRICS_COLUMNS = (
     "free_bits_mode",
     "anneal",
     "seed",
+    "binarize",
     "epoch",
     "step",
     "beta",

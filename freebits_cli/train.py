@@ -107,7 +107,15 @@ class PackTrainer:
         self.model.reset(
             [generator(self.device, stream_seed(x.run.train.seed, "init")) for x in self.members]
         )
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.config.train.lr)
+        if m.output_bias == "data_mean":
+            # Burda et al. 2015: start the decoder at the logit of each pixel's mean intensity.
+            mean = self.x_train.mean(0).clamp(1e-3, 1 - 1e-3)
+            with torch.no_grad():
+                self.model.to_logits.bias.copy_(
+                    torch.logit(mean).expand_as(self.model.to_logits.bias)
+                )
+        train = self.config.train
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train.lr, eps=train.adam_eps)
         for member, state in zip(self.members, states, strict=True):
             if state is None:
                 member.generators = {
@@ -431,6 +439,7 @@ def _labels(run: RunConfig) -> dict[str, Any]:
         "free_bits_mode": run.free_bits.mode,
         "anneal": run.anneal.schedule,
         "seed": run.train.seed,
+        "binarize": run.dataset.binarize,
     }
 
 

@@ -19,6 +19,7 @@ from freebits_cli.spec import SweepSpec, build_spec
 from freebits_cli.train import collapse_epochs, learning_rate
 
 METRICS = ("test_elbo", "test_recon", "test_kl", "test_iwae_nll", "test_mi", "active_units")
+METRICS_EPOCH = storage.METRICS_COLUMNS.index("epoch")
 SMALL = [
     ("model.hidden", [32]),
     ("model.latent_dim", 4),
@@ -98,7 +99,7 @@ def test_files_follow_the_layout(tmp_path: Path) -> None:
         assert "checkpoint.pt" not in names
         rows = (folder / "metrics.csv").read_text().splitlines()
         assert rows[0].split(",") == list(storage.METRICS_COLUMNS)
-        assert [r.split(",")[5] for r in rows[1:]] == ["1", "2"]
+        assert [r.split(",")[METRICS_EPOCH] for r in rows[1:]] == ["1", "2"]
         kl_rows = (folder / "kl_per_dim.csv").read_text().splitlines()
         assert kl_rows[0] == "epoch,dim,kl" and len(kl_rows) == 1 + 2 * 4
         config = json.loads((folder / "config.json").read_text())
@@ -194,7 +195,7 @@ def test_kill_9_mid_sweep_then_resume(tmp_path: Path) -> None:
         for key in (*METRICS, "kl_per_dim"):
             assert b[run_id][key] == a[run_id][key], (run_id, key)
         rows = (tmp_path / "b/default/runs" / run_id / "metrics.csv").read_text().splitlines()
-        assert [r.split(",")[5] for r in rows[1:]] == [str(e) for e in range(1, 7)]
+        assert [r.split(",")[METRICS_EPOCH] for r in rows[1:]] == [str(e) for e in range(1, 7)]
 
 
 def test_diverging_member_fails_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -256,3 +257,15 @@ def test_burda_learning_rate_staircase() -> None:
         1e-3 * 10 ** (-3 / 7),
     ]
     assert lrs == pytest.approx(expected)
+
+
+def test_output_bias_starts_at_the_logit_of_the_mean_pixel(tmp_path: Path) -> None:
+    from freebits_cli.data import load_dataset
+    from freebits_cli.train import Member, PackTrainer
+
+    run = small_spec(("model.output_bias", "data_mean"), ("train.adam_eps", 1e-4)).expand()[0]
+    data = load_dataset(run.dataset)
+    trainer = PackTrainer([Member(run, tmp_path, {})], data, torch.device("cpu"))
+    mean = torch.from_numpy(data.x_train).mean(0).clamp(1e-3, 1 - 1e-3)
+    torch.testing.assert_close(trainer.model.to_logits.bias[0, 0], torch.logit(mean))
+    assert trainer.optimizer.param_groups[0]["eps"] == 1e-4
