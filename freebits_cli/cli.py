@@ -161,6 +161,7 @@ def _run_sweep(
     if not todo:
         console.print("nothing to train: every run is complete (use --force to re-run)")
     else:
+        executor.check_data(todo)
         executor.prepare(plan, spec)
         _train_with_progress(plan, spec.train.device, pack_size, jobs, len(todo))
     rows = _result_rows(plan)
@@ -239,20 +240,20 @@ def _fmt(value: Any, digits: int = 2) -> str:
 
 
 def _results_table(rows: Sequence[dict[str, Any]]) -> Table:
-    table = Table(title="results (nats per example)")
+    table = Table(title="test-set results, nats per example (AU: active units)")
     for column in (
         "λ",
         "mode",
-        "schedule",
+        "anneal",
         "seed",
-        "test ELBO",
+        "ELBO",
         "KL",
-        "active units",
+        "AU",
         "IWAE NLL",
         "MI",
         "state",
     ):
-        table.add_column(column, justify="right" if column not in ("mode", "schedule") else "left")
+        table.add_column(column, justify="left" if column in ("mode", "anneal") else "right")
     for r in sorted(rows, key=lambda r: (r["anneal"], r["mode"], r["lambda"], r["seed"])):
         table.add_row(
             f"{r['lambda']:g}",

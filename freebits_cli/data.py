@@ -52,12 +52,13 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
     else:
         x_train, x_test, shape = _load_idx_dataset(spec.name, spec.data_dir)
     rng = np.random.default_rng(DATA_SEED)
+    if spec.binarize in ("static", "dynamic"):
+        # The test set is binarised once either way, and first, so static and dynamic runs are
+        # scored on the very same targets.
+        x_test = (rng.random(x_test.shape, dtype=np.float32) < x_test).astype(np.float32)
     if spec.binarize == "static":
         # One fixed Bernoulli sample of the grayscale images (stochastic binarisation, sampled once).
         x_train = (rng.random(x_train.shape, dtype=np.float32) < x_train).astype(np.float32)
-    if spec.binarize in ("static", "dynamic"):
-        # The test set is binarised once either way, so every evaluation scores the same targets.
-        x_test = (rng.random(x_test.shape, dtype=np.float32) < x_test).astype(np.float32)
     return Dataset(spec.name, x_train, x_test, shape, spec.binarize)
 
 
@@ -119,6 +120,8 @@ def read_idx(path: Path) -> np.ndarray:
         raise DataError(f"{path}: not an IDX file of unsigned bytes")
     ndim = data[3]
     header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{path}: truncated IDX file (header cut short)")
     dims = struct.unpack(f">{ndim}I", data[4:header])
     if len(data) - header != int(np.prod(dims)):
         raise DataError(f"{path}: truncated IDX file (expected shape {dims})")
@@ -144,7 +147,10 @@ def _load_idx_dataset(
         train, test = find_idx(folder, "train"), find_idx(folder, "test")
         if train and test:
             x_train, x_test = read_idx(train), read_idx(test)
-            return _to_unit_float(x_train, str(train)), _to_unit_float(x_test, str(test)), (28, 28)
+            if x_train.shape[1:] != x_test.shape[1:]:
+                raise DataError(f"{train} and {test}: images differ in size")
+            shape = tuple(x_train.shape[1:])
+            return _to_unit_float(x_train, str(train)), _to_unit_float(x_test, str(test)), shape
     expected = f"{IDX_FILES['train'][0]}[.gz] and {IDX_FILES['test'][0]}[.gz]"
     if data_dir:
         raise DataError(f"dataset.data_dir: {data_dir} does not hold {expected} for {name}")

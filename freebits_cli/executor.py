@@ -127,6 +127,12 @@ def _dataset(spec: DatasetSpec) -> Any:
     return load_dataset(spec)
 
 
+def check_data(todo: Sequence[PlannedRun]) -> None:
+    """Load every data set the plan needs now, so a missing one fails before anything is written."""
+    for spec in {item.run.dataset for item in todo}:
+        _dataset(spec)
+
+
 def train_pack(
     pack: Sequence[PlannedRun],
     grid_paths: Sequence[str],

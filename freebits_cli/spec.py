@@ -264,7 +264,7 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise SpecError(where, f"expected a number, got {value!r}")
         try:
-            return float(value)
+            return float(value) + 0.0  # folds -0.0 into 0.0: one run id per value
         except ValueError:
             raise SpecError(where, f"expected a number, got {value!r}") from None
     if kind is str:
