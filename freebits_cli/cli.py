@@ -64,7 +64,7 @@ def _overrides(
     singles: dict[str, Any],
     sets: Sequence[str],
 ) -> list[tuple[str, Any]]:
-    from .spec import parse_override
+    from .spec_file import parse_override
 
     out: list[tuple[str, Any]] = []
     for flag, path, text in (
@@ -125,7 +125,7 @@ def sweep(
     """Train every run of a sweep not yet complete, then show the results table."""
 
     def body() -> int:
-        from .spec import build_spec
+        from .spec_file import build_spec
 
         singles = {
             "train.epochs": epochs,
@@ -303,7 +303,7 @@ def status(
 
     def body() -> int:
         from . import executor
-        from .spec import build_spec
+        from .spec_file import build_spec
 
         if not results_dir.is_dir():
             raise ResultsError(f"{results_dir}: no such folder")

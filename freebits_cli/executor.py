@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 from . import storage
 from .errors import SpecError
-from .spec import DatasetSpec, RunConfig, SweepSpec, dump_spec
+from .spec import DatasetSpec, RunConfig, SweepSpec
+from .spec_file import dump_spec
 
 if TYPE_CHECKING:  # torch is imported only when training starts
     from .train import EpochCallback, Outcome

@@ -1,4 +1,4 @@
-"""Sweep specs: YAML + flags + `--set` overrides -> a validated `SweepSpec` -> frozen `RunConfig`s.
+"""Sweep specs as frozen dataclasses: nested mappings -> a validated `SweepSpec` -> `RunConfig`s.
 
 Every section is a frozen dataclass whose fields carry their defaults and a docstring-style comment.
 Parsing is generic (driven by the dataclass fields), so a new field needs no new parsing code.
@@ -7,31 +7,19 @@ Parsing is generic (driven by the dataclass fields), so a new field needs no new
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import itertools
 import json
-import math
 import re
 import types
 import typing
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .errors import SpecError
+from .validation import suggest, validate_run
 
-FREE_BITS_MODES = ("batch", "example", "total", "group")
-SCHEDULES = ("none", "linear", "sigmoid", "cyclical")
-BINARIZE = ("none", "dynamic", "static")
-OUTPUT_BIASES = ("default", "data_mean")
-ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "softplus", "leaky_relu")
-PRECISIONS = ("fp32", "tf32")
-LR_SCHEDULES = ("constant", "cosine", "burda")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?(,cuda(:\d+)?)*)$")
 
 #: Short names accepted in `grid:` for the fields swept most often.
 GRID_ALIASES = {
@@ -224,11 +212,6 @@ def _section_to_dict(section: Any) -> dict[str, Any]:
     return out
 
 
-def _suggest(key: str, options: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(key, list(options), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def _coerce(value: Any, kind: Any, where: str) -> Any:
     """Convert a YAML value to the field's annotated type, or raise a SpecError naming the field."""
     origin = typing.get_origin(kind)
@@ -284,7 +267,7 @@ def _parse_section(cls: type, raw: Any, where: str) -> Any:
     kwargs = {}
     for key, value in raw.items():
         if key not in names:
-            raise SpecError(f"{where}.{key}", f"unknown field{_suggest(str(key), names)}")
+            raise SpecError(f"{where}.{key}", f"unknown field{suggest(str(key), names)}")
         attr = _attr_name(key)
         kwargs[attr] = _coerce(value, hints[attr], f"{where}.{key}")
     return cls(**kwargs)
@@ -308,7 +291,7 @@ def parse_spec(raw: Any, source: str = "spec") -> SweepSpec:
     known = [f.name for f in dataclasses.fields(SweepSpec)]
     for key in raw:
         if key not in known:
-            raise SpecError(str(key), f"unknown section{_suggest(str(key), known)}")
+            raise SpecError(str(key), f"unknown section{suggest(str(key), known)}")
     name = _coerce(raw.get("name", SweepSpec.name), str, "name")
     if not NAME_PATTERN.match(name):
         raise SpecError("name", f"{name!r} must be letters, digits, '.', '_' or '-' (no slashes)")
@@ -334,7 +317,7 @@ def _parse_grid(raw: Any) -> dict[str, list[Any]]:
         path = GRID_ALIASES.get(str(key), str(key))
         if path not in valid:
             options = list(GRID_ALIASES) + sorted(valid)
-            raise SpecError(f"grid.{key}", f"unknown field{_suggest(str(key), options)}")
+            raise SpecError(f"grid.{key}", f"unknown field{suggest(str(key), options)}")
         if not isinstance(values, list):
             values = [values]
         if not values:
@@ -354,101 +337,7 @@ def valid_paths() -> set[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# validation of values (types are already right here)
-
-
-def _check(ok: bool, where: str, message: str) -> None:
-    if not ok:
-        raise SpecError(where, message)
-
-
-def _finite(x: float) -> bool:
-    return math.isfinite(x)
-
-
-def _one_of(value: str, options: tuple[str, ...], where: str) -> None:
-    _check(
-        value in options,
-        where,
-        f"{value!r} is not one of {', '.join(options)}" + _suggest(value, options),
-    )
-
-
-def validate_run(run: RunConfig) -> None:
-    d, m, t, fb, a, e = run.dataset, run.model, run.train, run.free_bits, run.anneal, run.eval
-    if not d.name.endswith(".npz"):
-        _one_of(d.name, ("digits", "mnist", "fashion-mnist"), "dataset.name")
-    _one_of(d.binarize, BINARIZE, "dataset.binarize")
-    _check(
-        len(m.hidden) > 0 and all(h > 0 for h in m.hidden),
-        "model.hidden",
-        f"needs one or more positive widths, got {list(m.hidden)}",
-    )
-    _check(m.latent_dim > 0, "model.latent_dim", f"must be > 0, got {m.latent_dim}")
-    _one_of(m.activation, ACTIVATIONS, "model.activation")
-    _one_of(m.output_bias, OUTPUT_BIASES, "model.output_bias")
-    _check(t.epochs > 0, "train.epochs", f"must be > 0, got {t.epochs}")
-    _check(t.batch_size > 0, "train.batch_size", f"must be > 0, got {t.batch_size}")
-    _check(_finite(t.lr) and t.lr > 0, "train.lr", f"must be a finite number > 0, got {t.lr}")
-    _check(
-        _finite(t.adam_eps) and t.adam_eps > 0,
-        "train.adam_eps",
-        f"must be a finite number > 0, got {t.adam_eps}",
-    )
-    _one_of(t.lr_schedule, LR_SCHEDULES, "train.lr_schedule")
-    _check(t.seed >= 0, "train.seed", f"must be >= 0, got {t.seed}")
-    _check(
-        bool(DEVICE_PATTERN.match(t.device)),
-        "train.device",
-        f"{t.device!r} is not auto, cpu, cuda, cuda:N or a comma list of cuda:N",
-    )
-    _one_of(t.precision, PRECISIONS, "train.precision")
-    _check(
-        _finite(fb.lam) and fb.lam >= 0,
-        "free_bits.lambda",
-        f"must be a finite number >= 0 (nats), got {fb.lam}",
-    )
-    _one_of(fb.mode, FREE_BITS_MODES, "free_bits.mode")
-    _check(
-        fb.groups > 0 and m.latent_dim % fb.groups == 0,
-        "free_bits.groups",
-        f"must divide model.latent_dim={m.latent_dim}, got {fb.groups}",
-    )
-    _one_of(a.schedule, SCHEDULES, "anneal.schedule")
-    _check(
-        _finite(a.warmup_epochs) and a.warmup_epochs > 0,
-        "anneal.warmup_epochs",
-        f"must be > 0, got {a.warmup_epochs}",
-    )
-    _check(
-        a.warmup_steps is None or a.warmup_steps > 0,
-        "anneal.warmup_steps",
-        f"must be > 0, got {a.warmup_steps}",
-    )
-    _check(
-        _finite(a.beta_max) and a.beta_max >= 0,
-        "anneal.beta_max",
-        f"must be a finite number >= 0, got {a.beta_max}",
-    )
-    _check(
-        _finite(a.beta_start) and 0 <= a.beta_start <= a.beta_max,
-        "anneal.beta_start",
-        f"must lie in [0, beta_max={a.beta_max}], got {a.beta_start}",
-    )
-    _check(a.cycles > 0, "anneal.cycles", f"must be > 0, got {a.cycles}")
-    _check(
-        _finite(a.ratio) and 0 < a.ratio <= 1, "anneal.ratio", f"must lie in (0, 1], got {a.ratio}"
-    )
-    for name in ("au_threshold", "kl_threshold", "collapse_threshold"):
-        value = getattr(e, name)
-        _check(_finite(value) and value >= 0, f"eval.{name}", f"must be >= 0, got {value}")
-    _check(e.iwae_samples >= 0, "eval.iwae_samples", f"must be >= 0, got {e.iwae_samples}")
-    _check(e.iwae_every >= 0, "eval.iwae_every", f"must be >= 0, got {e.iwae_every}")
-    _check(e.samples >= 0, "eval.samples", f"must be >= 0, got {e.samples}")
-
-
-# ---------------------------------------------------------------------------------------------
-# paths, files and overrides
+# paths in nested mappings
 
 
 def get_path(tree: dict[str, Any], path: str) -> Any:
@@ -466,81 +355,8 @@ def set_path(tree: dict[str, Any], path: str, value: Any, prefix: str = "") -> N
         child = node.get(part)
         if not isinstance(child, dict):
             where = ".".join(parts[: depth + 1])
-            raise SpecError(prefix + where, f"unknown section{_suggest(part, list(node))}")
+            raise SpecError(prefix + where, f"unknown section{suggest(part, list(node))}")
         node = child
     if parts[-1] not in node:
-        raise SpecError(prefix + path, f"unknown field{_suggest(parts[-1], list(node))}")
+        raise SpecError(prefix + path, f"unknown field{suggest(parts[-1], list(node))}")
     node[parts[-1]] = value
-
-
-def load_yaml(path: Path) -> Any:
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        raise SpecError(str(path), "spec file not found") from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise SpecError(str(path), f"cannot read spec file ({exc.__class__.__name__})") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise SpecError(str(path), f"invalid YAML{where}") from None
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """`key.path=value` -> (path, YAML-parsed value)."""
-    if "=" not in text:
-        raise SpecError("--set", f"{text!r} must look like key.path=value")
-    key, raw = text.split("=", 1)
-    key = key.strip()
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        raise SpecError(f"--set {key}", f"cannot parse value {raw!r}") from None
-    return key, value
-
-
-def build_spec(
-    spec_file: Path | None, overrides: typing.Sequence[tuple[str, Any]] = ()
-) -> SweepSpec:
-    """Load a spec (or the defaults), apply overrides in order, and validate the result."""
-    raw = load_yaml(spec_file) if spec_file is not None else {}
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, dict):
-        raise SpecError(str(spec_file), "a spec must be a YAML mapping of sections")
-    tree = SweepSpec().to_dict()
-    for section, value in raw.items():
-        if section in tree and isinstance(tree[section], dict) and isinstance(value, dict):
-            if section == "grid":
-                tree["grid"] = dict(value)
-            else:
-                tree[section].update(value)
-        else:
-            tree[section] = value
-    for path, value in overrides:
-        if path == "name":
-            tree["name"] = value
-            continue
-        grid = tree.get("grid")
-        if not isinstance(grid, dict):
-            tree["grid"] = grid = {}
-        if path.startswith("grid."):
-            key = path.removeprefix("grid.")
-            _drop_grid_path(grid, GRID_ALIASES.get(key, key))
-            grid[key] = value
-        else:
-            # A single explicit value for a swept field replaces the sweep over it.
-            set_path(tree, path, value, prefix="--set ")
-            _drop_grid_path(grid, path)
-    return parse_spec(tree, source=str(spec_file or "defaults"))
-
-
-def _drop_grid_path(grid: dict[str, Any], path: str) -> None:
-    for key in [k for k in grid if GRID_ALIASES.get(str(k), str(k)) == path]:
-        del grid[key]
-
-
-def dump_spec(spec: SweepSpec) -> str:
-    return yaml.safe_dump(spec.to_dict(), sort_keys=False)

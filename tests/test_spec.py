@@ -24,12 +24,9 @@ from freebits_cli.spec import (
     RunConfig,
     SweepSpec,
     TrainSpec,
-    build_spec,
-    dump_spec,
-    load_yaml,
-    parse_override,
     parse_spec,
 )
+from freebits_cli.spec_file import build_spec, dump_spec, load_yaml, parse_override
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from freebits_cli import executor, storage
-from freebits_cli.spec import SweepSpec, build_spec
+from freebits_cli.spec import SweepSpec
+from freebits_cli.spec_file import build_spec
 from freebits_cli.train import collapse_epochs, learning_rate
 
 METRICS = ("test_elbo", "test_recon", "test_kl", "test_iwae_nll", "test_mi", "active_units")

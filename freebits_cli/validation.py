@@ -1,0 +1,118 @@
+"""The values each spec field accepts: the types are already checked, this checks ranges and names."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from .errors import SpecError
+
+if TYPE_CHECKING:
+    from .spec import RunConfig
+
+FREE_BITS_MODES = ("batch", "example", "total", "group")
+SCHEDULES = ("none", "linear", "sigmoid", "cyclical")
+BINARIZE = ("none", "dynamic", "static")
+OUTPUT_BIASES = ("default", "data_mean")
+ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "softplus", "leaky_relu")
+PRECISIONS = ("fp32", "tf32")
+LR_SCHEDULES = ("constant", "cosine", "burda")
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?(,cuda(:\d+)?)*)$")
+
+
+def suggest(key: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(options), n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _check(ok: bool, where: str, message: str) -> None:
+    if not ok:
+        raise SpecError(where, message)
+
+
+def _finite(x: float) -> bool:
+    return math.isfinite(x)
+
+
+def _one_of(value: str, options: tuple[str, ...], where: str) -> None:
+    _check(
+        value in options,
+        where,
+        f"{value!r} is not one of {', '.join(options)}" + suggest(value, options),
+    )
+
+
+def validate_run(run: RunConfig) -> None:
+    d, m, t, fb, a, e = run.dataset, run.model, run.train, run.free_bits, run.anneal, run.eval
+    if not d.name.endswith(".npz"):
+        _one_of(d.name, ("digits", "mnist", "fashion-mnist"), "dataset.name")
+    _one_of(d.binarize, BINARIZE, "dataset.binarize")
+    _check(
+        len(m.hidden) > 0 and all(h > 0 for h in m.hidden),
+        "model.hidden",
+        f"needs one or more positive widths, got {list(m.hidden)}",
+    )
+    _check(m.latent_dim > 0, "model.latent_dim", f"must be > 0, got {m.latent_dim}")
+    _one_of(m.activation, ACTIVATIONS, "model.activation")
+    _one_of(m.output_bias, OUTPUT_BIASES, "model.output_bias")
+    _check(t.epochs > 0, "train.epochs", f"must be > 0, got {t.epochs}")
+    _check(t.batch_size > 0, "train.batch_size", f"must be > 0, got {t.batch_size}")
+    _check(_finite(t.lr) and t.lr > 0, "train.lr", f"must be a finite number > 0, got {t.lr}")
+    _check(
+        _finite(t.adam_eps) and t.adam_eps > 0,
+        "train.adam_eps",
+        f"must be a finite number > 0, got {t.adam_eps}",
+    )
+    _one_of(t.lr_schedule, LR_SCHEDULES, "train.lr_schedule")
+    _check(t.seed >= 0, "train.seed", f"must be >= 0, got {t.seed}")
+    _check(
+        bool(DEVICE_PATTERN.match(t.device)),
+        "train.device",
+        f"{t.device!r} is not auto, cpu, cuda, cuda:N or a comma list of cuda:N",
+    )
+    _one_of(t.precision, PRECISIONS, "train.precision")
+    _check(
+        _finite(fb.lam) and fb.lam >= 0,
+        "free_bits.lambda",
+        f"must be a finite number >= 0 (nats), got {fb.lam}",
+    )
+    _one_of(fb.mode, FREE_BITS_MODES, "free_bits.mode")
+    _check(
+        fb.groups > 0 and m.latent_dim % fb.groups == 0,
+        "free_bits.groups",
+        f"must divide model.latent_dim={m.latent_dim}, got {fb.groups}",
+    )
+    _one_of(a.schedule, SCHEDULES, "anneal.schedule")
+    _check(
+        _finite(a.warmup_epochs) and a.warmup_epochs > 0,
+        "anneal.warmup_epochs",
+        f"must be > 0, got {a.warmup_epochs}",
+    )
+    _check(
+        a.warmup_steps is None or a.warmup_steps > 0,
+        "anneal.warmup_steps",
+        f"must be > 0, got {a.warmup_steps}",
+    )
+    _check(
+        _finite(a.beta_max) and a.beta_max >= 0,
+        "anneal.beta_max",
+        f"must be a finite number >= 0, got {a.beta_max}",
+    )
+    _check(
+        _finite(a.beta_start) and 0 <= a.beta_start <= a.beta_max,
+        "anneal.beta_start",
+        f"must lie in [0, beta_max={a.beta_max}], got {a.beta_start}",
+    )
+    _check(a.cycles > 0, "anneal.cycles", f"must be > 0, got {a.cycles}")
+    _check(
+        _finite(a.ratio) and 0 < a.ratio <= 1, "anneal.ratio", f"must lie in (0, 1], got {a.ratio}"
+    )
+    for name in ("au_threshold", "kl_threshold", "collapse_threshold"):
+        value = getattr(e, name)
+        _check(_finite(value) and value >= 0, f"eval.{name}", f"must be >= 0, got {value}")
+    _check(e.iwae_samples >= 0, "eval.iwae_samples", f"must be >= 0, got {e.iwae_samples}")
+    _check(e.iwae_every >= 0, "eval.iwae_every", f"must be >= 0, got {e.iwae_every}")
+    _check(e.samples >= 0, "eval.samples", f"must be >= 0, got {e.samples}")
