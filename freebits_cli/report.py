@@ -1,38 +1,38 @@
 """`freebits report`: read the files runs wrote; write tables, figures and one index.html.
 
-Reads only files (JSON, CSV, samples.npz): never torch, never retrains, so it works on a sweep that
-is still running or has failed runs. Each problem in the files becomes one warning line; only
-"nothing to report" raises `ResultsError` (exit 2). Figures: report_figures; page: report_html.
+Reads only files (never torch, never retrains), so it works on a sweep that is still running or
+has failed runs. This module: statistics across seeds, strategies, recommendation, orchestration.
+Reading files: report_load; figures: report_figures; the page and text formatting: report_html.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
-import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from freebits_cli.errors import ResultsError
-from freebits_cli.report_html import by_setting_rows
+from freebits_cli.report_html import (
+    by_setting_rows,
+    describe,
+    fmt_pm,
+    fmt_value,
+    varying,
+    write_index,
+)
+from freebits_cli.report_load import Runs, find_run_dirs, load_runs, read_kl_history, read_samples
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
 
 __all__ = ["ReportResult", "build_report", "by_setting_rows", "find_run_dirs", "t975"]
 
 FORMATS = ("png", "svg", "pdf")
-RUN_MARKERS = ("config.json", "summary.json", "failed.json")  # under runs/ (DESIGN.md, layout)
-CANON = {"free_bits.lambda": "lambda", "free_bits.mode": "free_bits_mode"}
-CANON |= {"anneal.schedule": "anneal", "train.seed": "seed"}
 METRICS = ("test_elbo", "test_recon", "test_kl", "active_units", "active_share")
 METRICS += ("active_units_kl", "test_iwae_nll", "test_mi", "seconds")
 STRATEGIES = ("baseline", "annealing only", "free bits only", "both")  # seed text, Exercise 2
-TEXT_COLS = {"run_id", "free_bits_mode", "anneal"}
 # Student-t 0.975 quantiles for 1..30 degrees of freedom (two-sided 95% CI across seeds).
 T975 = (12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004)
 T975 += (2.262157, 2.228139, 2.200985, 2.178813, 2.160369, 2.144787, 2.131450, 2.119905)
@@ -53,26 +53,8 @@ class ReportResult:
     files: tuple[Path, ...]  # every file written
 
 
-@dataclass
-class Runs:
-    """Everything read from the run folders, keyed by the run folder relative to the root."""
-
-    table: pd.DataFrame  # one row per run: setting, state, final metrics (= summary.csv)
-    keys: list[str]  # setting columns: [sweep,] lambda, free_bits_mode, anneal, other grid fields
-    metrics: dict[str, pd.DataFrame]  # per-epoch rows, possibly partial
-    kl_final: dict[str, np.ndarray]  # final KL per latent dimension (done runs)
-    collapse: dict[str, list[Any]]  # epoch each dimension collapsed (summary.json)
-    dirs: dict[str, Path]
-    specs: dict[str, str]  # sweep name -> spec.yaml text
-    warnings: list[str] = field(default_factory=list)
-
-    def counts(self) -> dict[str, int]:
-        states = self.table["state"].value_counts()
-        return {s: int(states.get(s, 0)) for s in ("done", "failed", "incomplete")}
-
-
 def t975(dof: int) -> float:
-    """Two-sided 95% Student-t quantile; Cornish-Fisher expansion beyond the table (error < 1e-5)."""
+    """Two-sided 95% Student-t quantile; Cornish-Fisher expansion past the table (error < 1e-5)."""
     if dof <= len(T975):
         return T975[dof - 1]
     z = 1.959964  # Abramowitz & Stegun 26.7.5: t ≈ z + g1/ν + g2/ν² + g3/ν³
@@ -109,77 +91,205 @@ def parse_formats(formats: Sequence[str] | str) -> tuple[str, ...]:
     return out
 
 
-def find_run_dirs(root: Path, skip: Path | None = None) -> list[Path]:
-    """Every run folder below `root` (itself included), sorted, never inside `skip`."""
-    skipped = skip.resolve() if skip is not None else None
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        here = Path(dirpath)
-        if skipped is not None and here != root and here.resolve() == skipped:
-            dirnames.clear()  # the report's own folder: never read our own output
-        elif here.parent.name == "runs" and any(m in filenames for m in RUN_MARKERS):
-            found.append(here)
-            dirnames.clear()
-        else:
-            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-    return sorted(found)
-
-
-def _why(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}".splitlines()[0][:120]
-
-
-def read_json(path: Path, warn: Callable[[str], None], then: str = "ignored") -> dict | None:
-    """The JSON object in `path`; None (and a warning) if it is corrupt; None if absent."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        warn(f"{path.name} is corrupt ({_why(exc)}); {then}")
-        return None
-    if not isinstance(data, dict):
-        warn(f"{path.name} is not a JSON object; {then}")
-        return None
-    return data
-
-
-def read_csv(path: Path, keys: Sequence[str], warn: Callable[[str], None]) -> pd.DataFrame | None:
-    """Rows of a CSV a run wrote, dropping a torn last line and malformed rows (with warnings)."""
+def _sortable(col: pd.Series) -> pd.Series:
     import pandas as pd
 
+    return col if pd.api.types.is_numeric_dtype(col) else col.astype(str)
+
+
+def by_setting_table(runs: Runs) -> pd.DataFrame:
+    """One row per setting (all but the seed): n done runs; mean, std (ddof=1), 95% CI of each."""
+    import pandas as pd
+
+    table, keys = runs.table, runs.keys
+    finished = table[table["state"] == "done"]
+    core = ("test_elbo", "test_recon", "test_kl", "active_units", "active_share")
+    metrics = [m for m in METRICS if m in core or finished[m].notna().any()]
+    records = []
+    for _, group in table.groupby(keys, dropna=False, sort=False):
+        done = group[group["state"] == "done"]
+        rec: dict[str, Any] = {k: group[k].iloc[0] for k in keys}
+        rec |= {"strategy": group["strategy"].iloc[0], "n": len(done)}
+        rec["n_failed"] = int((group["state"] == "failed").sum())
+        rec["n_incomplete"] = int((group["state"] == "incomplete").sum())
+        rec["seeds"] = ",".join(str(int(x)) for x in sorted(done["seed"].dropna()))
+        rec["latent_dim"] = group["latent_dim"].max()
+        # One run per setting (the lowest seed) for the figures that show single runs.
+        rec["_example"] = done.sort_values("seed")["path"].iloc[0] if len(done) else None
+        for m in metrics:
+            mean, std, ci, _ = seed_stats(done[m])
+            rec |= {f"{m}_mean": mean, f"{m}_std": std, f"{m}_ci95": ci}
+        records.append(rec)
+    df = pd.DataFrame(records)
+    # Each schedule's rows together, "none" first, λ ascending within: how the figures read.
+    df["_annealed"] = df["anneal"].astype(str) != "none"
+    order = [k for k in keys if k == "sweep"] + ["_annealed", "anneal", "free_bits_mode"]
+    order += [k for k in keys if "." in k] + ["lambda"]
+    df = df.sort_values(order, key=_sortable, kind="stable").drop(columns="_annealed")
+    return df.reset_index(drop=True)
+
+
+def strategies_table(by_setting: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """Best test ELBO per strategy (baseline / annealing only / free bits only / both)."""
+    import pandas as pd
+
+    ok = by_setting[(by_setting["n"] > 0) & by_setting["test_elbo_mean"].notna()]
+    shown = ["n", "test_elbo_mean", "test_elbo_std", "test_elbo_ci95", "active_units_mean"]
+    shown += [c for c in ("test_kl_mean", "test_iwae_nll_mean") if c in ok]
+    rows = []
+    for sweep, group in ok.groupby("sweep", sort=False) if "sweep" in keys else [(None, ok)]:
+        for name in STRATEGIES:
+            same = group[group["strategy"] == name]
+            if same.empty:
+                continue
+            best = same.loc[same["test_elbo_mean"].idxmax()]  # ties: the smaller λ (sorted)
+            rec = {"sweep": sweep} if sweep is not None else {}
+            rec |= {"strategy": name, "settings": len(same), "runs": int(same["n"].sum())}
+            rows.append(rec | {k: best[k] for k in keys if k != "sweep"} | best[shown].to_dict())
+    columns = ["sweep"] * ("sweep" in keys) + ["strategy", "settings", "runs"]
+    return pd.DataFrame(rows, columns=columns + [k for k in keys if k != "sweep"] + shown)
+
+
+def pareto_mask(elbo: Sequence[float], active: Sequence[float]) -> list[bool]:
+    """True for settings no other setting beats on both ELBO and active units (≥ both, > one)."""
+    pairs = list(zip(elbo, active, strict=True))
+    return [
+        not any(e2 >= e and a2 >= a and (e2 > e or a2 > a) for e2, a2 in pairs) for e, a in pairs
+    ]
+
+
+def recommend(
+    by_setting: pd.DataFrame, keys: Sequence[str], keep: float
+) -> tuple[str, pd.DataFrame]:
+    """The recommendation in words, and the ELBO/active-units Pareto front (per sweep)."""
+    import pandas as pd
+
+    texts, fronts = [], []
+    groups = by_setting.groupby("sweep", sort=False) if "sweep" in keys else [("", by_setting)]
+    for sweep, group in groups:
+        text, front = _recommend_one(group, [k for k in keys if k != "sweep"], keep)
+        texts.append(f"Sweep {sweep}: {text}" if sweep else text)
+        fronts += [front] if front is not None else []
+    columns = [*keys, "n", "test_elbo_mean", "test_elbo_ci95", "active_units_mean"]
+    columns += ["active_units_ci95", "active_share_mean", "recommended"]
+    pareto = pd.concat(fronts)[columns] if fronts else pd.DataFrame(columns=columns)
+    return " ".join(texts), pareto.reset_index(drop=True)
+
+
+def _recommend_one(
+    group: pd.DataFrame, keys: Sequence[str], keep: float
+) -> tuple[str, pd.DataFrame | None]:
+    """Among settings whose mean share of active units (Burda et al. 2015) is at least `keep`,
+    the best mean test ELBO (on a tie, the smaller λ); the smallest such λ is named too when it
+    differs, since a smaller free-bits floor changes the objective less (Kingma et al. 2016)."""
+    ok = group[(group["n"] > 0) & group["test_elbo_mean"].notna()]
+    ok = ok[ok["active_units_mean"].notna()]
+    if ok.empty:
+        return "No run has finished yet, so there is nothing to recommend.", None
+    shown = varying(ok, keys)
+    front = ok[pareto_mask(ok["test_elbo_mean"], ok["active_units_mean"])]
+    front = front.sort_values("active_units_mean", kind="stable").copy()
+    front["recommended"] = False
+
+    def said(row: pd.Series) -> str:
+        units = f"{row['active_units_mean']:.1f} of {fmt_value(row['latent_dim'])} units active"
+        elbo = fmt_pm(row["test_elbo_mean"], row["test_elbo_ci95"])
+        return f"{describe(row, shown)} ({units}, ELBO {elbo} nats)"
+
+    qualify = ok[ok["active_share_mean"] >= keep - 1e-9]
+    if qualify.empty:
+        top = ok.sort_values(["active_units_mean", "test_elbo_mean"]).iloc[-1]
+        text = f"No setting keeps {keep:.0%} of the latent units active; "
+        text += f"the most active setting is {said(top)}."
+    else:
+        pick = qualify.sort_values(["test_elbo_mean", "lambda"], ascending=[False, True])
+        pick = pick.iloc[0]
+        front.loc[front.index == pick.name, "recommended"] = True
+        cost = ok["test_elbo_mean"].max() - pick["test_elbo_mean"]
+        text = f"Recommended: {said(pick)}, the best ELBO among settings keeping at least "
+        text += f"{keep:.0%} of units active"
+        text += f", {cost:.2f} nats below the best ELBO overall." if cost > 0 else "."
+        smallest = qualify.sort_values(["lambda", "test_elbo_mean"], ascending=[True, False])
+        if smallest.index[0] != pick.name:
+            text += f" The smallest λ that does so is {said(smallest.iloc[0])}."
+    names = [describe(r, shown) for _, r in front.iterrows()]
+    more = f" and {len(names) - 6} more" if len(names) > 6 else ""
+    text += f" Pareto front of ELBO vs active units: {'; '.join(names[:6])}{more}."
+    return text, front
+
+
+def build_report(
+    results_dir: Path,
+    out_dir: Path | None = None,
+    formats: Sequence[str] = ("png",),
+    keep_share: float = 0.9,
+) -> ReportResult:
+    """Report every run below `results_dir` into `out_dir` (default results_dir/report).
+
+    `results_dir` may be a results root, one sweep folder or any folder above run folders.
+    `keep_share` is the share of latent units the recommended setting must keep active.
+    Raises ResultsError (one line) when the folder is missing, not a folder, or has no readable run.
+    """
+    from freebits_cli.report_figures import FigureInput, draw_all
+
+    results_dir = Path(results_dir).expanduser()
+    fmts = parse_formats(formats)
+    if isinstance(keep_share, bool) or not 0 < keep_share <= 1:
+        raise ResultsError(f"keep share: {keep_share!r} is not a share in (0, 1]")
+    if not results_dir.exists():
+        raise ResultsError(f"{results_dir}: no such folder")
+    if not results_dir.is_dir():
+        raise ResultsError(f"{results_dir}: not a folder")
+    out = Path(out_dir).expanduser() if out_dir is not None else results_dir / "report"
+    run_dirs = find_run_dirs(results_dir, skip=out)
+    if not run_dirs:
+        raise ResultsError(
+            f"{results_dir}: no runs found (expected <sweep>/runs/<run-id>/ folders holding "
+            "config.json, summary.json or failed.json)"
+        )
+    runs, readable = load_runs(results_dir, run_dirs)
+    if not readable:
+        raise ResultsError(
+            f"{results_dir}: none of the {len(run_dirs)} run folder(s) could be read "
+            f"(first problem: {runs.warnings[0] if runs.warnings else 'no files'})"
+        )
+    by_setting = by_setting_table(runs)
+    examples = [p for p in by_setting.pop("_example") if isinstance(p, str)]
+    strategies = strategies_table(by_setting, runs.keys)
+    recommendation, pareto = recommend(by_setting, runs.keys, keep_share)
+    kl_history, samples = {}, {}
+    for key in examples:  # other runs' kl_per_dim.csv and samples.npz are not shown: not read
+
+        def warn(msg: str, key: str = key) -> None:
+            runs.warnings.append(f"{key}: {msg}")
+
+        if (hist := read_kl_history(runs.dirs[key], warn)) is not None:
+            kl_history[key] = hist
+        if (data := read_samples(runs.dirs[key], warn)) is not None:
+            samples[key] = data
+    csvs = {"summary.csv": runs.table, "by_setting.csv": by_setting}
+    csvs |= {"strategies.csv": strategies, "pareto.csv": pareto}
+    figure_input = FigureInput(
+        runs=runs.table, by_setting=by_setting, keys=runs.keys, metrics=runs.metrics,
+        kl_final=runs.kl_final, collapse=runs.collapse, examples=examples,
+        kl_history=kl_history, samples=samples, pareto=pareto, keep_share=keep_share,
+    )  # fmt: skip
     try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        warn(f"{path.name} is unreadable ({_why(exc)}); ignored")
-        return None
-    lines = text.splitlines()
-    header = next(csv.reader(lines[:1]), [])
-    if not all(k in header for k in keys):
-        warn(f"{path.name} is corrupt (no header naming {', '.join(keys)}); ignored")
-        return None
-    body = lines[1:]
-    # A writer killed mid-line (kill -9) leaves a last line without newline; its numbers may be cut.
-    if body and not text.endswith(("\n", "\r")):
-        body.pop()
-        warn(f"{path.name}: last line is torn (cut off mid-write); ignored")
-    rows = [r for r in csv.reader(body) if r]
-    df = pd.DataFrame([r for r in rows if len(r) == len(header)], columns=header, dtype=object)
-    bad = pd.Series(0, index=df.index)
-    for col in df.columns:
-        if col not in TEXT_COLS:
-            raw = df[col].astype(str).str.strip()
-            df[col] = pd.to_numeric(raw, errors="coerce").astype(float)
-            bad += (raw != "") & df[col].isna() & (raw.str.lower() != "nan")
-    ok = df[list(keys)].notna().all(axis=1)
-    if (bad_rows := len(rows) - int(ok.sum())) > 0:
-        warn(f"{path.name}: {bad_rows} malformed line(s) ignored")
-    if (bad_values := int(bad[ok].sum())) > 0:
-        warn(f"{path.name}: {bad_values} unparsable value(s) read as missing")
-    df = df[ok]
-    if df.duplicated(list(keys)).any():
-        warn(f"{path.name}: duplicate rows for the same {'/'.join(keys)}; kept the last")
-        df = df.drop_duplicates(list(keys), keep="last")
-    return df.sort_values(list(keys)).reset_index(drop=True)
+        out.mkdir(parents=True, exist_ok=True)
+        files = []
+        for name, df in csvs.items():
+            df.to_csv(out / name, index=False)
+            files.append(out / name)
+        figures = draw_all(figure_input, out, fmts)
+        index = write_index(out, results_dir, runs, csvs, recommendation, figures, keep_share)
+    except OSError as exc:
+        raise ResultsError(f"{out}: cannot write the report ({exc.strerror or exc})") from exc
+    return ReportResult(
+        out_dir=out,
+        index_html=index,
+        by_setting=by_setting,
+        recommendation=recommendation,
+        counts=runs.counts(),
+        warnings=tuple(runs.warnings + figures.warnings),
+        files=(*files, *figures.files, index),
+    )

@@ -1,0 +1,391 @@
+"""Figures of the report, drawn with matplotlib's object API (no pyplot state; Agg for PNG).
+
+Colours: λ uses viridis (perceptually uniform, readable in grey and by colour-blind readers),
+stopped at 85% so the pale yellow end stays visible on white; categories (schedules) use the
+Okabe-Ito palette *and* a line style / marker each, so nothing depends on colour alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from freebits_cli.report_html import LABELS, short_label, varying
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
+LINESTYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+FLOOR = 1e-4  # nats: KL values below are drawn at the floor of the log axes (collapsed units)
+
+
+# Title and caption of each figure on the page: what it shows and how to read it.
+CAPTIONS = {
+    "active_units": (
+        "Active units vs λ",
+        "How many latent units carry information (Burda et "
+        "al. 2015) as the free-bits threshold grows; dashed: the latent size.",
+    ),
+    "elbo": (
+        "Test ELBO vs λ",
+        "The price of free bits in likelihood: the true, unclamped ELBO "
+        "(β = 1); beside it the importance-weighted NLL when runs computed one.",
+    ),
+    "pareto": (
+        "ELBO vs active units",
+        "Each point a setting (mean over seeds); the line joins "
+        "the settings no other beats on both; the circle is the recommendation.",
+    ),
+    "rate_distortion": (
+        "Rate vs distortion",
+        "Each run a point: rate = KL, distortion = "
+        "reconstruction NLL (Alemi et al. 2018); a dotted line is one ELBO.",
+    ),
+    "kl_per_dim": (
+        "KL per latent dimension",
+        "Final KL of each unit, sorted within each run; "
+        "dark cells are collapsed units; free bits hold units near λ (white marks).",
+    ),
+    "kl_trajectories": (
+        "KL per unit over epochs",
+        "One panel per setting (lowest seed): when "
+        "units collapse (KL falls to ~0) and where free bits hold them (dashed).",
+    ),
+    "curves": (
+        "Training curves",
+        "Test ELBO, KL, active units and the annealing weight β per "
+        "epoch for every run, including runs still going or failed.",
+    ),
+    "reconstructions": (
+        "Reconstructions",
+        "The same test images in every run (top row) and "
+        "their reconstructions for each setting (lowest seed).",
+    ),
+    "samples": ("Prior samples", "Decoded samples z ~ N(0, I) for each setting (lowest seed)."),
+}
+
+
+@dataclass
+class FigureInput:
+    """What the figures read; run keys are run folders relative to the results folder."""
+
+    runs: pd.DataFrame  # one row per run (summary.csv)
+    by_setting: pd.DataFrame  # one row per setting (by_setting.csv)
+    keys: list[str]  # setting columns
+    metrics: dict[str, pd.DataFrame]  # run key -> per-epoch rows
+    kl_final: dict[str, np.ndarray]  # run key -> final KL per dimension
+    collapse: dict[str, list[Any]]  # run key -> epoch each dimension collapsed
+    examples: list[str]  # one run key per setting (lowest seed), in by_setting order
+    kl_history: dict[str, pd.DataFrame]  # example run key -> kl_per_dim.csv rows
+    samples: dict[str, dict[str, np.ndarray]]  # example run key -> samples.npz arrays
+    pareto: pd.DataFrame  # ELBO/active-units Pareto front, with a `recommended` column
+    keep_share: float
+    context: str = ""  # what was swept, for the titles
+
+
+@dataclass
+class FigureOutput:
+    files: list[Path] = field(default_factory=list)
+    shown: list[tuple[str, str, str, list[str]]] = field(default_factory=list)  # file, title, ...
+    skipped: list[str] = field(default_factory=list)  # "figure (why not drawn)"
+    warnings: list[str] = field(default_factory=list)
+
+
+def _context(inp: FigureInput) -> str:
+    """What was swept, e.g. "sweep demo: λ ∈ {0, 0.5, 1} × schedule ∈ {none, linear} × 3 seeds"."""
+    runs = inp.runs
+    parts = []
+    for key in [k for k in inp.keys if k != "sweep"]:
+        values = sorted({short_label({key: v}, [key]) for v in runs[key]}, key=natural)
+        if len(values) > 1:
+            text = ", ".join(v.removeprefix("λ=") for v in values[:8])
+            parts.append(f"{LABELS.get(key, key)} ∈ {{{text}{', …' if len(values) > 8 else ''}}}")
+    seeds = runs["seed"].nunique()
+    parts.append(f"{seeds} seed{'s' * (seeds != 1)}")
+    sweeps = sorted(runs["sweep"].astype(str).unique())
+    return f"sweep{'s' * (len(sweeps) > 1)} {', '.join(sweeps)}: " + " × ".join(parts)
+
+
+def natural(text: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(text.removeprefix("λ=")), "")
+    except ValueError:
+        return (0 if text == "none" else 1, 0.0, text)
+
+
+def lambda_colors(lams: Sequence[float]) -> dict[float, Any]:
+    from matplotlib import colormaps
+
+    values = sorted({float(v) for v in lams if v == v})
+    cmap = colormaps["viridis"]
+    return {v: cmap(0.85 * i / max(len(values) - 1, 1)) for i, v in enumerate(values)}
+
+
+def _style(i: int) -> dict[str, Any]:
+    return {"color": OKABE_ITO[i % 7], "linestyle": LINESTYLES[i % 4], "marker": MARKERS[i % 8]}
+
+
+def series(df: pd.DataFrame, keys: Sequence[str]) -> tuple[str, list[tuple[str, pd.DataFrame]]]:
+    """Split settings into lines over λ: (legend title, [(label, rows sorted by λ)])."""
+    rest = [k for k in keys if k != "lambda"]
+    named = [k for k in varying(df, rest) if df[k].nunique(dropna=False) > 1]
+    groups = df.groupby(rest, dropna=False, sort=False) if rest else [((), df)]
+    lines = [(short_label(g.iloc[0], named), g.sort_values("lambda")) for _, g in groups]
+    return " · ".join(LABELS.get(k, k) for k in named), lines
+
+
+def _lambda_axis(ax: Axes, lams: Sequence[float]) -> None:
+    """Symlog λ axis: λ = 0 (no free bits) sits on the linear part, the rest on a log scale."""
+    from matplotlib.ticker import NullLocator
+
+    values = sorted({float(v) for v in lams if v == v})
+    positive = [v for v in values if v > 0]
+    if positive:
+        ax.set_xscale("symlog", linthresh=min(positive), linscale=0.6)
+    ax.set_xticks(values, labels=[f"{v:g}" for v in values], rotation=45 * (len(values) > 7))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel("free-bits threshold λ (nats)")
+
+
+def title(fig: Figure, main: str, inp: FigureInput) -> int:
+    """Title: what the figure shows, then what was swept, wrapped to the figure; its line count."""
+    import textwrap
+
+    chars = int(fig.get_figwidth() * 11)  # about 11 characters per inch at 11.5 pt
+    lines = textwrap.wrap(main, chars) + textwrap.wrap(inp.context, chars)
+    fig.suptitle("\n".join(lines), fontsize=11.5)
+    return len(lines)
+
+
+def _by_lambda(ax: Axes, inp: FigureInput, metric: str, ylabel: str) -> str:
+    """Mean over seeds vs λ with a 95% CI band, one line per schedule (and mode, ...)."""
+    done = inp.by_setting[(inp.by_setting["n"] > 0) & inp.by_setting[f"{metric}_mean"].notna()]
+    legend, lines = series(done, inp.keys)
+    for i, (label, g) in enumerate(lines):
+        x, y = g["lambda"].to_numpy(float), g[f"{metric}_mean"].to_numpy(float)
+        ci = g[f"{metric}_ci95"].to_numpy(float)
+        ax.plot(x, y, label=label or None, linewidth=1.8, markersize=6, **_style(i))
+        ax.fill_between(x, y - ci, y + ci, color=_style(i)["color"], alpha=0.16, linewidth=0)
+    _lambda_axis(ax, done["lambda"])
+    # Frame the means, not the bands: with 2-3 seeds a t-based CI can be ten times the spread
+    # between settings and would flatten every line; wide bands simply run off the axes.
+    means = done[f"{metric}_mean"].to_numpy(float)
+    if len(means):
+        lo, hi = float(means.min()), float(means.max())
+        pad = max(0.6 * (hi - lo), 0.01 * max(abs(lo), abs(hi)), 0.05)
+        ax.set_ylim(lo - pad, hi + pad)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if len(lines) > 1:
+        ax.legend(title=legend, fontsize=9)
+    return legend
+
+
+def fig_active_units(inp: FigureInput) -> Figure | str:
+    from matplotlib.figure import Figure
+
+    done = inp.by_setting[inp.by_setting["n"] > 0]
+    if done.empty:
+        return "no finished run"
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.subplots()
+    _by_lambda(ax, inp, "active_units", "active units (count)")
+    dims = sorted({int(d) for d in done["latent_dim"].dropna()})
+    for d in dims:  # the ceiling: every latent unit active
+        ax.axhline(d, color="0.3", linestyle=(0, (6, 3)), linewidth=1.2, zorder=1)
+        ax.annotate(
+            f"latent size D = {d}",
+            (0.01, d),
+            xycoords=("axes fraction", "data"),
+            va="bottom",
+            fontsize=9,
+            color="0.25",
+        )
+    ax.set_ylim(0, max(dims, default=1) * 1.08)
+    title(fig, "Active units vs free-bits λ (mean over seeds, band: 95% CI)", inp)
+    return fig
+
+
+def fig_elbo(inp: FigureInput) -> Figure | str:
+    from matplotlib.figure import Figure
+
+    done = inp.by_setting[inp.by_setting["n"] > 0]
+    if done.empty:
+        return "no finished run"
+    iwae = "test_iwae_nll_mean" in done and done["test_iwae_nll_mean"].notna().any()
+    fig = Figure(figsize=(13 if iwae else 8, 5), layout="constrained")
+    axes = fig.subplots(1, 1 + iwae, squeeze=False)[0]
+    _by_lambda(axes[0], inp, "test_elbo", "test ELBO (nats per example; higher is better)")
+    if iwae:
+        k = inp.runs["iwae_samples"].dropna()
+        k_text = f", k = {int(k.max())}" if len(k) else ""
+        _by_lambda(axes[1], inp, "test_iwae_nll", f"IWAE NLL{k_text} (nats; lower is better)")
+        axes[1].set_title("importance-weighted NLL (Burda et al. 2015)", fontsize=10)
+    title(fig, "Test ELBO vs free-bits λ (mean over seeds, band: 95% CI)", inp)
+    return fig
+
+
+def scatter_runs(ax: Axes, df: pd.DataFrame, x: str, y: str, colors: dict[float, Any]) -> list:
+    """Points coloured by λ, one marker per schedule; returns the schedule legend handles."""
+    from matplotlib.lines import Line2D
+
+    handles = []
+    schedules = sorted(df["anneal"].astype(str).unique(), key=natural)
+    for j, schedule in enumerate(schedules):
+        g = df[df["anneal"].astype(str) == schedule]
+        ax.scatter(
+            g[x],
+            g[y],
+            c=[colors.get(v, "0.5") for v in g["lambda"]],
+            marker=MARKERS[j % 8],
+            s=52,
+            edgecolors="black",
+            linewidths=0.6,
+            zorder=3,
+        )
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color="black",
+                marker=MARKERS[j % 8],
+                linestyle="",
+                markerfacecolor="white",
+                label=schedule,
+            )
+        )
+    return handles
+
+
+def two_legends(top: Axes, bottom: Axes, colors: dict[float, Any], schedules: list) -> None:
+    """λ colours right of `top`, schedule markers right of `bottom`: outside the data, below the
+    title (figure legends would collide with it), and kept beside any legend the axes has."""
+    from matplotlib.legend import Legend
+    from matplotlib.lines import Line2D
+
+    lam = [
+        Line2D([], [], color=c, marker="o", linestyle="", markersize=8, label=f"{v:g}")
+        for v, c in colors.items()
+    ]
+    for ax, handles, name, loc, y in (
+        (top, lam, "λ (nats)", "upper left", 1.0),
+        (bottom, schedules, "schedule", "lower left", 0.0),
+    ):
+        if handles:
+            labels = [h.get_label() for h in handles]
+            legend = Legend(
+                ax,
+                handles,
+                labels,
+                title=name,
+                loc=loc,
+                fontsize=9,
+                bbox_to_anchor=(1.02, y),
+                borderaxespad=0,
+            )
+            ax.add_artist(legend).set_clip_on(False)  # add_artist clips to the axes: undo
+
+
+def fig_pareto(inp: FigureInput) -> Figure | str:
+    from matplotlib.figure import Figure
+
+    bs = inp.by_setting
+    ok = bs[(bs["n"] > 0) & bs["test_elbo_mean"].notna() & bs["active_units_mean"].notna()]
+    if ok.empty:
+        return "no finished run"
+    fig = Figure(figsize=(8.5, 5.5), layout="constrained")
+    ax = fig.subplots()
+    ax.errorbar(
+        ok["active_units_mean"],
+        ok["test_elbo_mean"],
+        xerr=ok["active_units_ci95"],
+        yerr=ok["test_elbo_ci95"],
+        fmt="none",
+        ecolor="0.65",
+        elinewidth=0.9,
+        zorder=2,
+    )
+    colors = lambda_colors(ok["lambda"])
+    handles = scatter_runs(ax, ok, "active_units_mean", "test_elbo_mean", colors)
+    front = inp.pareto.sort_values("active_units_mean")
+    for n, (_, f) in enumerate(front.groupby("sweep") if "sweep" in front else [((), front)]):
+        ax.plot(
+            f["active_units_mean"],
+            f["test_elbo_mean"],
+            color="black",
+            linewidth=1.2,
+            zorder=2.5,
+            label="Pareto front" if n == 0 else None,
+        )
+    pick = front[front["recommended"].astype(bool)]
+    ax.scatter(
+        pick["active_units_mean"],
+        pick["test_elbo_mean"],
+        s=340,
+        facecolors="none",
+        edgecolors="#D55E00",
+        linewidths=2.4,
+        zorder=4,
+        label="recommended",
+    )
+    for d in sorted({int(d) for d in ok["latent_dim"].dropna()}):
+        ax.axvline(
+            inp.keep_share * d,
+            color="0.35",
+            linestyle="--",
+            linewidth=1,
+            label=f"{inp.keep_share:.0%} of D = {d} units",
+        )
+    ax.set_xlabel("active units (mean over seeds)")
+    ax.set_ylabel("test ELBO (nats, mean over seeds; higher is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="best", fontsize=9)
+    two_legends(ax, ax, colors, handles)
+    title(fig, "ELBO vs active units per setting (bars: 95% CI): the Pareto front", inp)
+    return fig
+
+
+def draw_all(inp: FigureInput, out: Path, formats: Sequence[str]) -> FigureOutput:
+    """Draw every figure into `out` in each format (plus PNG for the page if only PDF is asked)."""
+    from freebits_cli import report_run_figures as images
+
+    figures: list[tuple[str, Callable[[FigureInput], Figure | str]]] = [
+        ("active_units", fig_active_units),
+        ("elbo", fig_elbo),
+        ("pareto", fig_pareto),
+        ("rate_distortion", images.fig_rate_distortion),
+        ("kl_per_dim", images.fig_kl_per_dim),
+        ("kl_trajectories", images.fig_kl_trajectories),
+        ("curves", images.fig_curves),
+        ("reconstructions", images.fig_reconstructions),
+        ("samples", images.fig_samples),
+    ]
+    inp.context = _context(inp)
+    result = FigureOutput()
+    web = next((f for f in ("png", "svg") if f in formats), "png")  # browsers cannot show PDF
+    fmts = list(dict.fromkeys([*formats, web]))
+    for stem, *_ in figures:  # a figure not drawn this time must not show last time's picture
+        for fmt in ("png", "svg", "pdf"):
+            (out / f"{stem}.{fmt}").unlink(missing_ok=True)
+    for stem, draw in figures:
+        try:
+            fig = draw(inp)
+        except Exception as exc:  # one odd file must not take the whole report down
+            result.warnings.append(f"{stem}: figure not drawn ({type(exc).__name__}: {exc})")
+            continue
+        if isinstance(fig, str):
+            result.skipped.append(f"{stem} ({fig})")
+            continue
+        for fmt in fmts:
+            fig.savefig(out / f"{stem}.{fmt}", dpi=130, facecolor="white")
+            result.files.append(out / f"{stem}.{fmt}")
+        others = [f"{stem}.{f}" for f in fmts if f != web]
+        result.shown.append((f"{stem}.{web}", *CAPTIONS[stem], others))
+    return result

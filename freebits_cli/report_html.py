@@ -1,0 +1,307 @@
+"""Words for the report: number and setting formatting, the terminal table rows, and index.html.
+
+The page is one self-contained file (inline CSS, images referenced by relative name), so the report
+folder can be copied anywhere and opened offline.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from freebits_cli.report_figures import FigureOutput
+    from freebits_cli.report_load import Runs
+
+LABELS = {"lambda": "λ", "free_bits_mode": "free-bits mode", "anneal": "schedule", "sweep": "sweep"}
+# (column stem, header, decimals) of the metrics shown in the terminal and the page.
+SHOWN = (("test_elbo", "ELBO (nats)", 2), ("active_units", "active units", 1))
+SHOWN += (("test_kl", "KL (nats)", 2), ("test_iwae_nll", "IWAE NLL (nats)", 2))
+
+
+def _missing(value: Any) -> bool:
+    try:
+        return value is None or bool(
+            value != value
+        )  # NaN and pandas.NA are not equal to themselves
+    except (TypeError, ValueError):
+        return True
+
+
+def fmt_value(value: Any) -> str:
+    """A setting value: 0.5, 2, linear, or - when missing."""
+    if _missing(value):
+        return "-"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def fmt_pm(mean: Any, ci: Any, digits: int = 2) -> str:
+    """mean ± 95% CI half-width; the mean alone when there is one seed; - when missing."""
+    if _missing(mean):
+        return "-"
+    return f"{mean:.{digits}f}" if _missing(ci) else f"{mean:.{digits}f} ± {ci:.{digits}f}"
+
+
+def varying(df: pd.DataFrame, keys: Sequence[str]) -> list[str]:
+    """The setting columns worth naming: λ and schedule always, the others when they vary."""
+    return [k for k in keys if k in ("lambda", "anneal") or df[k].nunique(dropna=False) > 1]
+
+
+def describe(row: Mapping[str, Any] | pd.Series, keys: Sequence[str]) -> str:
+    """A setting in words: "λ = 0.5, linear annealing, batch free bits"."""
+    parts = []
+    for key in keys:
+        value = fmt_value(row[key])
+        if key == "lambda":
+            parts.append(f"λ = {value}")
+        elif key == "anneal":
+            parts.append("no annealing" if value == "none" else f"{value} annealing")
+        elif key == "free_bits_mode":
+            parts.append(f"{value} free bits")
+        else:
+            parts.append(f"{key} = {value}")
+    return ", ".join(parts)
+
+
+def short_label(row: Mapping[str, Any] | pd.Series, keys: Sequence[str]) -> str:
+    """A setting for a figure label: "λ=0.5 · linear"."""
+    return " · ".join(
+        f"λ={fmt_value(row[k])}" if k == "lambda" else fmt_value(row[k]) for k in keys
+    )
+
+
+def by_setting_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Headers and string rows of the by-setting table, for a Rich (or HTML) table.
+
+    Setting columns (constant ones left out, except λ and schedule), n, then mean ± 95% CI of
+    the test ELBO, active units, test KL and (when recorded) the IWAE NLL.
+    """
+    keys = [c for c in df.columns if c in LABELS or "." in c]
+    keys = varying(df, keys)
+    shown = [s for s in SHOWN if f"{s[0]}_mean" in df and df[f"{s[0]}_mean"].notna().any()]
+    headers = [LABELS.get(k, k) for k in keys] + ["n"] + [h for _, h, _ in shown]
+    rows = []
+    for _, row in df.iterrows():
+        n = f"{row['n']}"
+        n += f" +{row['n_failed']} failed" if row.get("n_failed", 0) else ""
+        n += f" +{row['n_incomplete']} running" if row.get("n_incomplete", 0) else ""
+        cells = [fmt_value(row[k]) for k in keys] + [n]
+        rows.append(cells + [fmt_pm(row[f"{c}_mean"], row[f"{c}_ci95"], d) for c, _, d in shown])
+    return headers, rows
+
+
+def _cell(value: Any) -> str:
+    text = html.escape(str(value))
+    # Numbers right-aligned (tabular figures line up); words left-aligned.
+    return f'<td class="n">{text}</td>' if re.match(r"^[-+]?\d|^-$", text) else f"<td>{text}</td>"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _section(anchor: str, heading: str, body: str, note: str = "", below: bool = False) -> str:
+    note = f'<p class="meta">{note}</p>' if note else ""
+    inner = body + note if below else note + body
+    return f'<h2 id="{anchor}">{html.escape(heading)}</h2>{inner}'
+
+
+def _run_rows(table: pd.DataFrame, state: str, keys: Sequence[str]) -> list[list[str]]:
+    rows = []
+    for _, r in table[table["state"] == state].iterrows():
+        epochs = f"{fmt_value(r['epochs_done'])} / {fmt_value(r['epochs'])}"
+        cells = [r["run_id"], describe(r, keys), fmt_value(r["seed"])]
+        last = [fmt_value(r["failed_epoch"]), str(r["failed_reason"])] if state == "failed" else []
+        rows.append([*cells, epochs, *last])
+    return rows
+
+
+CSS = """
+body{font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1b1b1b;margin:0;
+background:#f3f3f3}main{max-width:1240px;margin:0 auto;padding:24px 32px 64px;background:#fff}
+h1{font-size:26px;margin:0 0 4px}h2{font-size:20px;margin:36px 0 8px;border-bottom:2px solid #ddd;
+padding-bottom:4px}.meta{color:#555;margin:4px 0 10px}code,pre{font:13px/1.45 ui-monospace,Menlo,
+Consolas,monospace}pre{background:#f4f4f4;padding:12px;overflow:auto;border-radius:6px}
+nav{margin:14px 0;font-size:14px}nav a{margin-right:14px}a{color:#0b5cad}
+.tiles{display:flex;gap:12px;flex-wrap:wrap}.tile{border:1px solid #ccc;border-radius:8px;
+padding:8px 18px;min-width:110px}.tile b{display:block;font-size:28px}.failed b{color:#b00020}
+.rec{background:#eef5ff;border-left:5px solid #0b5cad;padding:12px 18px;font-size:16px}
+.warn{background:#fff6e5;border-left:5px solid #b36b00;padding:6px 18px}
+table{border-collapse:collapse;font-size:13.5px;margin:8px 0;font-variant-numeric:tabular-nums}
+th,td{border-bottom:1px solid #e2e2e2;padding:5px 10px;text-align:left;white-space:nowrap}
+td.n{text-align:right}th{background:#ececec;position:sticky;top:0}
+tbody tr:nth-child(even){background:#f7f7f7}
+.scroll{max-height:560px;overflow:auto;border:1px solid #e2e2e2;display:inline-block;max-width:100%}
+figure{margin:18px 0 34px}figure img{max-width:100%;height:auto;border:1px solid #ddd}
+figcaption{color:#333;max-width:1000px;margin-top:6px}summary{cursor:pointer;font-weight:600}
+"""
+
+
+def write_index(
+    out: Path,
+    results_dir: Path,
+    runs: Runs,
+    csvs: Mapping[str, pd.DataFrame],
+    recommendation: str,
+    figures: FigureOutput,
+    keep_share: float,
+) -> Path:
+    """Write out/index.html: counts, recommendation, problems, tables, figures and specs."""
+    esc = html.escape
+    table, counts, by_setting = runs.table, runs.counts(), csvs["by_setting.csv"]
+    sweeps = ", ".join(sorted(table["sweep"].astype(str).unique()))
+    keys = varying(by_setting, runs.keys) if len(by_setting) else ["lambda", "anneal"]
+    stamp = datetime.now().strftime("%Y-%m-%d %H:%M")
+    tiles = [("done", counts["done"]), ("failed", counts["failed"])]
+    tiles += [("running or interrupted", counts["incomplete"]), ("total", len(table))]
+    parts = [
+        f"<h1>freebits report: {esc(sweeps)}</h1>",
+        f'<p class="meta">{len(table)} runs read from <code>{esc(str(results_dir))}</code> on '
+        f"{stamp}. All numbers are in nats per test example.</p>",
+        '<div class="tiles">'
+        + "".join(f'<div class="tile {name * bool(n)}"><b>{n}</b>{name}</div>' for name, n in tiles)
+        + "</div>",
+        "<nav>" + " ".join(f'<a href="#{a}">{t}</a>' for a, t in NAV) + "</nav>",
+        _section(
+            "recommendation",
+            "Recommendation",
+            f'<p class="rec">{esc(recommendation)}</p>',
+            f"Target: at least {keep_share:.0%} of the latent units active (Burda et al. "
+            "2015). Means over seeds ± the 95% confidence half-width (Student t).",
+            below=True,
+        ),
+    ]
+    problems = runs.warnings + figures.warnings
+    if problems:
+        items = "".join(f"<li><code>{esc(w)}</code></li>" for w in problems[:100])
+        items += f"<li>… and {len(problems) - 100} more</li>" if len(problems) > 100 else ""
+        body = f'<div class="warn"><ul>{items}</ul></div>'
+        parts.append(_section("problems", f"Problems in the files ({len(problems)})", body))
+    if counts["failed"]:
+        head = ["run", "setting", "seed", "epochs", "failed at epoch", "reason"]
+        body = _table(head, _run_rows(table, "failed", keys))
+        parts.append(_section("failed", f"Failed runs ({counts['failed']})", body))
+    if counts["incomplete"]:
+        head = ["run", "setting", "seed", "epochs done / planned"]
+        body = _table(head, _run_rows(table, "incomplete", keys))
+        parts.append(
+            _section(
+                "running",
+                f"Running or interrupted ({counts['incomplete']})",
+                body,
+                "No summary.json yet: still training, or stopped before the end.",
+            )
+        )
+    parts.append(
+        _section(
+            "by-setting",
+            "Results by setting",
+            f'<div class="scroll">{_table(*by_setting_rows(by_setting))}</div>',
+            "Finished runs only; ± is the 95% CI over seeds. Every statistic: "
+            '<a href="by_setting.csv">by_setting.csv</a>.',
+        )
+    )
+    parts += [_strategies(csvs["strategies.csv"], keys), _pareto(csvs["pareto.csv"], keys)]
+    parts.append(_figures(figures))
+    parts.append(_all_runs(csvs["summary.csv"], runs.keys))
+    for i, (sweep, text) in enumerate(sorted(runs.specs.items())):
+        body = f"<details open><summary>spec.yaml</summary><pre>{esc(text)}</pre></details>"
+        parts.append(_section("spec" if i == 0 else f"spec-{i}", f"Spec of sweep {sweep}", body))
+    if not runs.specs:
+        parts.append(_section("spec", "Spec", "<p>No spec.yaml found beside the runs.</p>"))
+    links = " · ".join(f'<a href="{n}">{n}</a>' for n in csvs)
+    parts.append(_section("tables", "Tables", f"<p>{links}</p>"))
+    page = (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>freebits report: '
+        f'{esc(sweeps)}</title><meta name="viewport" content="width=device-width">'
+        f"<style>{CSS}</style></head><body><main>{''.join(parts)}</main></body></html>\n"
+    )
+    path = out / "index.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+NAV = (("recommendation", "Recommendation"), ("by-setting", "By setting"))
+NAV += (("strategies", "Strategies"), ("pareto", "Pareto front"), ("figures", "Figures"))
+NAV += (("runs", "All runs"), ("spec", "Spec"), ("tables", "CSV files"))
+
+
+def _figures(figures: FigureOutput) -> str:
+    esc, parts = html.escape, []
+    for name, title, caption, others in figures.shown:
+        links = " · ".join(f'<a href="{esc(o)}">{esc(o.rsplit(".", 1)[1])}</a>' for o in others)
+        parts.append(
+            f'<figure id="{esc(name.rsplit(".", 1)[0])}"><img src="{esc(name)}" '
+            f'alt="{esc(title)}" loading="lazy"><figcaption><b>{esc(title)}.</b> '
+            f"{esc(caption)}{' Also as ' + links + '.' if links else ''}</figcaption></figure>"
+        )
+    note = f"Not drawn: {esc('; '.join(figures.skipped))}." if figures.skipped else ""
+    return _section("figures", "Figures", "".join(parts), note)
+
+
+def _all_runs(summary: pd.DataFrame, keys: Sequence[str]) -> str:
+    cols = ["run_id", "state", *keys, "seed", "epochs_done", "test_elbo", "test_kl", "active_units"]
+    cols += ["test_iwae_nll"] * bool(summary["test_iwae_nll"].notna().any())
+    rows = [
+        [fmt_value(round(v, 3) if isinstance(v, float) else v) for v in r]
+        for r in summary[cols].itertuples(index=False)
+    ]
+    body = (
+        f'<details><summary>{len(summary)} runs</summary><div class="scroll">'
+        f"{_table([LABELS.get(c, c) for c in cols], rows)}</div></details>"
+    )
+    return _section("runs", "All runs", body, 'Also as <a href="summary.csv">summary.csv</a>.')
+
+
+def _strategies(df: pd.DataFrame, keys: Sequence[str]) -> str:
+    head = ["strategy", "best setting", "settings", "runs", "n", "best ELBO (nats)", "active units"]
+    rows = [
+        [
+            r["strategy"],
+            describe(r, keys),
+            r["settings"],
+            r["runs"],
+            r["n"],
+            fmt_pm(r["test_elbo_mean"], r["test_elbo_ci95"]),
+            fmt_pm(r["active_units_mean"], None, 1),
+        ]
+        for _, r in df.iterrows()
+    ]
+    note = (
+        "Baseline: λ = 0, no annealing; annealing only: λ = 0; free bits only: λ > 0, no "
+        'annealing; both: λ > 0 and annealing. <a href="strategies.csv">strategies.csv</a>'
+    )
+    body = _table(head, rows) if rows else "<p>No finished run yet.</p>"
+    return _section("strategies", "Best ELBO per strategy", body, note)
+
+
+def _pareto(df: pd.DataFrame, keys: Sequence[str]) -> str:
+    head = ["setting", "n", "ELBO (nats)", "active units", "share active", ""]
+    rows = [
+        [
+            describe(r, keys),
+            r["n"],
+            fmt_pm(r["test_elbo_mean"], r["test_elbo_ci95"]),
+            fmt_pm(r["active_units_mean"], r["active_units_ci95"], 1),
+            "-" if math.isnan(r["active_share_mean"]) else f"{r['active_share_mean']:.0%}",
+            "recommended" if r["recommended"] else "",
+        ]
+        for _, r in df.iterrows()
+    ]
+    note = (
+        "Settings no other setting beats on both the mean ELBO and the mean number of active "
+        'units. <a href="pareto.csv">pareto.csv</a>'
+    )
+    body = _table(head, rows) if rows else "<p>No finished run yet.</p>"
+    return _section("pareto", "Pareto front: ELBO vs active units", body, note)

@@ -1,0 +1,303 @@
+"""Figures with one mark per run: rate-distortion, KL per latent dimension and over epochs,
+training curves, reconstructions, prior samples (object API; helpers in report_figures).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from pandas.api.types import is_numeric_dtype
+
+from freebits_cli.report_figures import (
+    FLOOR,
+    LINESTYLES,
+    FigureInput,
+    lambda_colors,
+    natural,
+    scatter_runs,
+    series,
+    title,
+    two_legends,
+)
+from freebits_cli.report_html import short_label, varying
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+
+def sort_runs(runs: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    rest = [k for k in keys if k != "lambda"]
+    return runs.sort_values(
+        ["lambda", *rest, "seed"],
+        key=lambda c: c if is_numeric_dtype(c) else c.astype(str).map(natural),
+        kind="stable",
+    )
+
+
+def fig_rate_distortion(inp: FigureInput) -> Figure | str:
+    from matplotlib.figure import Figure
+
+    runs = inp.runs
+    done = runs[(runs["state"] == "done") & runs["test_kl"].notna() & runs["test_recon"].notna()]
+    done = done[done["lambda"].notna()]
+    if done.empty:
+        return "no finished run"
+    fig = Figure(figsize=(8.5, 5.5), layout="constrained")
+    ax = fig.subplots()
+    colors = lambda_colors(done["lambda"])
+    handles = scatter_runs(ax, done, "test_kl", "test_recon", colors)
+    # Lines of equal ELBO: -ELBO = R + D, so they run at slope -1 (Alemi et al. 2018, Fig. 1).
+    ax.margins(0.08)
+    ax.autoscale_view()
+    total = (done["test_kl"] + done["test_recon"]).to_numpy(float)
+    for c in sorted(set(total.round(1)))[:: max(len(set(total.round(1))) // 5, 1)]:
+        ax.axline((0, c), slope=-1, color="0.7", linestyle=":", linewidth=0.9, zorder=1)
+    ax.set_xlabel("rate R = KL(q(z|x) ‖ p(z)) (nats)")
+    ax.set_ylabel("distortion D = −E_q log p(x|z) (nats)")
+    ax.grid(alpha=0.3)
+    two_legends(ax, ax, colors, handles)
+    title(
+        fig, "Rate–distortion plane, one point per run (Alemi et al. 2018); dotted: equal ELBO", inp
+    )
+    return fig
+
+
+def fig_kl_per_dim(inp: FigureInput) -> Figure | str:
+    import numpy as np
+    from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
+
+    runs = inp.runs[(inp.runs["state"] == "done") & inp.runs["path"].isin(list(inp.kl_final))]
+    if runs.empty:
+        return "no finished run recorded KL per dimension"
+    runs = sort_runs(runs, inp.keys)
+    width = max(len(inp.kl_final[k]) for k in runs["path"])
+    mat = np.full((len(runs), width), np.nan)
+    for i, key in enumerate(runs["path"]):
+        kl = np.sort(inp.kl_final[key])[::-1]  # each row sorted: how many units carry information
+        mat[i, : len(kl)] = np.maximum(kl, FLOOR)
+    many = len(runs) > 40
+    fig = Figure(
+        figsize=(
+            min(max(5 + 0.22 * width, 9), 13),
+            2.2 + (min(0.06 * len(runs), 11) if many else 0.26 * len(runs)),
+        ),
+        layout="constrained",
+    )
+    ax = fig.subplots()
+    norm = LogNorm(vmin=1e-3, vmax=max(float(np.nanmax(mat)), 1e-2))
+    im = ax.imshow(mat, aspect="auto", cmap="cividis", norm=norm, interpolation="nearest")
+    lams = runs["lambda"].to_numpy(float)
+    edges = [i for i in range(1, len(lams)) if lams[i] != lams[i - 1]]
+    for i in edges:  # white rules between blocks of equal λ
+        ax.axhline(i - 0.5, color="white", linewidth=1.6)
+    if many:  # label each λ block once, at its middle
+        starts, ends = [0, *edges], [*edges, len(lams)]
+        ax.set_yticks(
+            [(a + b - 1) / 2 for a, b in zip(starts, ends, strict=True)],
+            labels=[f"λ={lams[a]:g}" for a in starts],
+        )
+    else:
+        shown = varying(inp.by_setting, inp.keys) if len(inp.by_setting) else ["lambda"]
+        labels = [f"{short_label(r, shown)} · s{r['seed']}" for _, r in runs.iterrows()]
+        ax.set_yticks(range(len(runs)), labels=labels, fontsize=8.5)
+    ax.set_xticks(
+        range(0, width, max(width // 16, 1)),
+        labels=[str(i + 1) for i in range(0, width, max(width // 16, 1))],
+    )
+    ax.set_xlabel("latent dimensions of the run, sorted by KL (largest first)")
+    bar = fig.colorbar(im, ax=ax, label="KL per dimension (nats, log scale)")
+    bar.ax.hlines(sorted({v for v in lams if v > 0}), 0, 1, colors="white", linewidth=2)
+    title(fig, "Final KL per latent dimension, one row per run (white marks on the bar: λ)", inp)
+    return fig
+
+
+def fig_kl_trajectories(inp: FigureInput) -> Figure | str:
+    import numpy as np
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.collections import LineCollection
+    from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator, NullLocator
+
+    keys = [k for k in inp.examples if k in inp.kl_history]
+    if not keys:
+        return "no finished run has a readable kl_per_dim.csv"
+    examples = inp.runs.set_index("path").loc[keys].reset_index()
+    rows_by, lines = series(examples, inp.keys)
+    lams = sorted(set(examples["lambda"].dropna()))
+    lines = lines[: max(48 // max(len(lams), 1), 1)]  # at most ~48 panels stay legible
+    width, height = 2.4 + 2.5 * len(lams), 1.5 + 2.0 * len(lines)
+    fig = Figure(figsize=(width, height))
+    # Fixed margins (inches) instead of constrained layout: with dozens of log axes it is 3x faster.
+    heading = "KL per latent unit over training (lowest seed; dashed: λ; ×: unit collapsed)"
+    lines_up = title(fig, heading + (f"; rows: {rows_by}" if rows_by else ""), inp)
+    margins = {"left": 1.25 / width, "right": 1 - 1.0 / width, "bottom": 0.6 / height}
+    top = 1 - (0.45 + 0.2 * lines_up) / height
+    fig.subplots_adjust(top=top, wspace=0.08, hspace=0.3, **margins)
+    axes = fig.subplots(len(lines), len(lams), sharex=True, sharey=True, squeeze=False)
+    tables = {k: inp.kl_history[k].pivot(index="epoch", columns="dim", values="kl") for k in keys}
+    top = max(float(np.nanmax(t.to_numpy())) for t in tables.values())
+    norm = LogNorm(vmin=1e-3, vmax=max(top, 1e-2))
+    for i, (label, g) in enumerate(lines):
+        for j, lam in enumerate(lams):
+            ax, rows = axes[i][j], g[g["lambda"] == lam]
+            if rows.empty:
+                ax.set_axis_off()
+                continue
+            key = rows["path"].iloc[0]
+            kl = tables[key].clip(lower=FLOOR)  # (epochs, dims)
+            epochs = kl.index.to_numpy(float)
+            segs = [np.column_stack([epochs, kl[d].to_numpy(float)]) for d in kl.columns]
+            lc = LineCollection(segs, cmap="cividis", norm=norm, linewidths=1.1)
+            lc.set_array(kl.iloc[-1].to_numpy(float))  # colour: the unit's final KL
+            ax.add_collection(lc)
+            marks = [
+                (e, kl.loc[e, d])
+                for d, e in enumerate(inp.collapse.get(key) or [])
+                if isinstance(e, int) and e in kl.index and d in kl.columns
+            ]
+            if marks:
+                ax.plot(*zip(*marks, strict=True), "x", color="#D55E00", markersize=5)
+            if lam > 0:
+                ax.axhline(lam, color="black", linestyle="--", linewidth=0.9)
+            ax.set_yscale("log")
+            ax.yaxis.set_minor_locator(NullLocator())  # minor log ticks: clutter and slow
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.autoscale_view()
+            ax.grid(alpha=0.25)
+            ax.set_title(f"λ = {lam:g}", fontsize=9.5)
+            ax.set_ylabel(f"{label}\nKL (nats)" if j == 0 and label else "KL (nats)" * (j == 0))
+    fig.supxlabel("epoch", fontsize=10)
+    fig.colorbar(
+        ScalarMappable(norm, "cividis"),
+        ax=axes,
+        label="final KL of the unit (nats)",
+        fraction=0.35 / width,
+        pad=0.15 / width,
+        aspect=40,
+    )
+    return fig
+
+
+def fig_curves(inp: FigureInput) -> Figure | str:
+    import numpy as np
+    from matplotlib.collections import LineCollection
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    runs = inp.runs[inp.runs["path"].isin(list(inp.metrics)) & inp.runs["lambda"].notna()]
+    if runs.empty:
+        return "no run recorded an epoch"
+    colors = lambda_colors(runs["lambda"])
+    schedules = sorted(runs["anneal"].astype(str).unique(), key=natural)
+    quantities = [("test_elbo", "test ELBO (nats)"), ("test_kl", "test KL (nats)")]
+    quantities += [("active_units", "active units"), ("beta", "β (weight of the KL term)")]
+    fig = Figure(figsize=(12, 7.5), layout="constrained")
+    axes = fig.subplots(2, 2)
+    for ax, (col, label) in zip(axes.ravel(), quantities, strict=True):
+        segs, cols, styles = [], [], []
+        for _, r in runs.iterrows():
+            m = inp.metrics[r["path"]]
+            if col in m and m[col].notna().any():
+                segs.append(m[["epoch", col]].dropna().to_numpy(float))
+                cols.append(colors[r["lambda"]])
+                styles.append(LINESTYLES[schedules.index(str(r["anneal"])) % 4])
+        ax.add_collection(
+            LineCollection(segs, colors=cols, linestyles=styles, linewidths=1.2, alpha=0.85)
+        )
+        ax.autoscale_view()
+        if col == "test_elbo" and segs:  # the first epochs sit far below: keep the end readable
+            y = np.concatenate([s[:, 1] for s in segs])
+            lo, hi = np.nanpercentile(y, 5), np.nanmax(y)
+            ax.set_ylim(lo - 0.1 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9))
+        ax.set(xlabel="epoch", ylabel=label)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    handles = [
+        Line2D([], [], color="black", linestyle=LINESTYLES[i % 4], label=s)
+        for i, s in enumerate(schedules)
+    ]
+    two_legends(axes[0, 1], axes[1, 1], colors, handles)
+    title(
+        fig, "Training curves on the test set, one line per run (colour: λ; style: schedule)", inp
+    )
+    return fig
+
+
+def _image_rows(inp: FigureInput, array: str, with_originals: bool) -> Figure | str:
+    import numpy as np
+    from matplotlib import colormaps
+    from matplotlib.figure import Figure
+
+    keys = [k for k in inp.examples if array in inp.samples.get(k, {})][:30]
+    if not keys:
+        return "no finished run saved samples.npz"
+    examples = inp.runs.set_index("path").loc[keys].reset_index()
+    shown = varying(inp.by_setting, inp.keys)
+    rows: list[tuple[str, np.ndarray]] = []
+    for sweep, g in examples.groupby("sweep", sort=False):
+        first = inp.samples[g["path"].iloc[0]]
+        if with_originals and "originals" in first:
+            rows.append(
+                (
+                    f"originals ({sweep})" if examples["sweep"].nunique() > 1 else "test images",
+                    _strip(first["originals"], first),
+                )
+            )
+        for _, r in sort_runs(g, inp.keys).iterrows():
+            rows.append((short_label(r, shown), _strip(inp.samples[r["path"]][array], first)))
+    # One mosaic, one imshow: far faster than an axes per row. White gaps between rows,
+    # grey (NaN) rules between images, white padding right of shorter rows.
+    unit = max(strip.shape[0] for _, strip in rows)  # pixels of one image's height
+    gap, width = max(unit // 4, 1), max(strip.shape[1] for _, strip in rows)
+    blocks, centres, top = [], [], 0
+    for _, strip in rows:
+        padded = np.zeros((strip.shape[0] + gap, width))
+        padded[: strip.shape[0], : strip.shape[1]] = strip
+        blocks.append(padded)
+        centres.append(top + (strip.shape[0] - 1) / 2)
+        top += padded.shape[0]
+    mosaic = np.vstack(blocks)[:-gap]
+    inch = 0.62 / unit  # about 0.6 inch per image
+    size = (max(2.4 + width * inch, 9.0), 1.2 + mosaic.shape[0] * inch)  # 9: room for titles
+    fig = Figure(figsize=size, layout="constrained")
+    ax = fig.subplots()
+    cmap = colormaps["gray_r"].with_extremes(bad="#8c96a0")
+    ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks(centres, labels=[label for label, _ in rows], fontsize=10)
+    ax.tick_params(length=0)
+    for spine in ax.spines.values():
+        spine.set_visible(False)
+    return fig
+
+
+def _strip(images: np.ndarray, meta: dict[str, np.ndarray], n: int = 10) -> np.ndarray:
+    """Up to n images [P] side by side as one [h, n*(w+1)] array (NaN columns between)."""
+    import numpy as np
+
+    h, w = (int(v) for v in np.ravel(meta["image_shape"]))
+    imgs = np.clip(images[:n].reshape(-1, h, w), 0, 1)
+    strip = np.full((h, len(imgs) * (w + 1) - 1), np.nan)
+    for i, img in enumerate(imgs):
+        strip[:, i * (w + 1) : i * (w + 1) + w] = img
+    return strip
+
+
+def fig_reconstructions(inp: FigureInput) -> Figure | str:
+    fig = _image_rows(inp, "reconstructions", with_originals=True)
+    if not isinstance(fig, str):
+        title(fig, "Test images and their reconstructions (Bernoulli means), per setting", inp)
+    return fig
+
+
+def fig_samples(inp: FigureInput) -> Figure | str:
+    fig = _image_rows(inp, "prior_samples", with_originals=False)
+    if not isinstance(fig, str):
+        title(fig, "Samples from the prior, z ~ N(0, I), decoded (Bernoulli means)", inp)
+    return fig
