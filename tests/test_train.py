@@ -270,3 +270,22 @@ def test_output_bias_starts_at_the_logit_of_the_mean_pixel(tmp_path: Path) -> No
     mean = torch.from_numpy(data.x_train).mean(0).clamp(1e-3, 1 - 1e-3)
     torch.testing.assert_close(trainer.model.to_logits.bias[0, 0], torch.logit(mean))
     assert trainer.optimizer.param_groups[0]["eps"] == 1e-4
+
+
+def test_static_and_dynamic_binarisation_train_and_are_labelled(tmp_path: Path) -> None:
+    spec = small_spec(
+        ("grid.lambda", [0]), ("grid.dataset.binarize", ["static", "dynamic"]), ("train.epochs", 1)
+    )
+    outcomes = train(spec, tmp_path)
+    assert [o.state for o in outcomes] == ["done", "done"]
+    labels = set()
+    for folder in (tmp_path / "default" / "runs").iterdir():
+        summary = json.loads((folder / "summary.json").read_text())
+        rows = (folder / "metrics.csv").read_text().splitlines()
+        binarize = rows[1].split(",")[storage.METRICS_COLUMNS.index("binarize")]
+        assert summary["binarize"] == binarize == summary["setting"]["dataset.binarize"]
+        labels.add(binarize)
+    assert labels == {"static", "dynamic"}
+    by_mode = {s["binarize"]: s for s in summaries(tmp_path).values()}
+    # Both are scored on the same binarised test set, so their test ELBOs are comparable.
+    assert by_mode["static"]["test_elbo"] != by_mode["dynamic"]["test_elbo"]
