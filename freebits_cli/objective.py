@@ -17,6 +17,29 @@ def gaussian_kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp())
 
 
+def _rates(
+    kl_per_dim: torch.Tensor, lam: float | torch.Tensor, mode: str, groups: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What each mode clamps, and its threshold, shaped to broadcast together.
+
+    batch: (..., D) batch-mean KL per dimension; example: (..., B, D) KL per example and dimension;
+    total: (...) batch-mean KL of the whole vector against λ·D; group: (..., G) per group.
+    """
+    lam_t = torch.as_tensor(lam, dtype=kl_per_dim.dtype, device=kl_per_dim.device)
+    lam_t = lam_t.reshape(lam_t.shape + (1,) * (kl_per_dim.dim() - 1 - lam_t.dim()))  # (..., 1)
+    if mode == "batch":
+        return kl_per_dim.mean(-2), lam_t
+    if mode == "example":
+        return kl_per_dim, lam_t.unsqueeze(-1)
+    if mode == "total":
+        return kl_per_dim.sum(-1).mean(-1), lam_t.squeeze(-1) * kl_per_dim.shape[-1]
+    if mode == "group":
+        *lead, batch, dim = kl_per_dim.shape
+        grouped = kl_per_dim.reshape(*lead, batch, groups, dim // groups).sum(-1)
+        return grouped.mean(-2), lam_t
+    raise ValueError(f"unknown free-bits mode {mode!r}")
+
+
 def free_bits_kl(
     kl_per_dim: torch.Tensor, lam: float | torch.Tensor, mode: str = "batch", groups: int = 1
 ) -> torch.Tensor:
@@ -27,23 +50,16 @@ def free_bits_kl(
     - example: mean_b Σ_j max(λ, KL_bj)            (Li et al. 2019, their "fb 2")
     - total:   max(λ·D, mean_b Σ_j KL_bj)          (a target rate for the whole latent vector)
     - group:   Σ_g max(λ, mean_b Σ_{j∈g} KL_bj)    (Kingma et al. 2016, λ per group of latents)
-    The clamp makes the KL gradient exactly zero wherever the threshold binds. λ = 0 leaves the
-    plain KL (KL ≥ 0, so every max is the KL itself).
+    The clamp makes the KL gradient exactly zero wherever the threshold binds. Where λ = 0 the KL
+    passes unclamped, so its gradient is the plain VAE's even where float rounding makes KL ≤ 0.
     """
-    lam_t = torch.as_tensor(lam, dtype=kl_per_dim.dtype, device=kl_per_dim.device)
-    lam_t = lam_t.reshape(lam_t.shape + (1,) * (kl_per_dim.dim() - 1 - lam_t.dim()))
-    if mode == "batch":
-        return torch.maximum(kl_per_dim.mean(-2), lam_t).sum(-1)
-    if mode == "example":
-        return torch.maximum(kl_per_dim, lam_t.unsqueeze(-1)).sum(-1).mean(-1)
+    rate, threshold = _rates(kl_per_dim, lam, mode, groups)
+    clamped = torch.where(threshold > 0, torch.maximum(rate, threshold), rate)
     if mode == "total":
-        dim = kl_per_dim.shape[-1]
-        return torch.maximum(kl_per_dim.sum(-1).mean(-1), lam_t.squeeze(-1) * dim)
-    if mode == "group":
-        *lead, batch, dim = kl_per_dim.shape
-        grouped = kl_per_dim.reshape(*lead, batch, groups, dim // groups).sum(-1)
-        return torch.maximum(grouped.mean(-2), lam_t).sum(-1)
-    raise ValueError(f"unknown free-bits mode {mode!r}")
+        return clamped
+    if mode == "example":
+        return clamped.sum(-1).mean(-1)
+    return clamped.sum(-1)
 
 
 def binding_share(
@@ -52,22 +68,15 @@ def binding_share(
     """Share of dimensions whose KL gradient is zeroed by the threshold, shape (...).
 
     For `batch`, dimension j binds when mean_b KL_bj < λ; `group` counts a group's dimensions when
-    the group binds; `example` averages the binding indicator over examples; `total` binds all or none.
+    the group binds; `example` averages the indicator over examples; `total` binds all or none.
     """
-    lam_t = torch.as_tensor(lam, dtype=kl_per_dim.dtype, device=kl_per_dim.device)
-    lam_t = lam_t.reshape(lam_t.shape + (1,) * (kl_per_dim.dim() - 1 - lam_t.dim()))
-    if mode == "batch":
-        return (kl_per_dim.mean(-2) < lam_t).float().mean(-1)
-    if mode == "example":
-        return (kl_per_dim < lam_t.unsqueeze(-1)).float().mean((-2, -1))
+    rate, threshold = _rates(kl_per_dim, lam, mode, groups)
+    binds = (rate < threshold).float()
     if mode == "total":
-        dim = kl_per_dim.shape[-1]
-        return (kl_per_dim.sum(-1).mean(-1) < lam_t.squeeze(-1) * dim).float()
-    if mode == "group":
-        *lead, batch, dim = kl_per_dim.shape
-        grouped = kl_per_dim.reshape(*lead, batch, groups, dim // groups).sum(-1)
-        return (grouped.mean(-2) < lam_t).float().mean(-1)
-    raise ValueError(f"unknown free-bits mode {mode!r}")
+        return binds
+    if mode == "example":
+        return binds.mean((-2, -1))
+    return binds.mean(-1)
 
 
 def beta_at(step: int, anneal: AnnealSpec, steps_per_epoch: int, total_steps: int) -> float:
