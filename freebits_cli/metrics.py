@@ -65,15 +65,18 @@ def iwae_nll(
     x: torch.Tensor,
     samples: int,
     generators: Sequence[torch.Generator],
-    max_elements: int = 2**24,
+    max_elements: int = 2**22,
 ) -> torch.Tensor:
     """-log p(x) estimated with the importance-weighted bound (Burda et al. 2015), mean over x: (K,).
 
     log p(x) ≥ E[log (1/k) Σ_i p(x|z_i) p(z_i) / q(z_i|x)], z_i ~ q(z|x). Computed over chunks of
-    examples and samples so memory stays bounded for any k; log-sum-exp accumulates in float64.
+    examples and samples so memory stays bounded (`max_elements` decoder outputs per member) for any
+    k; log-sum-exp accumulates in float64.
     """
     members, dim = model.members, model.input_dim
-    per_example = max(1, max_elements // (members * dim))
+    # The budget is per member, so chunk shapes, and with them which noise draw lands on which
+    # (sample, example), do not depend on the pack size.
+    per_example = max(1, max_elements // dim)
     sample_chunk = min(samples, per_example)
     example_chunk = max(1, per_example // sample_chunk)
     total = torch.zeros(members, dtype=torch.float64, device=x.device)
