@@ -53,7 +53,10 @@ def _list_flag(name: str, text: str | None) -> list[Any] | None:
     items = [item.strip() for item in text.split(",")]
     if not all(items):
         raise SpecError(name, f"{text!r} has an empty item; use a comma list like 0,0.5,1")
-    return [yaml.safe_load(item) for item in items]
+    try:
+        return [yaml.safe_load(item) for item in items]
+    except yaml.YAMLError:
+        raise SpecError(name, f"cannot parse {text!r}; use a comma list like 0,0.5,1") from None
 
 
 def _overrides(
@@ -161,7 +164,8 @@ def _run_sweep(
     if not todo:
         console.print("nothing to train: every run is complete (use --force to re-run)")
     else:
-        executor.check_data(todo)
+        devices = executor.resolve_devices(spec.train.device)
+        executor.check_ready(plan, devices)
         executor.prepare(plan, spec)
         _train_with_progress(plan, spec.train.device, pack_size, jobs, len(todo))
     rows = _result_rows(plan)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import storage
-from .errors import SpecError
+from .errors import ResultsError, SpecError
 from .spec import DatasetSpec, RunConfig, SweepSpec
 from .spec_file import dump_spec
 
@@ -34,6 +34,7 @@ class PlannedRun:
     folder: Path
     state: str  # done | failed | interrupted | pending (before this sweep)
     start_epoch: int = 0
+    checkpoint_device: str | None = None  # device type an interrupted run was checkpointed on
 
 
 @dataclass(frozen=True)
@@ -86,11 +87,12 @@ def plan(spec: SweepSpec, results: Path, force: bool = False, shard: str | None 
     for run in runs:
         folder = storage.run_dir(sweep, run.run_id)
         state = "pending" if force else storage.run_state(folder, run)
-        start = 0
+        start, device = 0, None
         if state == "interrupted":
             checkpoint = storage.load_checkpoint(folder / storage.CHECKPOINT)
-            start = int(checkpoint["epoch"]) if checkpoint else 0
-        planned.append(PlannedRun(run, folder, state, start))
+            if checkpoint:
+                start, device = int(checkpoint["epoch"]), checkpoint.get("device_type")
+        planned.append(PlannedRun(run, folder, state, start, device))
     return Plan(sweep, tuple(planned), tuple(spec.grid_paths()))
 
 
@@ -113,12 +115,15 @@ def make_packs(todo: Sequence[PlannedRun], pack_size: int, jobs: int) -> list[li
 
 def prepare(plan_: Plan, spec: SweepSpec) -> None:
     """Write the sweep's resolved spec and clear runs that must start from scratch."""
-    storage.write_text(plan_.sweep_dir / "spec.yaml", dump_spec(spec))
-    for item in plan_.todo:
-        if item.state in ("pending", "failed") or (
-            item.state == "interrupted" and not item.start_epoch
-        ):
-            storage.reset_run(item.folder)
+    try:
+        storage.write_text(plan_.sweep_dir / "spec.yaml", dump_spec(spec))
+        for item in plan_.todo:
+            if not item.start_epoch:  # pending, failed, or interrupted before its first checkpoint
+                storage.reset_run(item.folder)
+    except OSError as exc:
+        raise ResultsError(
+            f"{exc.filename or plan_.sweep_dir}: cannot write ({exc.strerror})"
+        ) from None
 
 
 @cache
@@ -128,10 +133,18 @@ def _dataset(spec: DatasetSpec) -> Any:
     return load_dataset(spec)
 
 
-def check_data(todo: Sequence[PlannedRun]) -> None:
-    """Load every data set the plan needs now, so a missing one fails before anything is written."""
-    for spec in {item.run.dataset for item in todo}:
+def check_ready(plan_: Plan, devices: Sequence[str]) -> None:
+    """Fail before anything is written: load every data set the plan needs, and refuse to resume a
+    run on another kind of device than it was checkpointed on (RNG states do not carry over)."""
+    for spec in {item.run.dataset for item in plan_.todo}:
         _dataset(spec)
+    kind = devices[0].split(":")[0]
+    for item in plan_.todo:
+        if item.state == "interrupted" and item.checkpoint_device not in (None, kind):
+            raise ResultsError(
+                f"{item.folder}: checkpointed on {item.checkpoint_device}, cannot resume on {kind}; "
+                "resume it there, or re-run with --force"
+            )
 
 
 def train_pack(
@@ -149,8 +162,8 @@ def train_pack(
     if threads:
         torch.set_num_threads(threads)
     first = pack[0].run
-    if first.train.precision == "tf32":
-        torch.backends.cuda.matmul.allow_tf32 = True
+    # Process-wide switch: set it for every pack so one tf32 pack cannot leak into the next.
+    torch.backends.cuda.matmul.allow_tf32 = first.train.precision == "tf32"
     data = _dataset(first.dataset)
     members = []
     for item in pack:

@@ -234,11 +234,13 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
             return value
         raise SpecError(where, f"expected true or false, got {value!r}")
     if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int | float | str):
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value  # exact, however large
+        if not isinstance(value, float | str):
             raise SpecError(where, f"expected an integer, got {value!r}")
         try:
             number = float(value)
-        except ValueError:
+        except (ValueError, OverflowError):
             raise SpecError(where, f"expected an integer, got {value!r}") from None
         if not number.is_integer():
             raise SpecError(where, f"expected an integer, got {value!r}")
@@ -248,7 +250,7 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
             raise SpecError(where, f"expected a number, got {value!r}")
         try:
             return float(value) + 0.0  # folds -0.0 into 0.0: one run id per value
-        except ValueError:
+        except (ValueError, OverflowError):
             raise SpecError(where, f"expected a number, got {value!r}") from None
     if kind is str:
         if isinstance(value, bool) or not isinstance(value, str | int | float):

@@ -200,7 +200,10 @@ def run_state(folder: Path, run: RunConfig | None = None) -> str:
 
 
 def reset_run(folder: Path) -> None:
-    """Remove a run's files before training it from scratch (--force, failed or stale runs)."""
+    """Remove a run's files before training it from scratch (--force, failed or stale runs).
+
+    summary.json goes first: a kill halfway through must not leave a "complete" run behind."""
+    (folder / SUMMARY).unlink(missing_ok=True)
     if folder.exists():
         shutil.rmtree(folder)
 

@@ -87,9 +87,9 @@ def validate_run(run: RunConfig) -> None:
     )
     _one_of(a.schedule, SCHEDULES, "anneal.schedule")
     _check(
-        _finite(a.warmup_epochs) and a.warmup_epochs > 0,
+        _finite(a.warmup_epochs) and 0 < a.warmup_epochs <= 1e6,
         "anneal.warmup_epochs",
-        f"must be > 0, got {a.warmup_epochs}",
+        f"must lie in (0, 1e6], got {a.warmup_epochs}",
     )
     _check(
         a.warmup_steps is None or a.warmup_steps > 0,

@@ -164,3 +164,69 @@ def test_failed_run_gives_exit_code_1(tmp_path: Path, monkeypatch: pytest.Monkey
     assert "failed" in result.output and "diverged at epoch 1" in result.output
     status = runner.invoke(app, ["status", str(tmp_path)])
     assert "1 done" in status.output and "1 failed" in status.output
+
+
+def test_unparsable_list_flag_and_out_on_a_file_exit_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["sweep", "--lambdas", "[1", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "--lambdas" in result.output
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    result = runner.invoke(app, ["sweep", "--out", str(blocker), *QUICK])
+    assert result.exit_code == 2 and str(blocker) in result.output
+    assert "Traceback" not in result.output and blocker.read_text() == "not a folder"
+
+
+def test_huge_numbers_are_exact_or_rejected(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["sweep", "--dry-run", "--seeds", "12345678901234567891", "--out", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    from freebits_cli.spec_file import build_spec
+
+    (run,) = build_spec(
+        None, [("grid.lambda", [0]), ("grid.seed", [12345678901234567891])]
+    ).expand()
+    assert run.train.seed == 12345678901234567891 and "-s12345678901234567891-" in run.run_id
+    result = runner.invoke(app, ["sweep", "--set", "train.lr=1e999", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "train.lr" in result.output
+
+
+def test_resume_on_another_device_type_is_refused_before_anything_changes(tmp_path: Path) -> None:
+    import torch
+
+    from freebits_cli import storage
+
+    def stop(run_ids: object, epoch: int, epochs: int) -> None:
+        raise KeyboardInterrupt
+
+    from freebits_cli import executor
+    from freebits_cli.spec_file import build_spec
+
+    spec = build_spec(None, [("grid.lambda", [0]), ("model.hidden", [16]), ("train.epochs", 3)])
+    plan = executor.plan(spec, tmp_path)
+    executor.prepare(plan, spec)
+    with pytest.raises(KeyboardInterrupt):
+        executor.execute(plan, "cpu", on_epoch=stop)
+    checkpoint = next(tmp_path.glob("default/runs/*/checkpoint.pt"))
+    state = torch.load(checkpoint, weights_only=True)
+    assert state["device_type"] == "cpu"
+    state["device_type"] = "cuda"  # as if it had been trained on a GPU box
+    storage.save_checkpoint(checkpoint, state)
+    before = checkpoint.read_bytes()
+    result = runner.invoke(
+        app,
+        [
+            "sweep",
+            "--lambdas",
+            "0",
+            "--set",
+            "model.hidden=[16]",
+            "--epochs",
+            "3",
+            "--out",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 2, result.output
+    assert "checkpointed on cuda" in result.output and "--force" in result.output
+    assert checkpoint.read_bytes() == before
