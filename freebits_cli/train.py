@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import storage
+from . import records, storage
 from .data import DATA_SEED, Dataset
 from .metrics import active_units, evaluate, iwae_nll, mutual_information
 from .model import PackedVAE, reconstruction_nll
@@ -308,28 +308,12 @@ class PackTrainer:
             for i, member in enumerate(self.members):
                 if i in diverged:
                     continue
-                row = rows[i]
-                storage.append_rows(member.folder / storage.METRICS, storage.METRICS_COLUMNS, [row])
-                kl_rows = [
-                    {"epoch": epoch + 1, "dim": j, "kl": v}
-                    for j, v in enumerate(member.kl_history[-1])
-                ]
-                storage.append_rows(member.folder / storage.KL_PER_DIM, storage.KL_COLUMNS, kl_rows)
-                member.last_row = row
+                records.append_epoch(member.folder, rows[i], member.kl_history[-1])
+                member.last_row = rows[i]
                 storage.save_checkpoint(member.folder / storage.CHECKPOINT, self.member_state(i))
             for i, reason in diverged.items():
                 member = self.members[i]
-                storage.write_json(
-                    member.folder / storage.FAILED,
-                    {
-                        "run_id": member.run.run_id,
-                        "reason": reason,
-                        "epoch": epoch + 1,
-                        **_labels(member.run),
-                        "setting": member.setting,
-                    },
-                )
-                (member.folder / storage.CHECKPOINT).unlink(missing_ok=True)
+                records.write_failure(member.folder, member.run, member.setting, reason, epoch + 1)
                 outcomes.append(Outcome(member.run.run_id, "failed", reason))
             if diverged:
                 self.drop(set(diverged))
@@ -373,7 +357,7 @@ class PackTrainer:
             member.kl_history.append(kl_per_dim[i])
             row = {
                 "run_id": member.run.run_id,
-                **_labels(member.run),
+                **records.labels(member.run),
                 "epoch": epoch,
                 "step": epoch * self.steps_per_epoch,
             }
@@ -386,38 +370,15 @@ class PackTrainer:
         self._save_samples()
         outcomes = []
         for member in self.members:
-            row, run = member.last_row, member.run
-            summary = {
-                "run_id": run.run_id,
-                "sweep": member.folder.parent.parent.name,
-                **_labels(run),
-                "latent_dim": run.model.latent_dim,
-                "epochs": run.train.epochs,
-                "dataset": run.dataset.name,
-                "binarize": run.dataset.binarize,
-                **{
-                    key: row.get(key)
-                    for key in (
-                        "test_elbo",
-                        "test_recon",
-                        "test_kl",
-                        "active_units",
-                        "active_units_kl",
-                        "test_iwae_nll",
-                        "test_mi",
-                        "binding_share",
-                    )
-                },
-                "iwae_samples": run.eval.iwae_samples,
-                "collapse_epoch": collapse_epochs(member.kl_history, run.eval.collapse_threshold),
-                "kl_per_dim": member.kl_history[-1] if member.kl_history else [],
+            extra = {
                 "seconds": member.seconds,
                 "device": str(self.device),
                 "setting": member.setting,
             }
-            storage.write_json(member.folder / storage.SUMMARY, summary)
-            (member.folder / storage.CHECKPOINT).unlink(missing_ok=True)
-            outcomes.append(Outcome(run.run_id, "done", summary=summary))
+            summary = records.write_summary(
+                member.folder, member.run, member.last_row, member.kl_history, extra
+            )
+            outcomes.append(Outcome(member.run.run_id, "done", summary=summary))
         return outcomes
 
     @torch.no_grad()
@@ -440,36 +401,10 @@ class PackTrainer:
         )
         samples = torch.sigmoid(self.model.decode(prior.expand(k, *prior.shape)))
         for i, member in enumerate(self.members):
-            path = member.folder / storage.SAMPLES
-            tmp = path.with_name(".samples.tmp.npz")
-            np.savez_compressed(
-                tmp,
+            records.write_samples(
+                member.folder,
+                self.image_shape,
                 originals=originals.cpu().numpy(),
                 reconstructions=recons[i].cpu().numpy(),
                 prior_samples=samples[i].cpu().numpy(),
-                image_shape=np.array(self.image_shape),
             )
-            tmp.replace(path)
-
-
-def _labels(run: RunConfig) -> dict[str, Any]:
-    return {
-        "lambda": run.free_bits.lam,
-        "free_bits_mode": run.free_bits.mode,
-        "anneal": run.anneal.schedule,
-        "seed": run.train.seed,
-        "binarize": run.dataset.binarize,
-    }
-
-
-def collapse_epochs(history: Sequence[Sequence[float]], epsilon: float) -> list[int | None]:
-    """Per dimension, the first epoch (1-based) after which its KL stays below ε; None if never."""
-    if not history:
-        return []
-    kl = np.asarray(history)  # (E, D)
-    below = kl < epsilon
-    out: list[int | None] = []
-    for j in range(kl.shape[1]):
-        stays = np.logical_and.accumulate(below[::-1, j])[::-1]  # True where below from here on
-        out.append(int(np.argmax(stays)) + 1 if stays.any() else None)
-    return out

@@ -15,9 +15,10 @@ import pytest
 import torch
 
 from freebits_cli import executor, storage
+from freebits_cli.records import collapse_epochs
 from freebits_cli.spec import SweepSpec
 from freebits_cli.spec_file import build_spec
-from freebits_cli.train import collapse_epochs, learning_rate
+from freebits_cli.train import learning_rate
 
 METRICS = ("test_elbo", "test_recon", "test_kl", "test_iwae_nll", "test_mi", "active_units")
 METRICS_EPOCH = storage.METRICS_COLUMNS.index("epoch")

@@ -1,0 +1,107 @@
+"""What a run writes, record by record: its epoch rows, its failure, its samples and its summary.
+
+`storage` knows how to write files safely; this module knows what goes in them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import storage
+from .spec import RunConfig
+
+#: Final metrics copied from the last epoch's row into summary.json.
+FINAL_METRICS = (
+    "test_elbo",
+    "test_recon",
+    "test_kl",
+    "active_units",
+    "active_units_kl",
+    "test_iwae_nll",
+    "test_mi",
+    "binding_share",
+)
+
+
+def labels(run: RunConfig) -> dict[str, Any]:
+    """The columns that say which run a row belongs to, in every output."""
+    return {
+        "lambda": run.free_bits.lam,
+        "free_bits_mode": run.free_bits.mode,
+        "anneal": run.anneal.schedule,
+        "seed": run.train.seed,
+        "binarize": run.dataset.binarize,
+    }
+
+
+def append_epoch(folder: Path, row: dict[str, Any], kl_per_dim: Sequence[float]) -> None:
+    """One epoch's row of metrics.csv and its D rows of kl_per_dim.csv."""
+    storage.append_rows(folder / storage.METRICS, storage.METRICS_COLUMNS, [row])
+    kl_rows = [{"epoch": row["epoch"], "dim": j, "kl": v} for j, v in enumerate(kl_per_dim)]
+    storage.append_rows(folder / storage.KL_PER_DIM, storage.KL_COLUMNS, kl_rows)
+
+
+def write_failure(
+    folder: Path, run: RunConfig, setting: dict[str, Any], reason: str, epoch: int
+) -> None:
+    """failed.json, and no checkpoint: a failed run is retried from scratch next time."""
+    record = {
+        "run_id": run.run_id,
+        "reason": reason,
+        "epoch": epoch,
+        **labels(run),
+        "setting": setting,
+    }
+    storage.write_json(folder / storage.FAILED, record)
+    (folder / storage.CHECKPOINT).unlink(missing_ok=True)
+
+
+def write_samples(folder: Path, image_shape: Sequence[int], **arrays: np.ndarray) -> None:
+    """samples.npz (originals, reconstructions, prior_samples), replaced atomically."""
+    path = folder / storage.SAMPLES
+    tmp = path.with_name(".samples.tmp.npz")
+    np.savez_compressed(tmp, image_shape=np.array(image_shape), **arrays)
+    tmp.replace(path)
+
+
+def write_summary(
+    folder: Path,
+    run: RunConfig,
+    last_row: dict[str, Any],
+    kl_history: Sequence[Sequence[float]],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
+    """summary.json, written last (it marks the run complete); then the checkpoint goes."""
+    summary = {
+        "run_id": run.run_id,
+        "sweep": folder.parent.parent.name,
+        **labels(run),
+        "latent_dim": run.model.latent_dim,
+        "epochs": run.train.epochs,
+        "dataset": run.dataset.name,
+        **{key: last_row.get(key) for key in FINAL_METRICS},
+        "iwae_samples": run.eval.iwae_samples,
+        "collapse_epoch": collapse_epochs(kl_history, run.eval.collapse_threshold),
+        "kl_per_dim": list(kl_history[-1]) if kl_history else [],
+        **extra,
+    }
+    storage.write_json(folder / storage.SUMMARY, summary)
+    (folder / storage.CHECKPOINT).unlink(missing_ok=True)
+    return summary
+
+
+def collapse_epochs(history: Sequence[Sequence[float]], epsilon: float) -> list[int | None]:
+    """Per dimension, the first epoch (1-based) after which its KL stays below ε; None if never."""
+    if not history:
+        return []
+    kl = np.asarray(history)  # (E, D)
+    below = kl < epsilon
+    out: list[int | None] = []
+    for j in range(kl.shape[1]):
+        stays = np.logical_and.accumulate(below[::-1, j])[::-1]  # True where below from here on
+        out.append(int(np.argmax(stays)) + 1 if stays.any() else None)
+    return out
