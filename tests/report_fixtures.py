@@ -14,28 +14,9 @@ from typing import Any
 
 import numpy as np
 
-METRIC_COLUMNS = [
-    "run_id",
-    "lambda",
-    "free_bits_mode",
-    "anneal",
-    "seed",
-    "epoch",
-    "step",
-    "beta",
-    "train_loss",
-    "train_recon",
-    "train_kl",
-    "test_elbo",
-    "test_recon",
-    "test_kl",
-    "active_units",
-    "active_units_kl",
-    "binding_share",
-    "test_iwae_nll",
-    "test_mi",
-    "seconds",
-]
+from freebits_cli.storage import METRICS_COLUMNS
+
+METRIC_COLUMNS = list(METRICS_COLUMNS)
 IMAGE_SHAPE = (4, 4)
 
 
@@ -114,6 +95,7 @@ def write_run(
                     mode,
                     anneal,
                     seed,
+                    "none",  # binarize
                     e,
                     e * 10,
                     min(1.0, e / 2),
