@@ -27,11 +27,14 @@ and the first Adam step cost seconds that no side should be charged for). The th
 run back to back, so their ratios share the machine's state; with `--repeats N` each is measured N
 times and the fastest kept (on a shared, noisy machine the minimum is the least disturbed figure).
 Memory: the peak resident set size during the job, sampled every 20 ms, minus the RSS before it
-("peak RSS Δ", what the training itself holds); on CUDA `torch.cuda.max_memory_allocated`.
+("peak RSS Δ", roughly what the training itself holds: allocators keep memory between jobs, so the
+absolute peak at the largest K, also printed, is the firmer figure); on CUDA
+`torch.cuda.max_memory_allocated`. Workers use 1 torch thread by default (`--threads`): on a shared
+CPU a second OpenMP thread that waits for a busy core makes small ops slower at random.
 The script also checks that (b) and (c) give each run the same final test ELBO: freebits promises
 that a run's numbers do not depend on the pack it trained in.
 
-Datasets: `digits` (sklearn's 8×8 digits, 1,437 training images: per-step overhead dominates) and
+Datasets: `digits` (sklearn's 8×8 digits, 1,437 training images: per-step overhead weighs more) and
 `fashion` (a subset of Fashion-MNIST from the raw IDX files, 784 pixels: arithmetic matters more).
 
 Run: `.venv/bin/python benchmarks/pack_speed.py` (CPU defaults finish in a few minutes on 2 cores);
