@@ -287,7 +287,8 @@ def lockstep(
     import numpy as np
 
     from freebits_cli.data import find_idx, read_idx
-    from freebits_cli.model import PackedVAE, reconstruction_nll
+    from freebits_cli.models import PackedVAE
+    from freebits_cli.models.likelihoods import bernoulli_nll as reconstruction_nll
     from freebits_cli.objective import free_bits_kl, gaussian_kl_per_dim
 
     train = find_idx(data_dir, "train")

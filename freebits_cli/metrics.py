@@ -13,10 +13,17 @@ from dataclasses import dataclass
 
 import torch
 
-from .model import PackedVAE, draw_noise, log_normal, reconstruction_nll
-from .objective import gaussian_kl_per_dim
+from .models import PackedVAE
+from .objective import gaussian_kl_per_dim, log_normal
 
 EVAL_CHUNK = 2048
+
+
+def draw_noise(
+    shape: Sequence[int], generators: Sequence[torch.Generator], device: torch.device
+) -> torch.Tensor:
+    """Standard normal noise of shape (K, *shape), slice k drawn from member k's own stream."""
+    return torch.stack([torch.randn(*shape, generator=g, device=device) for g in generators])
 
 
 @dataclass(frozen=True)
@@ -42,7 +49,7 @@ def evaluate(
         xs = chunk.expand(model.members, *chunk.shape)  # (K, n, P)
         mu, logvar = model.encode(xs)
         z = mu + draw_noise(mu.shape[1:], generators, x.device) * (0.5 * logvar).exp()
-        recon_sum += reconstruction_nll(model.decode(z), xs).double().sum(-1)
+        recon_sum += model.nll(model.decode(z), xs).double().sum(-1)
         kl_sum += gaussian_kl_per_dim(mu, logvar).double().sum(-2)
         means.append(mu)
     n = x.shape[0]
@@ -89,7 +96,7 @@ def iwae_nll(
             eps = draw_noise((s, n, model.latent_dim), generators, x.device)  # (K, s, n, D)
             z = mu.unsqueeze(1) + eps * (0.5 * logvar).exp().unsqueeze(1)
             logits = model.decode(z.reshape(members, s * n, -1)).reshape(members, s, n, -1)
-            log_px_z = -reconstruction_nll(logits, chunk.expand(members, s, n, -1))
+            log_px_z = -model.nll(logits, chunk.expand(members, s, n, -1))
             log_pz = log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
             log_qz = log_normal(z, mu.unsqueeze(1), logvar.unsqueeze(1))
             log_w = (log_px_z + log_pz - log_qz).double()  # (K, s, n)

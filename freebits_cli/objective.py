@@ -8,6 +8,8 @@ import torch
 
 from .spec import AnnealSpec
 
+LOG_2PI = math.log(2 * math.pi)
+
 
 def gaussian_kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(μ, σ²) || N(0, 1)) per example and dimension, shape of `mu` (e.g. (B, D) or (K, B, D)).
@@ -15,6 +17,11 @@ def gaussian_kl_per_dim(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     KL_bj = -½ (1 + log σ² − μ² − σ²)   (Kingma & Welling 2014, Appendix B).
     """
     return -0.5 * (1.0 + logvar - mu.pow(2) - logvar.exp())
+
+
+def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """log N(z; μ, diag σ²) summed over the last axis."""
+    return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) / logvar.exp()).sum(-1)
 
 
 def _rates(

@@ -22,7 +22,7 @@ import torch
 from . import records, storage
 from .data import DATA_SEED, Dataset
 from .metrics import active_units, evaluate, iwae_nll, mutual_information
-from .model import PackedVAE, reconstruction_nll
+from .models import build_model
 from .objective import beta_at, binding_share, free_bits_kl, gaussian_kl_per_dim
 from .spec import RunConfig
 
@@ -104,7 +104,7 @@ class PackTrainer:
         """Fresh model + Adam for the current members, loading each member's saved state if any."""
         m = self.config.model
         k = len(self.members)
-        self.model = PackedVAE(k, self.x_train.shape[1], m.hidden, m.latent_dim, m.activation)
+        self.model = build_model(m, self.image_shape, k)
         self.model.to(self.device)
         self.model.reset(
             [generator(self.device, stream_seed(x.run.train.seed, "init")) for x in self.members]
@@ -263,7 +263,7 @@ class PackTrainer:
                 mu, logvar = self.model.encode(x)
                 # Reparameterisation (Kingma & Welling 2014): z = μ + σ·ε.
                 z = mu + noise[:, at] * (0.5 * logvar).exp()
-                recon = reconstruction_nll(self.model.decode(z), x).mean(-1)  # (K,)
+                recon = self.model.nll(self.model.decode(z), x).mean(-1)  # (K,)
                 kl = gaussian_kl_per_dim(mu, logvar)  # (K, b, D)
                 fb, share = self._free_bits(kl)
                 loss = recon + betas[step] * fb  # (K,); members are independent, so sum them
@@ -392,14 +392,14 @@ class PackTrainer:
         originals = self.x_test[pick]
         k = len(self.members)
         mu, _ = self.model.encode(originals.expand(k, *originals.shape))
-        recons = torch.sigmoid(self.model.decode(mu))  # Bernoulli means at the posterior mean
+        recons = self.model.mean(self.model.decode(mu))  # Bernoulli means at the posterior mean
         prior = torch.randn(
             count,
             self.config.model.latent_dim,
             generator=generator(self.device, DATA_SEED),
             device=self.device,
         )
-        samples = torch.sigmoid(self.model.decode(prior.expand(k, *prior.shape)))
+        samples = self.model.mean(self.model.decode(prior.expand(k, *prior.shape)))
         for i, member in enumerate(self.members):
             records.write_samples(
                 member.folder,

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .likelihoods import bernoulli_mean, bernoulli_nll
+
 ACTIVATIONS = {
     "relu": F.relu,
     "tanh": torch.tanh,
@@ -23,7 +25,6 @@ ACTIVATIONS = {
     "softplus": F.softplus,
     "leaky_relu": F.leaky_relu,
 }
-LOG_2PI = math.log(2 * math.pi)
 
 
 class PackedLinear(nn.Module):
@@ -88,23 +89,10 @@ class PackedVAE(nn.Module):
             h = self.act(layer(h))
         return self.to_logits(h)
 
+    def nll(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x|z), summed over pixels: (..., P) -> (...)."""
+        return bernoulli_nll(logits, x)
 
-def reconstruction_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """-log p(x|z) of a Bernoulli decoder, summed over pixels: (..., P) -> (...).
-
-    With logits, never sigmoid-then-BCE: `binary_cross_entropy_with_logits` is stable for any z.
-    For grayscale targets this is the usual summed cross-entropy, not a likelihood.
-    """
-    return F.binary_cross_entropy_with_logits(logits, x, reduction="none").sum(-1)
-
-
-def log_normal(z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """log N(z; μ, diag σ²) summed over the last axis."""
-    return -0.5 * (LOG_2PI + logvar + (z - mu).pow(2) / logvar.exp()).sum(-1)
-
-
-def draw_noise(
-    shape: Sequence[int], generators: Sequence[torch.Generator], device: torch.device
-) -> torch.Tensor:
-    """Standard normal noise of shape (K, *shape), slice k drawn from member k's own stream."""
-    return torch.stack([torch.randn(*shape, generator=g, device=device) for g in generators])
+    def mean(self, logits: torch.Tensor) -> torch.Tensor:
+        """The decoder's mean image in [0, 1]."""
+        return bernoulli_mean(logits)
