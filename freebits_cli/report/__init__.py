@@ -2,7 +2,7 @@
 
 Reads only files (never torch, never retrains), so it works on a sweep that is still running or
 has failed runs. This module: statistics across seeds, strategies, recommendation, orchestration.
-Reading files: report_load; figures: report_figures; the page and text formatting: report_html.
+Reading files: report.load; figures: report.figures; the page and text formatting: report.html.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from freebits_cli.errors import ResultsError
-from freebits_cli.report_html import (
+from freebits_cli.report.html import (
     by_setting_rows,
     describe,
     fmt_pm,
@@ -22,7 +22,7 @@ from freebits_cli.report_html import (
     varying,
     write_index,
 )
-from freebits_cli.report_load import Runs, find_run_dirs, load_runs, read_kl_history, read_samples
+from freebits_cli.report.load import Runs, find_run_dirs, load_runs, read_kl_history, read_samples
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -230,7 +230,7 @@ def build_report(
     `keep_share` is the share of latent units the recommended setting must keep active.
     Raises ResultsError (one line) when the folder is missing, not a folder, or has no readable run.
     """
-    from freebits_cli.report_figures import FigureInput, draw_all
+    from freebits_cli.report.figures import FigureInput, draw_all
 
     results_dir = Path(results_dir).expanduser()
     fmts = parse_formats(formats)

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-    from freebits_cli.report_figures import FigureOutput
-    from freebits_cli.report_load import Runs
+    from freebits_cli.report.figures import FigureOutput
+    from freebits_cli.report.load import Runs
 
 LABELS = {"lambda": "λ", "free_bits_mode": "free-bits mode", "anneal": "schedule", "sweep": "sweep"}
 # (column stem, header, decimals) of the metrics shown in the terminal and the page.

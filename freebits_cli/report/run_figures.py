@@ -1,5 +1,5 @@
 """Figures with one mark per run: rate-distortion, KL per latent dimension and over epochs,
-training curves, reconstructions, prior samples (object API; helpers in report_figures).
+training curves, reconstructions, prior samples (object API; helpers in report.figures).
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from pandas.api.types import is_numeric_dtype
 
-from freebits_cli.report_figures import (
+from freebits_cli.report.figures import (
     FLOOR,
     LINESTYLES,
     FigureInput,
@@ -20,7 +20,7 @@ from freebits_cli.report_figures import (
     title,
     two_legends,
 )
-from freebits_cli.report_html import short_label, varying
+from freebits_cli.report.html import short_label, varying
 
 if TYPE_CHECKING:
     import numpy as np

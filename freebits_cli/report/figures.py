@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from freebits_cli.report_html import LABELS, short_label, varying
+from freebits_cli.report.html import LABELS, short_label, varying
 
 if TYPE_CHECKING:
     import numpy as np
@@ -354,7 +354,7 @@ def fig_pareto(inp: FigureInput) -> Figure | str:
 
 def draw_all(inp: FigureInput, out: Path, formats: Sequence[str]) -> FigureOutput:
     """Draw every figure into `out` in each format (plus PNG for the page if only PDF is asked)."""
-    from freebits_cli import report_run_figures as images
+    from freebits_cli.report import run_figures as images
 
     figures: list[tuple[str, Callable[[FigureInput], Figure | str]]] = [
         ("active_units", fig_active_units),
