@@ -35,3 +35,17 @@ class TrainingError(FreebitsError):
     """A failure while training that is not a single run's divergence (exit code 1)."""
 
     exit_code = 1
+
+
+class Interrupted(FreebitsError):
+    """SIGTERM or SIGINT: the sweep stopped at a clean point (exit 128 + signal number)."""
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        self.signum = signum
+        self.exit_code = 128 + signum
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"stopped by {name}; completed epochs are saved, run the same command again to resume"
+        )

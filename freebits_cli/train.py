@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import records, storage
+from . import interrupt, records, storage
 from .data import DATA_SEED, Dataset
 from .metrics import active_units, evaluate, iwae_nll, mutual_information
 from .models import build_model
@@ -255,6 +255,7 @@ class PackTrainer:
             noise = self._draw("noise", rows, latent)  # (K, rows, D)
             coins = self._draw("binarize", rows, pixels, uniform=True) if self.dynamic else None
             for step in range(block_start, min(steps, block_start + block)):
+                interrupt.check()
                 at = slice((step - block_start) * size, (step - block_start + 1) * size)
                 x = self.x_train[order[:, step * size : (step + 1) * size]]  # (K, b, P)
                 if coins is not None:
