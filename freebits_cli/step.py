@@ -10,6 +10,7 @@ batch — the same step runs eagerly on the same buffers, so the graph's logic i
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
@@ -119,7 +120,13 @@ class PackStep:
             self._step(rows)
             return
         if self.graph is None:
-            self._capture()
+            try:
+                self._capture()
+            except RuntimeError as exc:  # an op that cannot be captured: stay eager, correctly
+                warnings.warn(f"CUDA graph capture failed, training eagerly: {exc}", stacklevel=2)
+                self.want_graph, self.graph = False, None
+                self._step(rows)
+                return
         assert self.graph is not None
         self.graph.replay()
 
@@ -129,18 +136,22 @@ class PackStep:
         The warm-up steps run on a side stream and are then undone — parameters, Adam state and the
         sums restored — so a captured run trains exactly the steps an eager one does.
         """
-        saved = self._snapshot()
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
-            for _ in range(WARMUP_STEPS):
-                self._step(self.batch_size)
+            self.warm_up()
         torch.cuda.current_stream(self.device).wait_stream(side)
-        self._restore(saved)
         self.graph = torch.cuda.CUDAGraph()
         self.optimizer.zero_grad(set_to_none=True)
         with torch.cuda.graph(self.graph):
             self._step(self.batch_size)
+
+    def warm_up(self) -> None:
+        """Run `WARMUP_STEPS` full-batch steps on the current buffers, then undo them."""
+        saved = self._snapshot()
+        for _ in range(WARMUP_STEPS):
+            self._step(self.batch_size)
+        self._restore(saved)
 
     def _snapshot(self) -> dict[str, Any]:
         params = [p.detach().clone() for p in self.model.parameters()]
