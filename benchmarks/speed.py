@@ -108,35 +108,14 @@ def child_peak(result: str, device_name: str, budget: float) -> int:
     return 0
 
 
-def scaling_args(npz: str, k: int, device: str, out: Path, extra: Sequence[str]) -> list[str]:
-    seeds = ",".join(str(s) for s in range(k))
+def scaling_args(npz: str, k: int, device: str, out: Path) -> list[str]:
+    """One pack of K runs (seeds 0..K-1, λ = 0.5, linear warm-up), MI and IWAE off, 1 epoch."""
     return [
-        "sweep",
-        "--dataset",
-        npz,
-        "--set",
-        f"model.hidden=[{HIDDEN[0]},{HIDDEN[1]}]",
-        "--latent-dim",
-        str(LATENT),
-        "--lambdas",
-        "0.5",
-        "--anneal",
-        "linear",
-        "--seeds",
-        seeds,
-        "--epochs",
-        "1",
-        "--set",
-        "eval.iwae_samples=0",
-        "--set",
-        "eval.mi=false",
-        *[item for pair in (("--set", s) for s in extra) for item in pair],
-        "--pack-size",
-        str(k),
-        "--device",
-        device,
-        "--out",
-        str(out),
+        *("sweep", "--dataset", npz, "--set", f"model.hidden=[{HIDDEN[0]},{HIDDEN[1]}]"),
+        *("--latent-dim", str(LATENT), "--lambdas", "0.5", "--anneal", "linear"),
+        *("--seeds", ",".join(str(s) for s in range(k)), "--epochs", "1"),
+        *("--set", "eval.iwae_samples=0", "--set", "eval.mi=false", "--pack-size", str(k)),
+        *("--device", device, "--out", str(out)),
     ]
 
 
@@ -148,7 +127,7 @@ def child_scaling(config_path: str) -> int:
     # The first pack pays for lazy imports, kernel choice and the data cache: an untimed warm-up.
     for label, k in [("warm-up", 1), *((str(k), k) for k in config["ks"])]:
         target = out / label
-        sys.argv = ["freebits", *scaling_args(config["npz"], k, config["device"], target, [])]
+        sys.argv = ["freebits", *scaling_args(config["npz"], k, config["device"], target)]
         started = time.perf_counter()
         try:
             runpy.run_module("freebits_cli", run_name="__main__", alter_sys=True)
@@ -396,7 +375,8 @@ def ways(args: argparse.Namespace, scratch: Path, env: dict[str, str]) -> dict[s
             shutil.rmtree(scratch / way, ignore_errors=True)
         print(f"{seconds:8.1f} s", flush=True)
         out[way] = {"seconds": seconds, "rss_mb": rss, **stats}
-        out["commands"][way] = " ".join(command[1:] if way in "ab" else command)
+        shown = ["python", "-m", "freebits_cli", *command[4:]] if way in "ab" else command
+        out["commands"][way] = " ".join(shown)
     return out
 
 
