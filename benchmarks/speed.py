@@ -243,7 +243,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small subsets: a smoke run")
     parser.add_argument("--n-train", type=int, default=0, help="first N training images (0: all)")
     parser.add_argument("--n-test", type=int, default=0, help="first N test images (0: all)")
-    parser.add_argument("--ks", default=None, help="scaling pack sizes (default 1,2,5,10,30[,64])")
+    parser.add_argument(
+        "--ks",
+        default=None,
+        help="scaling pack sizes (default: 1,2,5,10,30; 64 too on CUDA; 1,2,5 with --quick)",
+    )
     parser.add_argument("--scaling-steps", type=int, default=0, help="steps per scaling run")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument(
@@ -258,12 +262,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     cuda = args.device.startswith("cuda")
     if args.quick:
-        args.n_train, args.n_test = args.n_train or 2048, args.n_test or 512
-    args.ks = [
-        int(k) for k in (args.ks or ("1,2,5,10" if args.quick else "1,2,5,10,30")).split(",")
-    ]
-    if cuda and not args.quick and 64 not in args.ks and args.ks == [1, 2, 5, 10, 30]:
-        args.ks.append(64)
+        args.n_train, args.n_test = args.n_train or 1024, args.n_test or 256
+    default_ks = "1,2,5" if args.quick else "1,2,5,10,30,64" if cuda else "1,2,5,10,30"
+    args.ks = [int(k) for k in (args.ks or default_ks).split(",")]
     args.scaling_steps = args.scaling_steps or (4 if args.quick else 200 if cuda else 50)
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     unknown = args.skip - {*WAYS, "scaling"}
