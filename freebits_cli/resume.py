@@ -1,0 +1,121 @@
+"""Where an interrupted run resumes: the trainer's checkpoint protocol, read back from disk.
+
+After epoch E the trainer writes, in this order: every member's `checkpoint.next.pt` (epoch E, with
+the pack's membership), every member's CSV rows of E, then each member's promotion of
+`checkpoint.next.pt` to `checkpoint.pt` (a rename). A kill between any two of these writes leaves
+every member holding a checkpoint of E-1 or of E, so the newest epoch that *every* member of the
+recorded pack holds is one they can all resume from, together, in the same pack. That matters on a
+GPU, where a pack of another size rounds differently; on a CPU packs are bit-identical anyway.
+A member found alone (or with damaged files) resumes on its own or restarts from scratch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import records, storage
+
+Warn = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Saved:
+    """The checkpoints one run folder holds."""
+
+    epochs: dict[int, str]  # epoch -> checkpoint file name
+    pack: tuple[str, ...]  # run ids of the pack that wrote the newest checkpoint
+    device: str | None  # device type of the newest checkpoint
+
+
+@dataclass(frozen=True)
+class Point:
+    """Where a run resumes: epoch 0 means from scratch."""
+
+    epoch: int
+    pack: tuple[str, ...] = ()
+    device: str | None = None
+
+
+def inspect(folder: Path, warn: Warn) -> Saved:
+    """Read the run's checkpoints (tensors mapped, not loaded); warn about each damaged one."""
+    epochs: dict[int, str] = {}
+    newest, pack, device = -1, (), None
+    for name in (storage.CHECKPOINT, storage.CHECKPOINT_NEXT):
+        try:
+            state = storage.load_checkpoint(folder / name, lazy=True)
+        except ValueError as exc:
+            warn(f"{folder / name}: damaged checkpoint ({exc}); not used")
+            continue
+        if state is None:
+            continue
+        epoch = state["epoch"]
+        epochs[epoch] = name
+        if epoch > newest:
+            newest, device = epoch, state.get("device_type")
+            pack = tuple(str(r) for r in state.get("pack") or ())
+    return Saved(epochs, pack, device)
+
+
+def csv_complete(folder: Path, epoch: int) -> str | None:
+    """None when metrics.csv and kl_per_dim.csv hold every epoch before `epoch` (and maybe
+    `epoch` itself, written from its checkpoint otherwise), each once; else what is wrong."""
+    want = list(range(1, epoch))
+    for name in (storage.METRICS, storage.KL_PER_DIM):
+        found = storage.csv_epochs(folder / name)
+        if found is None:
+            return f"{folder / name} is missing or unreadable"
+        kept = [e for e in found if e <= epoch]
+        if name == storage.KL_PER_DIM:  # D rows per epoch
+            kept = sorted(set(kept))
+        if kept not in (want, [*want, epoch]):
+            return f"{folder / name} lacks rows of epochs before {epoch}"
+    return None
+
+
+def resume_points(folders: Mapping[str, Path], warn: Warn) -> dict[str, Point]:
+    """For each interrupted run (run id -> folder), the epoch it resumes from with its pack."""
+    saved = {run_id: inspect(folder, warn) for run_id, folder in folders.items()}
+    points = {}
+    for run_id, own in saved.items():
+        mates = [m for m in own.pack if m in saved and saved[m].epochs]
+        if not own.epochs:
+            points[run_id] = Point(0)
+            continue
+        if run_id not in mates:
+            mates.append(run_id)
+        common = set.intersection(*(set(saved[m].epochs) for m in mates))
+        epoch = max(common) if common else max(own.epochs)
+        pack = tuple(sorted(mates)) if common else (run_id,)
+        problem = csv_complete(folders[run_id], epoch)
+        if problem:
+            warn(f"{problem}; the run restarts from scratch")
+            points[run_id] = Point(0)
+        else:
+            points[run_id] = Point(epoch, pack, own.device)
+    return points
+
+
+def restore(folder: Path, epoch: int) -> dict[str, Any]:
+    """Make `epoch`'s checkpoint the run's checkpoint and its CSVs end at `epoch`; return it.
+
+    Called under the run's lock. The rows of `epoch` are written again from the checkpoint when
+    a kill came before (or halfway through) them; later or torn rows are dropped."""
+    saved = inspect(folder, lambda _: None)
+    if saved.epochs.get(epoch) == storage.CHECKPOINT_NEXT:
+        storage.promote_checkpoint(folder)
+    else:
+        (folder / storage.CHECKPOINT_NEXT).unlink(missing_ok=True)
+    state = storage.load_checkpoint(folder / storage.CHECKPOINT)
+    if state is None or state["epoch"] != epoch:
+        raise ValueError(f"{folder / storage.CHECKPOINT}: changed while resuming")
+    metrics, kl = folder / storage.METRICS, folder / storage.KL_PER_DIM
+    storage.trim_rows(metrics, epoch)
+    storage.trim_rows(kl, epoch)
+    if epoch not in (storage.csv_epochs(metrics) or []):
+        records.append_metrics(folder, state["last_row"])
+    if epoch not in (storage.csv_epochs(kl) or []):
+        records.append_kl(folder, epoch, state["kl_history"].tolist()[-1])
+    return state
