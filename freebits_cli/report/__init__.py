@@ -313,11 +313,10 @@ def build_report(
 def _swap_in(tmp: Path, out: Path) -> None:
     """Put the finished report folder `tmp` in place of `out`.
 
-    A folder holding anything but a previous report (sub-folders, no index.html) is not replaced:
-    the new files are moved into it one by one, each replacing its old version atomically."""
-    if out.exists() and (
-        not (out / "index.html").exists() or any(p.is_dir() for p in out.iterdir())
-    ):
+    A folder holding anything but report files (sub-folders, other kinds of file) is not
+    replaced: the new files are moved into it one by one, each replacing its old version."""
+    report_like = {".csv", ".html", *(f".{f}" for f in FORMATS)}
+    if out.exists() and any(p.is_dir() or p.suffix not in report_like for p in out.iterdir()):
         for path in tmp.iterdir():
             os.replace(path, out / path.name)
         return
