@@ -14,9 +14,9 @@ import json
 import math
 import os
 import platform
+import secrets
 import shutil
 import subprocess
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -73,11 +73,8 @@ def temporary(path: Path, suffix: str = ".tmp") -> Path:
     """A temporary name beside `path`, unique to this process and call (two sweeps may share a
     folder), hidden, so readers never mistake it for the real file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(
-        prefix=f".{path.name}.{os.getpid()}.", suffix=suffix, dir=path.parent
-    )
-    os.close(fd)
-    return Path(name)
+    # Not tempfile.mkstemp: its files are private (0600), and results are often shared.
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
