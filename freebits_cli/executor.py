@@ -113,7 +113,8 @@ def plan(spec: SweepSpec, results: Path, force: bool = False, shard: str | None 
         for r in runs
         if states[r.run_id] == "interrupted"
     }
-    points = resume.resume_points(interrupted, warnings.append)
+    fresh = [r.run_id for r in runs if states[r.run_id] in ("pending", "failed")]
+    points = resume.resume_points(interrupted, fresh, warnings.append)
     planned = []
     for run in runs:
         point = points.get(run.run_id, resume.Point(0))
@@ -156,6 +157,13 @@ def prepare(plan_: Plan, spec: SweepSpec, replace_sweep: bool = False) -> None:
     Runs are reset (when they must start from scratch) only under their lock, in `train_pack`."""
     try:
         storage.write_text(plan_.sweep_dir / "spec.yaml", dump_spec(spec))
+        for item in plan_.runs:  # a kill between summary.json and the checkpoint's removal
+            leftover = (item.folder / storage.CHECKPOINT).exists()
+            if item.state == "done" and leftover and (lock := locks.try_lock(item.folder, 0)):
+                try:
+                    storage.remove_checkpoints(item.folder)
+                finally:
+                    lock.release()
         if replace_sweep and (plan_.sweep_dir / "runs").is_dir():
             keep = {item.folder.name for item in plan_.runs}
             for folder in sorted((plan_.sweep_dir / "runs").iterdir()):
@@ -250,7 +258,8 @@ def _train_held(
             fresh[item.run.run_id] = state
     todo = [item for item in pack if item.run.run_id in fresh]
     interrupted = {i.run.run_id: i.folder for i in todo if fresh[i.run.run_id] == "interrupted"}
-    points = resume.resume_points(interrupted, lambda _: None)  # the plan warned already
+    others = [run_id for run_id in fresh if run_id not in interrupted]
+    points = resume.resume_points(interrupted, others, lambda _: None)  # the plan warned
     groups: dict[int, list[PlannedRun]] = {}
     for item in todo:
         start = points.get(item.run.run_id, resume.Point(0)).epoch

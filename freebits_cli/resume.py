@@ -11,7 +11,7 @@ A member found alone (or with damaged files) resumes on its own or restarts from
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ class Saved:
     epochs: dict[int, str]  # epoch -> checkpoint file name
     pack: tuple[str, ...]  # run ids of the pack that wrote the newest checkpoint
     device: str | None  # device type of the newest checkpoint
+    damaged: bool = False  # a checkpoint file that cannot be read
 
 
 @dataclass(frozen=True)
@@ -42,12 +43,13 @@ class Point:
 def inspect(folder: Path, warn: Warn) -> Saved:
     """Read the run's checkpoints (tensors mapped, not loaded); warn about each damaged one."""
     epochs: dict[int, str] = {}
-    newest, pack, device = -1, (), None
+    newest, pack, device, damaged = -1, (), None, False
     for name in (storage.CHECKPOINT, storage.CHECKPOINT_NEXT):
         try:
             state = storage.load_checkpoint(folder / name, lazy=True)
         except ValueError as exc:
             warn(f"{folder / name}: damaged checkpoint ({exc}); not used")
+            damaged = True
             continue
         if state is None:
             continue
@@ -56,7 +58,7 @@ def inspect(folder: Path, warn: Warn) -> Saved:
         if epoch > newest:
             newest, device = epoch, state.get("device_type")
             pack = tuple(str(r) for r in state.get("pack") or ())
-    return Saved(epochs, pack, device)
+    return Saved(epochs, pack, device, damaged)
 
 
 def csv_complete(folder: Path, epoch: int) -> str | None:
@@ -65,9 +67,9 @@ def csv_complete(folder: Path, epoch: int) -> str | None:
     want = list(range(1, epoch))
     for name in (storage.METRICS, storage.KL_PER_DIM):
         found = storage.csv_epochs(folder / name)
-        if found is None:
+        if found is None and (want or (folder / name).exists()):
             return f"{folder / name} is missing or unreadable"
-        kept = [e for e in found if e <= epoch]
+        kept = [e for e in found or [] if e <= epoch]
         if name == storage.KL_PER_DIM:  # D rows per epoch
             kept = sorted(set(kept))
         if kept not in (want, [*want, epoch]):
@@ -75,26 +77,29 @@ def csv_complete(folder: Path, epoch: int) -> str | None:
     return None
 
 
-def resume_points(folders: Mapping[str, Path], warn: Warn) -> dict[str, Point]:
-    """For each interrupted run (run id -> folder), the epoch it resumes from with its pack."""
-    saved = {run_id: inspect(folder, warn) for run_id, folder in folders.items()}
+def resume_points(
+    interrupted: Mapping[str, Path], fresh: Iterable[str], warn: Warn
+) -> dict[str, Point]:
+    """Where each interrupted run (run id -> folder) resumes, given the runs that will start
+    from scratch (`fresh`: pending or failed). Every member can always start again at epoch 0,
+    so the newest epoch all pack mates at hand hold exists; mates that are complete, elsewhere or
+    damaged do not hold the others back."""
+    saved = {run_id: inspect(folder, warn) for run_id, folder in interrupted.items()}
+    held = {run_id: {0, *s.epochs} for run_id, s in saved.items() if not s.damaged}
+    held |= {run_id: {0} for run_id in fresh}
     points = {}
     for run_id, own in saved.items():
-        mates = [m for m in own.pack if m in saved and saved[m].epochs]
         if not own.epochs:
             points[run_id] = Point(0)
             continue
-        if run_id not in mates:
-            mates.append(run_id)
-        common = set.intersection(*(set(saved[m].epochs) for m in mates))
-        epoch = max(common) if common else max(own.epochs)
-        pack = tuple(sorted(mates)) if common else (run_id,)
-        problem = csv_complete(folders[run_id], epoch)
+        mates = {m for m in own.pack if m in held} | {run_id}
+        common = set.intersection(*(held.get(m, {0, *own.epochs}) for m in mates))
+        epoch = max(common)
+        problem = csv_complete(interrupted[run_id], epoch) if epoch else None
         if problem:
             warn(f"{problem}; the run restarts from scratch")
-            points[run_id] = Point(0)
-        else:
-            points[run_id] = Point(epoch, pack, own.device)
+            epoch = 0
+        points[run_id] = Point(epoch, tuple(sorted(mates)), own.device) if epoch else Point(0)
     return points
 
 
