@@ -82,23 +82,32 @@ def resume_points(
 ) -> dict[str, Point]:
     """Where each interrupted run (run id -> folder) resumes, given the runs that will start
     from scratch (`fresh`: pending or failed). Every member can always start again at epoch 0,
-    so the newest epoch all pack mates at hand hold exists; mates that are complete, elsewhere or
-    damaged do not hold the others back."""
+    so the newest epoch all pack mates at hand hold exists; mates that are complete or trained
+    elsewhere are not waited for."""
     saved = {run_id: inspect(folder, warn) for run_id, folder in interrupted.items()}
-    held = {run_id: {0, *s.epochs} for run_id, s in saved.items() if not s.damaged}
+    # A damaged member starts again, and so do its mates: resumed in a pack of another size
+    # they would not end with the numbers of an uninterrupted sweep.
+    held = {run_id: {0} if s.damaged else {0, *s.epochs} for run_id, s in saved.items()}
     held |= {run_id: {0} for run_id in fresh}
+    while True:  # each pass either settles every run or sends one more back to epoch 0
+        points = _points(saved, held)
+        broken = {
+            run_id: problem
+            for run_id, point in points.items()
+            if point.epoch and (problem := csv_complete(interrupted[run_id], point.epoch))
+        }
+        if not broken:
+            return points
+        for run_id, problem in broken.items():
+            warn(f"{problem}; the run restarts from scratch")
+            held[run_id] = {0}
+
+
+def _points(saved: Mapping[str, Saved], held: Mapping[str, set[int]]) -> dict[str, Point]:
     points = {}
     for run_id, own in saved.items():
-        if not own.epochs:
-            points[run_id] = Point(0)
-            continue
         mates = {m for m in own.pack if m in held} | {run_id}
-        common = set.intersection(*(held.get(m, {0, *own.epochs}) for m in mates))
-        epoch = max(common)
-        problem = csv_complete(interrupted[run_id], epoch) if epoch else None
-        if problem:
-            warn(f"{problem}; the run restarts from scratch")
-            epoch = 0
+        epoch = max(set.intersection(*(held[m] for m in mates)))
         points[run_id] = Point(epoch, tuple(sorted(mates)), own.device) if epoch else Point(0)
     return points
 

@@ -114,7 +114,7 @@ def write_json(path: Path, obj: Any) -> None:
 def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # ValueError: bad JSON or not UTF-8
         return None
 
 
