@@ -25,6 +25,7 @@ err_console = Console(stderr=True)
 
 
 def _fail(message: str, code: int) -> None:
+    message = " ".join(message.splitlines())  # one line, whatever the error quotes
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
