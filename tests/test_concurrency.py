@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -106,3 +107,33 @@ def test_signal_mid_epoch_stops_cleanly_and_resumes_exactly(tmp_path: Path, sign
     assert_clean_csvs(tmp_path / "b", 12)
     lone_sweep(tmp_path / "a", [0, 1], 12)
     assert results(tmp_path / "b") == results(tmp_path / "a")
+
+
+def test_a_locked_run_is_left_alone_and_shown_running(tmp_path: Path) -> None:
+    """A run another process holds is neither reset nor trained; `status` names its holder."""
+    from typer.testing import CliRunner
+
+    from freebits_cli.cli import app
+
+    the_spec = spec([0, 1], 1)
+    plan = executor.plan(the_spec, tmp_path)
+    executor.prepare(plan, the_spec)
+    held = plan.runs[0].folder
+    lock = locks.try_lock(held)  # another open file: flock treats it as another holder
+    assert lock is not None
+    (held / "metrics.csv").write_text("epoch\n1\n")  # what its holder has written so far
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        outcomes = {o.run_id: o for o in executor.execute(plan, "cpu")}
+    finally:
+        torch.set_num_threads(threads)
+    me = f"{socket.gethostname()}/{os.getpid()}"
+    assert outcomes[held.name].state == "busy" and me in outcomes[held.name].reason
+    assert outcomes[plan.runs[1].folder.name].state == "done"
+    assert (held / "metrics.csv").read_text() == "epoch\n1\n"  # not reset under its holder
+    status = CliRunner().invoke(app, ["status", str(tmp_path)])
+    assert status.exit_code == 0 and "1 done, 1 running" in status.output
+    assert str(os.getpid()) in status.output  # the table names the holder: running (host/pid)
+    lock.release()
+    assert locks.holder(held) is None and locks.try_lock(held, 0) is not None
