@@ -165,7 +165,7 @@ def prepare(plan_: Plan, spec: SweepSpec, replace_sweep: bool = False) -> None:
                 finally:
                     lock.release()
         if replace_sweep and (plan_.sweep_dir / "runs").is_dir():
-            keep = {item.folder.name for item in plan_.runs}
+            keep = {run.run_id for run in spec.expand()}  # every shard's runs, not just ours
             for folder in sorted((plan_.sweep_dir / "runs").iterdir()):
                 if folder.name in keep or not folder.is_dir():
                     continue

@@ -135,10 +135,15 @@ def append_rows(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any
         writer.writerow(columns)
     for row in rows:
         writer.writerow([_format(row.get(c)) for c in columns])
-    with open(path, "a") as handle:
-        handle.write(buffer.getvalue())
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(path, "a") as handle:
+            handle.write(buffer.getvalue())
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:  # a full disk: name the file (a torn row is trimmed on resume)
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
 
 
 def _csv_lines(path: Path) -> list[str] | None:
