@@ -174,6 +174,8 @@ def _run_sweep(
     force: bool,
     max_failures: int = 0,
 ) -> int:
+    from dataclasses import replace as replaced
+
     from . import executor, interrupt, locks, storage, sweep_folder
 
     sweep_dir = storage.sweep_dir(out, spec.name)
@@ -204,12 +206,12 @@ def _run_sweep(
         devices = executor.resolve_devices(spec.train.device)
         executor.check_ready(plan, devices)
         executor.prepare(plan, spec if replace else sweep_folder.grown(sweep_dir, spec), replace)
-        trained, elsewhere = 0, 0
+        trained, elsewhere, failures = 0, 0, []
         with interrupt.handling_signals():
             while True:
                 try:
                     outcomes = _train_with_progress(
-                        plan, spec.train.device, pack_size, jobs, len(plan.todo), max_failures
+                        plan, spec.train.device, pack_size, jobs, max_failures, failures
                     )
                 except _TooManyFailures as exc:
                     err_console.print(f"[red]stopped:[/] {exc}", highlight=False)
@@ -231,12 +233,13 @@ def _run_sweep(
                 )
                 locks.wait_until_free([plan.sweep_dir / "runs" / r for r in busy], interrupt.check)
                 # Read the folders again: the other process finished them, or died and left them.
-                plan = executor.plan(spec, out, shard=shard)
+                again = executor.plan(spec, out, shard=shard)
+                plan = replaced(again, runs=tuple(r for r in again.runs if r.run.run_id in busy))
                 elsewhere += len(set(busy) - {r.run.run_id for r in plan.todo})
                 if not plan.todo:
                     break
         console.print(f"trained {trained} run(s) here; {elsewhere} finished by another process")
-    rows = _result_rows(plan)
+    rows = _result_rows(executor.plan(spec, out, shard=shard))  # every run, as the files say
     console.print(_results_table(rows))
     failed = [r for r in rows if r["state"] == "failed"]
     for row in failed:
@@ -245,7 +248,7 @@ def _run_sweep(
 
 
 def _train_with_progress(
-    plan: Any, device: str, pack_size: int, jobs: int, total: int, max_failures: int = 0
+    plan: Any, device: str, pack_size: int, jobs: int, max_failures: int, failed: list[str]
 ) -> list[Any]:
     from rich.progress import (
         BarColumn,
@@ -264,9 +267,8 @@ def _train_with_progress(
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    failed: list[str] = []
     with Progress(*columns, console=console, transient=False) as progress:
-        runs_task = progress.add_task("runs done", total=total)
+        runs_task = progress.add_task("runs done", total=len(plan.todo))
         epoch_task = progress.add_task("pack epoch", total=None, visible=jobs == 1)
 
         def on_epoch(run_ids: Sequence[str], epoch: int, epochs: int) -> None:
