@@ -19,6 +19,8 @@ from .spec import GRID_ALIASES, RunConfig, SweepSpec
 
 #: Fields that change where or how a run is computed, not its numbers.
 NOT_SHAPING = frozenset({"train.device", "dataset.data_dir"})
+#: Sections about how jobs are submitted, wherever they live.
+NOT_SHAPING_SECTIONS = ("slurm.",)
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -71,7 +73,9 @@ def changes(saved: dict[str, Any], spec: SweepSpec) -> list[str]:
     old_fields, new_fields = _run_fields(saved), _run_fields(new)
     out = []
     for path, value in new_fields.items():
-        if path in swept or path in NOT_SHAPING or path not in old_fields:
+        if path in swept or path in NOT_SHAPING or path.startswith(NOT_SHAPING_SECTIONS):
+            continue
+        if path not in old_fields:
             continue  # a field the saved spec lacks was added since, with its old behaviour
         if old_fields[path] != value:
             out.append(f"{path}: {old_fields[path]!r} -> {value!r}")

@@ -41,6 +41,7 @@ def split_by_config(
     fields added."""
     known = [cfg for cfg in configs.values() if cfg]  # a run without config.json tells nothing
     paths = sorted({p for cfg in known for p in cfg} - NOT_SETTING - NAMED)
+    paths = [p for p in paths if not p.startswith("slurm.")]  # how jobs were submitted
     varying = [p for p in paths if len({_text(cfg.get(p)) for cfg in known}) > 1]
     swept: dict[str, set[str]] = {}
     for row in rows:  # grid fields of each sweep, from the runs' recorded settings
