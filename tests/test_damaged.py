@@ -252,3 +252,45 @@ def test_empty_spec_and_huge_lambda_name_the_problem(tmp_path: Path) -> None:
     result = runner.invoke(app, ["sweep", "--lambdas", "1e6", "--out", str(tmp_path), *QUICK])
     assert result.exit_code == 2 and "free_bits.lambda" in result.output, result.output
     assert not (tmp_path / "default").exists()
+
+
+def test_a_full_disk_names_the_file_and_leaves_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    def full(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    target = tmp_path / "run" / "checkpoint.next.pt"
+    with pytest.raises(OSError) as info:
+        storage.save_checkpoint(target, {"epoch": 1})
+    assert info.value.filename == str(target) and info.value.errno == errno.ENOSPC
+    with pytest.raises(OSError) as info:
+        storage.append_rows(tmp_path / "run" / "metrics.csv", ("epoch",), [{"epoch": 1}])
+    assert info.value.filename == str(tmp_path / "run" / "metrics.csv")
+    assert [p.name for p in (tmp_path / "run").iterdir()] == ["metrics.csv"]  # no temporary
+    result = runner.invoke(app, ["sweep", "--lambdas", "0", "--out", str(tmp_path), *QUICK])
+    assert result.exit_code == 2, result.output
+    assert "spec.yaml: cannot write (No space left on device)" in result.output
+    assert not list(tmp_path.rglob("summary.json"))
+
+
+def test_a_full_disk_while_training_is_one_line_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    def full(path: Path, state: dict[str, Any]) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(storage, "save_checkpoint", full)
+    result = runner.invoke(app, ["sweep", "--lambdas", "0,1", "--out", str(tmp_path), *QUICK])
+    assert result.exit_code == 2, result.output
+    assert "checkpoint.next.pt: cannot write (No space left on device)" in result.output
+    assert not list(tmp_path.rglob("summary.json"))
+    from freebits_cli import locks
+
+    assert all(locks.holder(p) is None for p in tmp_path.glob("default/runs/*"))
