@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from .models import PackedVAE
-from .objective import gaussian_kl_per_dim, log_normal
+from .objective import gaussian_kl_per_dim
 
 EVAL_CHUNK = 2048
 
@@ -66,40 +66,52 @@ def active_units(variance: torch.Tensor, threshold: float) -> torch.Tensor:
     return (variance > threshold).sum(-1)
 
 
+#: Evaluation memory per member of a pack, in bytes. Chunk shapes are sized from it alone (not from
+#: the pack size), so which noise draw lands on which (sample, example) never depends on the pack.
+MEMBER_BUDGET = 64 * 2**20
+
+
+def _floats_per_sample(model: PackedVAE) -> int:
+    """float32 values one decoded (sample, example) pair holds at once, per member: the noise and
+    z, the decoder's activations (`hidden_units` where a model states them), its output and the
+    element-wise log-likelihood."""
+    hidden = getattr(model, "hidden_units", 2 * model.input_dim)
+    return 3 * model.latent_dim + hidden + 3 * model.input_dim
+
+
 @torch.no_grad()
 def iwae_nll(
     model: PackedVAE,
     x: torch.Tensor,
     samples: int,
     generators: Sequence[torch.Generator],
-    max_elements: int = 2**22,
+    budget: int = MEMBER_BUDGET,
 ) -> torch.Tensor:
     """-log p(x) estimated with the importance-weighted bound (Burda et al. 2015), mean over x: (K,).
 
     log p(x) ≥ E[log (1/k) Σ_i p(x|z_i) p(z_i) / q(z_i|x)], z_i ~ q(z|x). Computed over chunks of
-    examples and samples so memory stays bounded (`max_elements` decoder outputs per member) for any
-    k; log-sum-exp accumulates in float64.
+    examples and samples so memory stays within `budget` bytes per member for any k, latent size
+    and width; log-sum-exp accumulates in float64.
     """
-    members, dim = model.members, model.input_dim
-    # The budget is per member, so chunk shapes, and with them which noise draw lands on which
-    # (sample, example), do not depend on the pack size.
-    per_example = max(1, max_elements // dim)
-    sample_chunk = min(samples, per_example)
-    example_chunk = max(1, per_example // sample_chunk)
+    members = model.members
+    per_chunk = max(1, budget // (4 * _floats_per_sample(model)))  # (sample, example) pairs
+    sample_chunk = min(samples, per_chunk)
+    example_chunk = max(1, per_chunk // sample_chunk)
     total = torch.zeros(members, dtype=torch.float64, device=x.device)
     for chunk in x.split(example_chunk):
         n = chunk.shape[0]
         mu, logvar = model.encode(chunk.expand(members, *chunk.shape))  # (K, n, D)
+        std = (0.5 * logvar).exp().unsqueeze(1)
         running = torch.full((members, n), -math.inf, dtype=torch.float64, device=x.device)
         for start in range(0, samples, sample_chunk):
             s = min(sample_chunk, samples - start)
             eps = draw_noise((s, n, model.latent_dim), generators, x.device)  # (K, s, n, D)
-            z = mu.unsqueeze(1) + eps * (0.5 * logvar).exp().unsqueeze(1)
-            logits = model.decode(z.reshape(members, s * n, -1)).reshape(members, s, n, -1)
-            log_px_z = -model.nll(logits, chunk.expand(members, s, n, -1))
-            log_pz = log_normal(z, torch.zeros_like(z), torch.zeros_like(z))
-            log_qz = log_normal(z, mu.unsqueeze(1), logvar.unsqueeze(1))
-            log_w = (log_px_z + log_pz - log_qz).double()  # (K, s, n)
+            z = mu.unsqueeze(1) + eps * std
+            params = model.decode(z.reshape(members, s * n, -1)).reshape(members, s, n, -1)
+            log_px_z = -model.nll(params, chunk.expand(members, s, n, -1))  # no copy of x
+            # log p(z) - log q(z|x) with z - μ = σ·ε: the Gaussian terms in closed form.
+            log_pz_qz = 0.5 * (eps.pow(2) - z.pow(2) + logvar.unsqueeze(1)).sum(-1)
+            log_w = (log_px_z + log_pz_qz).double()  # (K, s, n)
             running = torch.logaddexp(running, torch.logsumexp(log_w, dim=1))
         total += -(running - math.log(samples)).sum(-1)
     return total / x.shape[0]
@@ -110,13 +122,17 @@ def mutual_information(
     model: PackedVAE,
     x: torch.Tensor,
     generators: Sequence[torch.Generator],
-    max_elements: int = 2**24,
+    budget: int = MEMBER_BUDGET,
 ) -> torch.Tensor:
     """I(x;z) under q(x, z) = p_data(x) q(z|x), estimated as in He et al. 2019: (K,).
 
     I = E_x E_q(z|x)[log q(z|x)] − E_q(z)[log q(z)], with the aggregate posterior q(z) the mixture
     of q(z|x_n) over all N evaluation examples, so the estimate is capped by log N; near zero it can
     come out slightly negative (Monte Carlo noise).
+
+    log q(z_i|x_n) for every pair (i, n) is a quadratic form in z_i: with w = 1/σ²,
+    Σ_d (z_id − μ_nd)² w_nd = Σ_d z_id² w_nd − 2 z_id μ_nd w_nd + μ_nd² w_nd, so a block of rows i is
+    one matrix product [z², z]·[w, −2μw]ᵀ. In float64, because the expanded terms cancel.
     """
     members, latent = model.members, model.latent_dim
     n_total = x.shape[0]
@@ -128,11 +144,17 @@ def mutual_information(
     mu, logvar = torch.cat(mus, 1), torch.cat(logvars, 1)  # (K, N, D)
     # E_q(z|x)[log q(z|x)] is the negative entropy of a diagonal Gaussian, in closed form.
     neg_entropy = (-0.5 * latent * math.log(2 * math.pi) - 0.5 * (1 + logvar).sum(-1)).double()
-    z = mu + draw_noise(mu.shape[1:], generators, x.device) * (0.5 * logvar).exp()
-    chunk = max(1, max_elements // (members * n_total * latent))
+    z = (mu + draw_noise(mu.shape[1:], generators, x.device) * (0.5 * logvar).exp()).double()
+    mu, logvar = mu.double(), logvar.double()
+    w = (-logvar).exp()
+    components = torch.cat([w, -2 * mu * w], -1).transpose(1, 2)  # (K, 2D, N)
+    # -2 log N(z; μ_n, σ_n²) = D log 2π + Σ log σ_n² + Σ μ_n² w_n + [z², z]·[w_n, −2 μ_n w_n]
+    offset = (latent * math.log(2 * math.pi) + logvar.sum(-1) + (mu.pow(2) * w).sum(-1)).unsqueeze(
+        1
+    )
+    rows = max(1, budget // (3 * 8 * n_total))  # three float64 (rows, N) blocks at once
     log_qz = []
-    for start in range(0, n_total, chunk):
-        zs = z[:, start : start + chunk].unsqueeze(2)  # (K, c, 1, D)
-        density = log_normal(zs, mu.unsqueeze(1), logvar.unsqueeze(1))  # (K, c, N)
-        log_qz.append(torch.logsumexp(density.double(), dim=-1) - math.log(n_total))
+    for zs in z.split(rows, dim=1):
+        quadratic = torch.baddbmm(offset, torch.cat([zs.pow(2), zs], -1), components)  # (K, c, N)
+        log_qz.append(torch.logsumexp(quadratic.mul_(-0.5), dim=-1) - math.log(n_total))
     return neg_entropy.mean(-1) - torch.cat(log_qz, dim=1).mean(-1)

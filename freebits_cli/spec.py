@@ -70,7 +70,10 @@ class TrainSpec:
     device: str = "auto"
     """`auto`, `cpu`, `cuda`, `cuda:N`, or a comma list of CUDA devices to spread packs over."""
     precision: str = "fp32"
-    """`fp32`, or `tf32` to allow TensorFloat-32 matmuls on Ampere+ GPUs."""
+    """`fp32`; `tf32` to allow TensorFloat-32 matmuls on Ampere+ GPUs; `bf16` for bfloat16 autocast
+    of the forward pass (GPU tensor cores, CPUs with AMX); weights and Adam stay float32."""
+    cuda_graph: bool = True
+    """On CUDA, capture the training step in a CUDA graph and replay it (no effect on CPU)."""
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,9 @@ from . import interrupt, records, storage
 from .data import DATA_SEED, Dataset
 from .metrics import active_units, evaluate, iwae_nll, mutual_information
 from .models import build_model
-from .objective import beta_at, binding_share, free_bits_kl, gaussian_kl_per_dim
+from .objective import beta_at, binding_share, free_bits_kl
 from .spec import RunConfig
+from .step import TERMS, PackStep, make_optimizer, set_learning_rate
 
 STREAMS = ("data", "noise", "binarize")
 #: Random numbers drawn per member at once in training (bounds the memory of a block of steps).
@@ -118,7 +119,10 @@ class PackTrainer:
                     torch.logit(mean).expand_as(self.model.to_logits.bias)
                 )
         train = self.config.train
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=train.lr, eps=train.adam_eps)
+        graph = train.cuda_graph and self.device.type == "cuda"
+        self.optimizer = make_optimizer(
+            self.model.parameters(), train.lr, train.adam_eps, self.device, capturable=graph
+        )
         for member, state in zip(self.members, states, strict=True):
             if state is None:
                 member.generators = {
@@ -134,6 +138,15 @@ class PackTrainer:
             self.mode_groups.setdefault(key, torch.empty(0, dtype=torch.long))
             self.mode_groups[key] = torch.cat([self.mode_groups[key], torch.tensor([i])])
         self.mode_groups = {key: idx.to(self.device) for key, idx in self.mode_groups.items()}
+        self.step = PackStep(
+            self.model,
+            self.optimizer,
+            self._free_bits,
+            train.batch_size,
+            self.device,
+            precision=train.precision,
+            graph=graph,
+        )
 
     def member_state(self, index: int) -> dict[str, Any]:
         """Member `index`'s slice of weights and Adam moments, its RNG states and history."""
@@ -181,7 +194,10 @@ class PackTrainer:
                         param[i].copy_(state["params"][name])
                 if states[0] is not None and states[0]["adam"]:
                     self.optimizer.state[param] = {
-                        "step": torch.tensor(states[0]["adam_step"]),
+                        # Fused Adam keeps its step count as a float32 tensor beside the weights.
+                        "step": torch.tensor(
+                            states[0]["adam_step"], dtype=torch.float32, device=self.device
+                        ),
                         **{
                             key: torch.stack([s["adam"][name][key] for s in states]).to(self.device)
                             for key in ("exp_avg", "exp_avg_sq")
@@ -242,16 +258,16 @@ class PackTrainer:
 
         Random numbers are drawn per member for blocks of steps rather than per step: a handful
         of kernel launches per block instead of 2K per step, in the same order for any pack.
+        Batches are gathered straight into the step's buffers; nothing waits on the device.
         """
-        for group in self.optimizer.param_groups:
-            group["lr"] = learning_rate(self.config, epoch)
-        k, size, steps = len(self.members), self.config.train.batch_size, self.steps_per_epoch
+        set_learning_rate(self.optimizer, learning_rate(self.config, epoch))
+        size, steps, step_fn = self.config.train.batch_size, self.steps_per_epoch, self.step
         order = torch.stack(
             [
                 torch.randperm(self.n_train, generator=m.generators["data"], device=self.device)
                 for m in self.members
             ]
-        )
+        )  # (K, N)
         first = epoch * steps
         betas = torch.tensor(
             [
@@ -260,9 +276,7 @@ class PackTrainer:
             ],
             device=self.device,
         )  # (steps, K), one host-to-device copy per epoch
-        sums = torch.zeros(
-            4, k, device=self.device, dtype=torch.float64
-        )  # loss, recon, kl, binding
+        step_fn.sums.zero_()
         pixels, latent = self.x_train.shape[1], self.config.model.latent_dim
         block = max(1, BLOCK_ELEMENTS // (size * pixels))
         for block_start in range(0, steps, block):
@@ -272,26 +286,17 @@ class PackTrainer:
             for step in range(block_start, min(steps, block_start + block)):
                 interrupt.check()
                 at = slice((step - block_start) * size, (step - block_start + 1) * size)
-                x = self.x_train[order[:, step * size : (step + 1) * size]]  # (K, b, P)
+                index = order[:, step * size : (step + 1) * size]  # (K, b)
+                b = index.shape[1]
+                x = step_fn.batch(b)
+                torch.index_select(self.x_train, 0, index.reshape(-1), out=x.view(-1, pixels))
                 if coins is not None:
                     # Dynamic binarisation: a fresh Bernoulli sample of every batch (Burda et al.).
-                    x = (coins[:, at] < x).to(x.dtype)
-                mu, logvar = self.model.encode(x)
-                # Reparameterisation (Kingma & Welling 2014): z = μ + σ·ε.
-                z = mu + noise[:, at] * (0.5 * logvar).exp()
-                recon = self.model.nll(self.model.decode(z), x).mean(-1)  # (K,)
-                kl = gaussian_kl_per_dim(mu, logvar)  # (K, b, D)
-                fb, share = self._free_bits(kl)
-                loss = recon + betas[step] * fb  # (K,); members are independent, so sum them
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.sum().backward()
-                self.optimizer.step()
-                b = x.shape[1]
-                terms = torch.stack(
-                    [loss.detach() * b, recon.detach() * b, kl.detach().sum((-2, -1)), share * b]
-                )
-                sums += terms.double()
-        out = dict(zip(("loss", "recon", "kl", "binding"), sums / self.n_train, strict=True))
+                    x.copy_(coins[:, at] < x)
+                step_fn.noise(b).copy_(noise[:, at])
+                step_fn.beta.copy_(betas[step])
+                step_fn.run(b)
+        out = dict(zip(TERMS, step_fn.sums / self.n_train, strict=True))
         out["beta"] = betas[-1]
         return out
 

@@ -18,7 +18,7 @@ SCHEDULES = ("none", "linear", "sigmoid", "cyclical")
 BINARIZE = ("none", "dynamic", "static")
 OUTPUT_BIASES = ("default", "data_mean")
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "softplus", "leaky_relu")
-PRECISIONS = ("fp32", "tf32")
+PRECISIONS = ("fp32", "tf32", "bf16")
 LR_SCHEDULES = ("constant", "cosine", "burda")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?(,cuda(:\d+)?)*)$")
 

@@ -1,0 +1,177 @@
+"""One optimisation step of a whole pack, close to the hardware.
+
+The step reads its batch, noise and β from buffers allocated once, so its shapes never change and
+nothing is allocated per step; the epoch's sums of the loss terms accumulate on the device, so an
+epoch has no host synchronisation. On CUDA the full-batch step (forward, backward and a fused,
+capturable Adam) is captured once in a CUDA graph and replayed: one launch per step instead of
+hundreds, which is what a small VAE on a GPU waits on. Everywhere else — and for the last, partial
+batch — the same step runs eagerly on the same buffers, so the graph's logic is the eager path's.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import torch
+
+from .objective import gaussian_kl_per_dim
+
+#: (K, B, D) KL per example and dimension -> free-bits KL (K,) and binding share (K,).
+FreeBits = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+#: Order of the rows of `PackStep.sums`.
+TERMS = ("loss", "recon", "kl", "binding")
+#: Eager steps before capture, so lazily created state (Adam moments, autograd and library
+#: workspaces) exists; they are undone, so capturing never changes a run's numbers.
+WARMUP_STEPS = 3
+
+
+def make_optimizer(
+    params: Any, lr: float, eps: float, device: torch.device, capturable: bool
+) -> torch.optim.Adam:
+    """Adam over the stacked parameters with the fused kernel (one kernel for all parameters).
+
+    Adam is element-wise, so one optimizer over the pack updates each member exactly as its own
+    would (Kingma & Ba 2015). `capturable` keeps the step count and learning rate on the device so
+    a CUDA graph can replay the update.
+    """
+    if capturable:
+        lr_value: float | torch.Tensor = torch.tensor(lr, device=device)
+        return torch.optim.Adam(params, lr=lr_value, eps=eps, fused=True, capturable=True)
+    return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)  # in place: a captured graph reads this very tensor
+        else:
+            group["lr"] = lr
+
+
+class PackStep:
+    """The training step of a pack over static buffers: a batch (K, b, P), noise (K, b, D), β (K,).
+
+    Fill `batch(b)`, `noise(b)` and `beta`, call `run(b)`; per-member sums over the epoch of
+    recon + β·free-bits KL, recon, the true KL and the binding share (each summed over examples)
+    accumulate in `sums` (4, K), float64. A partial batch (b < B) uses the front of the same
+    storage, contiguous, so batches are gathered in place whatever their size.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        optimizer: torch.optim.Optimizer,
+        free_bits: FreeBits,
+        batch_size: int,
+        device: torch.device,
+        precision: str = "fp32",
+        graph: bool = False,
+    ) -> None:
+        k, pixels, latent = model.members, model.input_dim, model.latent_dim
+        self.model, self.optimizer, self.free_bits = model, optimizer, free_bits
+        self.batch_size, self.device, self.precision = batch_size, device, precision
+        self.members, self.pixels, self.latent = k, pixels, latent
+        self._x = torch.zeros(k * batch_size * pixels, device=device)
+        self._noise = torch.zeros(k * batch_size * latent, device=device)
+        self.beta = torch.zeros(k, device=device)
+        self.sums = torch.zeros(len(TERMS), k, dtype=torch.float64, device=device)
+        self.want_graph = graph and device.type == "cuda"
+        self.graph: torch.cuda.CUDAGraph | None = None
+
+    def batch(self, rows: int) -> torch.Tensor:
+        """The batch buffer for a step of `rows` examples per member: (K, rows, P), contiguous."""
+        return self._x[: self.members * rows * self.pixels].view(self.members, rows, self.pixels)
+
+    def noise(self, rows: int) -> torch.Tensor:
+        """The reparameterisation-noise buffer: (K, rows, D), contiguous."""
+        return self._noise[: self.members * rows * self.latent].view(self.members, rows, -1)
+
+    def _autocast(self) -> AbstractContextManager[Any]:
+        if self.precision == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _step(self, rows: int) -> None:
+        x, noise = self.batch(rows), self.noise(rows)
+        with self._autocast():
+            mu, logvar = self.model.encode(x)
+            # Reparameterisation (Kingma & Welling 2014): z = μ + σ·ε.
+            z = mu + noise * (0.5 * logvar).exp()
+            params = self.model.decode(z)
+        mu, logvar, params = mu.float(), logvar.float(), params.float()
+        recon = self.model.nll(params, x).mean(-1)  # (K,)
+        kl = gaussian_kl_per_dim(mu, logvar)  # (K, b, D)
+        fb, share = self.free_bits(kl)
+        loss = recon + self.beta * fb  # (K,); members are independent, so sum them
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.sum().backward()
+        self.optimizer.step()
+        terms = torch.stack(
+            [loss.detach() * rows, recon.detach() * rows, kl.detach().sum((-2, -1)), share * rows]
+        )
+        self.sums += terms.double()
+
+    def run(self, rows: int) -> None:
+        """One step on the first `rows` examples of the buffers."""
+        if rows != self.batch_size or not self.want_graph:
+            self._step(rows)
+            return
+        if self.graph is None:
+            try:
+                self._capture()
+            except RuntimeError as exc:  # an op that cannot be captured: stay eager, correctly
+                warnings.warn(f"CUDA graph capture failed, training eagerly: {exc}", stacklevel=2)
+                self.want_graph, self.graph = False, None
+                self._step(rows)
+                return
+        assert self.graph is not None
+        self.graph.replay()
+
+    def _capture(self) -> None:
+        """Capture the full-batch step in a CUDA graph (PyTorch's whole-network capture recipe).
+
+        The warm-up steps run on a side stream and are then undone — parameters, Adam state and the
+        sums restored — so a captured run trains exactly the steps an eager one does.
+        """
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            self.warm_up()
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):
+            self._step(self.batch_size)
+
+    def warm_up(self) -> None:
+        """Run `WARMUP_STEPS` full-batch steps on the current buffers, then undo them."""
+        saved = self._snapshot()
+        for _ in range(WARMUP_STEPS):
+            self._step(self.batch_size)
+        self._restore(saved)
+
+    def _snapshot(self) -> dict[str, Any]:
+        params = [p.detach().clone() for p in self.model.parameters()]
+        state = {
+            id(p): {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in s.items()}
+            for p, s in self.optimizer.state.items()
+        }
+        return {"params": params, "state": state, "sums": self.sums.clone()}
+
+    @torch.no_grad()
+    def _restore(self, saved: dict[str, Any]) -> None:
+        for param, value in zip(self.model.parameters(), saved["params"], strict=True):
+            param.copy_(value)
+        for param, state in self.optimizer.state.items():
+            before = saved["state"].get(id(param))
+            for key, value in state.items():
+                if not isinstance(value, torch.Tensor):
+                    continue
+                if before is None:
+                    value.zero_()  # state created by the warm-up: a fresh Adam starts at zero
+                else:
+                    value.copy_(before[key])
+        self.sums.copy_(saved["sums"])
