@@ -25,18 +25,22 @@ err_console = Console(stderr=True)
 
 
 def _fail(message: str, code: int) -> None:
+    message = " ".join(message.splitlines())  # one line, whatever the error quotes
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
-def _guarded(action: Callable[[], int]) -> None:
+RESUME_HINT = "interrupted; completed epochs are saved, run the same command again to resume"
+
+
+def _guarded(action: Callable[[], int], interrupted: str = RESUME_HINT) -> None:
     """Run a command body; domain errors become one line and an exit code, never a traceback."""
     try:
         code = action()
     except FreebitsError as exc:
         _fail(str(exc), exc.exit_code)
     except KeyboardInterrupt:
-        _fail("interrupted; completed epochs are saved, run the same command again to resume", 130)
+        _fail(interrupted, 130)
     except Exception as exc:
         if os.environ.get("FREEBITS_DEBUG"):
             raise
@@ -123,7 +127,14 @@ def sweep(
         [], "--set", help="Override any field: key.path=value (repeatable)."
     ),
     dry_run: bool = typer.Option(False, "--dry-run", help="Show the runs, train nothing."),
-    force: bool = typer.Option(False, "--force", help="Re-run runs that are already complete."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Re-run runs that are already complete; with a changed spec, replace the sweep.",
+    ),
+    max_failures: int = typer.Option(
+        0, "--max-failures", min=0, help="Stop once this many runs have failed (0: never)."
+    ),
 ) -> None:
     """Train every run of a sweep not yet complete, then show the results table."""
 
@@ -140,16 +151,41 @@ def sweep(
         }
         overrides = _overrides(lambdas, anneal, seeds, free_bits_mode, singles, sets)
         spec = build_spec(spec_file, overrides)
-        return _run_sweep(spec, out, jobs, pack_size, shard, dry_run, force)
+        return _run_sweep(spec, out, jobs, pack_size, shard, dry_run, force, max_failures)
 
     _guarded(body)
 
 
-def _run_sweep(
-    spec: Any, out: Path, jobs: int, pack_size: int, shard: str | None, dry_run: bool, force: bool
-) -> int:
-    from . import executor
+def _warn(message: str) -> None:
+    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
+
+class _TooManyFailures(Exception):
+    pass
+
+
+def _run_sweep(
+    spec: Any,
+    out: Path,
+    jobs: int,
+    pack_size: int,
+    shard: str | None,
+    dry_run: bool,
+    force: bool,
+    max_failures: int = 0,
+) -> int:
+    from dataclasses import replace as replaced
+
+    from . import executor, interrupt, locks, storage, sweep_folder
+
+    sweep_dir = storage.sweep_dir(out, spec.name)
+    replace = False
+    try:
+        sweep_folder.check_unchanged(sweep_dir, spec)
+    except SpecError:
+        if not force:
+            raise
+        replace = True  # --force with another spec: this spec replaces the sweep
     plan = executor.plan(spec, out, force=force, shard=shard)
     todo = plan.todo
     packs = executor.make_packs(todo, pack_size, jobs)
@@ -158,25 +194,62 @@ def _run_sweep(
         f"in {len(packs)} pack(s) -> {plan.sweep_dir}",
         highlight=False,
     )
+    for warning in plan.warnings:
+        _warn(warning)
     if dry_run:
         console.print(_plan_table(plan))
         return 0
+    stopped = False
     if not todo:
         console.print("nothing to train: every run is complete (use --force to re-run)")
     else:
         devices = executor.resolve_devices(spec.train.device)
         executor.check_ready(plan, devices)
-        executor.prepare(plan, spec)
-        _train_with_progress(plan, spec.train.device, pack_size, jobs, len(todo))
-    rows = _result_rows(plan)
+        executor.prepare(plan, spec if replace else sweep_folder.grown(sweep_dir, spec), replace)
+        trained, elsewhere, failures = 0, 0, []
+        with interrupt.handling_signals():
+            while True:
+                try:
+                    outcomes = _train_with_progress(
+                        plan, spec.train.device, pack_size, jobs, max_failures, failures
+                    )
+                except _TooManyFailures as exc:
+                    err_console.print(f"[red]stopped:[/] {exc}", highlight=False)
+                    stopped = True
+                    break
+                trained += sum(o.state == "failed" or not o.reason for o in outcomes)
+                elsewhere += sum(o.reason == "already complete" for o in outcomes)
+                busy = {
+                    o.run_id: o.reason.removeprefix("trained by ")
+                    for o in outcomes
+                    if o.state == "busy"
+                }
+                if not busy:
+                    break
+                console.print(
+                    f"{len(busy)} run(s) are being trained by another process "
+                    f"({', '.join(sorted(set(busy.values())))}); waiting for them",
+                    highlight=False,
+                )
+                locks.wait_until_free([plan.sweep_dir / "runs" / r for r in busy], interrupt.check)
+                # Read the folders again: the other process finished them, or died and left them.
+                again = executor.plan(spec, out, shard=shard)
+                plan = replaced(again, runs=tuple(r for r in again.runs if r.run.run_id in busy))
+                elsewhere += len(set(busy) - {r.run.run_id for r in plan.todo})
+                if not plan.todo:
+                    break
+        console.print(f"trained {trained} run(s) here; {elsewhere} finished by another process")
+    rows = _result_rows(executor.plan(spec, out, shard=shard))  # every run, as the files say
     console.print(_results_table(rows))
     failed = [r for r in rows if r["state"] == "failed"]
     for row in failed:
         err_console.print(f"[red]failed[/] {row['run_id']}: {row['reason']}", highlight=False)
-    return 1 if failed else 0
+    return 1 if failed or stopped else 0
 
 
-def _train_with_progress(plan: Any, device: str, pack_size: int, jobs: int, total: int) -> None:
+def _train_with_progress(
+    plan: Any, device: str, pack_size: int, jobs: int, max_failures: int, failed: list[str]
+) -> list[Any]:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -195,7 +268,7 @@ def _train_with_progress(plan: Any, device: str, pack_size: int, jobs: int, tota
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, transient=False) as progress:
-        runs_task = progress.add_task("runs done", total=total)
+        runs_task = progress.add_task("runs done", total=len(plan.todo))
         epoch_task = progress.add_task("pack epoch", total=None, visible=jobs == 1)
 
         def on_epoch(run_ids: Sequence[str], epoch: int, epochs: int) -> None:
@@ -207,29 +280,46 @@ def _train_with_progress(plan: Any, device: str, pack_size: int, jobs: int, tota
             )
 
         def on_pack(outcomes: Sequence[Any]) -> None:
-            progress.advance(runs_task, len(outcomes))
+            progress.advance(runs_task, sum(o.state != "busy" for o in outcomes))
+            failed.extend(o.run_id for o in outcomes if o.state == "failed")
+            if max_failures and len(failed) >= max_failures:
+                raise _TooManyFailures(
+                    f"{len(failed)} run(s) failed (--max-failures {max_failures}); the runs not "
+                    "yet trained are left for the next run of the same command"
+                )
 
-        executor.execute(plan, device, pack_size, jobs, on_epoch, on_pack)
+        return executor.execute(plan, device, pack_size, jobs, on_epoch, on_pack)
 
 
 def _result_rows(plan: Any) -> list[dict[str, Any]]:
-    from . import storage
+    """One row per run of the plan, from its files; damaged files never count as results."""
+    from . import locks, storage
+    from .records import FINAL_METRICS
 
     rows = []
     for item in plan.runs:
-        summary = storage.read_json(item.folder / storage.SUMMARY)
-        failed = storage.read_json(item.folder / storage.FAILED)
-        state = "done" if summary else "failed" if failed else storage.run_state(item.folder)
+        state = storage.run_state(item.folder, item.run)
+        summary = storage.read_summary(item.folder) if state == "done" else None
+        failed = storage.read_json(item.folder / storage.FAILED) if state == "failed" else None
+        who = locks.holder(item.folder) if state != "done" else None
+        numbers = {
+            key: value
+            for key, value in (summary or {}).items()
+            if key in FINAL_METRICS
+            and isinstance(value, int | float)
+            and not isinstance(value, bool)
+        }
         rows.append(
             {
+                **numbers,
                 "run_id": item.run.run_id,
                 "lambda": item.run.free_bits.lam,
                 "mode": item.run.free_bits.mode,
                 "anneal": item.run.anneal.schedule,
                 "seed": item.run.train.seed,
-                "state": state,
-                **(summary or {}),
-                "reason": (failed or {}).get("reason", ""),
+                "state": f"running ({who})" if who else state,
+                "reason": str(failed.get("reason", "")) if isinstance(failed, dict) else "",
+                "epochs": item.run.train.epochs,
             }
         )
     return rows
@@ -323,11 +413,18 @@ def status(
             table.add_column(column)
         counts: dict[str, int] = {}
         for sweep_dir in sweeps:
-            spec = build_spec(sweep_dir / "spec.yaml")
-            plan = executor.plan(spec, sweep_dir.parent)
+            try:
+                spec = build_spec(sweep_dir / "spec.yaml")
+                plan = executor.plan(spec, sweep_dir.parent)
+            except FreebitsError as exc:  # one broken sweep must not hide the others
+                _warn(f"{sweep_dir.name}: {exc}; its runs are not listed")
+                continue
+            for warning in plan.warnings:
+                _warn(warning)
             for row in _result_rows(plan):
-                counts[row["state"]] = counts.get(row["state"], 0) + 1
-                epochs = _epochs_done(plan.sweep_dir / "runs" / row["run_id"])
+                state = row["state"].split(" ")[0]
+                counts[state] = counts.get(state, 0) + 1
+                epochs = _epochs_done(plan.sweep_dir / "runs" / row["run_id"], row["epochs"])
                 table.add_row(
                     sweep_dir.name,
                     row["run_id"],
@@ -345,15 +442,11 @@ def status(
     _guarded(body)
 
 
-def _epochs_done(folder: Path) -> str:
+def _epochs_done(folder: Path, total: int) -> str:
+    """Distinct epochs with a complete row in metrics.csv, out of the run's epochs."""
     from . import storage
 
-    config = storage.read_json(folder / storage.CONFIG) or {}
-    total = config.get("config", {}).get("train", {}).get("epochs", "?")
-    try:
-        done = max(0, len((folder / storage.METRICS).read_text().splitlines()) - 1)
-    except OSError:
-        done = 0
+    done = len(set(storage.csv_epochs(folder / storage.METRICS) or []))
     return f"{done}/{total}"
 
 
@@ -395,7 +488,7 @@ def report(
         )
         return 0
 
-    _guarded(body)
+    _guarded(body, "interrupted; no new report written, the previous one is left as it was")
 
 
 def main() -> None:  # pragma: no cover - console entry point alias

@@ -94,10 +94,16 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
     except DataError:
         raise
     except Exception as exc:  # corrupt zip, pickled objects, ...
-        raise DataError(f"{path}: cannot read as .npz ({exc.__class__.__name__})") from None
+        if isinstance(exc, ValueError) and "pickle" in str(exc):
+            why = "it holds Python objects, which are never loaded"
+        else:
+            why = exc.__class__.__name__
+        raise DataError(f"{path}: cannot read as .npz ({why})") from None
     for key, array in (("x_train", raw_train), ("x_test", raw_test)):
         if array.ndim < 2 or len(array) == 0:
             raise DataError(f"{path}: {key} must have shape (N, ...) with N > 0, got {array.shape}")
+    if raw_train[0].size == 0:
+        raise DataError(f"{path}: images have no pixels (shape {raw_train.shape})")
     if raw_train[0].size != raw_test[0].size:
         raise DataError(f"{path}: x_train and x_test images differ in size")
     shape = raw_train.shape[1:] if raw_train.ndim == 3 else (raw_train[0].size,)

@@ -16,7 +16,9 @@ class SpecError(FreebitsError):
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
-        super().__init__(f"{field}: {message}" if field else message)
+        text = f"{field}: {message}" if field else message
+        # Keys and values come from the user: a newline in one must not split the error line.
+        super().__init__(text.replace("\r", "\\r").replace("\n", "\\n"))
 
 
 class DataError(FreebitsError):

@@ -17,7 +17,7 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import storage
+from . import locks, resume, storage
 from .errors import ResultsError, SpecError
 from .spec import DatasetSpec, RunConfig, SweepSpec
 from .spec_file import dump_spec
@@ -35,6 +35,8 @@ class PlannedRun:
     state: str  # done | failed | interrupted | pending (before this sweep)
     start_epoch: int = 0
     checkpoint_device: str | None = None  # device type an interrupted run was checkpointed on
+    pack: tuple[str, ...] = ()  # run ids it trained with, when it resumes from a checkpoint
+    forced: bool = False  # --force: train from scratch whatever the folder holds
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,7 @@ class Plan:
     sweep_dir: Path
     runs: tuple[PlannedRun, ...]
     grid_paths: tuple[str, ...]
+    warnings: tuple[str, ...] = ()  # one line per damaged file found
 
     @property
     def todo(self) -> list[PlannedRun]:
@@ -79,21 +82,54 @@ def resolve_devices(device: str) -> list[str]:
     return devices
 
 
+def _run_folder(sweep: Path, run: RunConfig) -> Path:
+    try:
+        return storage.run_dir(sweep, run.run_id)
+    except ResultsError:
+        # Only λ is printed with a free format in the run id (1e+06 has a '+'): name the field.
+        raise SpecError(
+            "free_bits.lambda",
+            f"{run.free_bits.lam!r} makes the run id {run.run_id!r}, not a safe folder name; "
+            "use a λ below 1e6 nats",
+        ) from None
+
+
 def plan(spec: SweepSpec, results: Path, force: bool = False, shard: str | None = None) -> Plan:
+    """What each run of the spec needs, read from its folder (without locks: advisory; the
+    trainer decides again under the run's lock)."""
     index, count = parse_shard(shard)
     sweep = storage.sweep_dir(results, spec.name)
     runs = sorted(spec.expand(), key=lambda r: r.run_id)[index::count]
+    warnings: list[str] = []
+    states = {}
+    for run in runs:
+        folder = _run_folder(sweep, run)
+        states[run.run_id] = "pending" if force else storage.run_state(folder, run)
+        damaged = (folder / storage.SUMMARY).exists() and states[run.run_id] != "done"
+        if not force and damaged and storage.config_matches(folder, run):
+            warnings.append(f"{folder / storage.SUMMARY}: damaged; the run is not done")
+    interrupted = {
+        r.run_id: storage.run_dir(sweep, r.run_id)
+        for r in runs
+        if states[r.run_id] == "interrupted"
+    }
+    fresh = [r.run_id for r in runs if states[r.run_id] in ("pending", "failed")]
+    points = resume.resume_points(interrupted, fresh, warnings.append)
     planned = []
     for run in runs:
-        folder = storage.run_dir(sweep, run.run_id)
-        state = "pending" if force else storage.run_state(folder, run)
-        start, device = 0, None
-        if state == "interrupted":
-            checkpoint = storage.load_checkpoint(folder / storage.CHECKPOINT)
-            if checkpoint:
-                start, device = int(checkpoint["epoch"]), checkpoint.get("device_type")
-        planned.append(PlannedRun(run, folder, state, start, device))
-    return Plan(sweep, tuple(planned), tuple(spec.grid_paths()))
+        point = points.get(run.run_id, resume.Point(0))
+        planned.append(
+            PlannedRun(
+                run,
+                storage.run_dir(sweep, run.run_id),
+                states[run.run_id],
+                point.epoch,
+                point.device if point.epoch else None,
+                point.pack,
+                force,
+            )
+        )
+    return Plan(sweep, tuple(planned), tuple(spec.grid_paths()), tuple(warnings))
 
 
 def pack_key(run: RunConfig, start_epoch: int) -> tuple[Any, ...]:
@@ -105,21 +141,42 @@ def make_packs(todo: Sequence[PlannedRun], pack_size: int, jobs: int) -> list[li
     groups: dict[tuple[Any, ...], list[PlannedRun]] = {}
     for item in todo:
         start = item.start_epoch if item.state == "interrupted" else 0
-        groups.setdefault(pack_key(item.run, start), []).append(item)
+        groups.setdefault((*pack_key(item.run, start), item.pack), []).append(item)
     packs = []
-    for members in groups.values():
+    for key, members in groups.items():
+        # A resumed pack stays whole: on a GPU another pack size rounds differently.
         size = pack_size or min(MAX_AUTO_PACK, math.ceil(len(members) / max(1, jobs)))
+        size = len(members) if key[-1] else size
         packs += [members[i : i + size] for i in range(0, len(members), size)]
     return packs
 
 
-def prepare(plan_: Plan, spec: SweepSpec) -> None:
-    """Write the sweep's resolved spec and clear runs that must start from scratch."""
+def prepare(plan_: Plan, spec: SweepSpec, replace_sweep: bool = False) -> None:
+    """Write the sweep's spec; with `replace_sweep`, remove run folders the spec no longer has.
+
+    Runs are reset (when they must start from scratch) only under their lock, in `train_pack`."""
     try:
         storage.write_text(plan_.sweep_dir / "spec.yaml", dump_spec(spec))
-        for item in plan_.todo:
-            if not item.start_epoch:  # pending, failed, or interrupted before its first checkpoint
-                storage.reset_run(item.folder)
+        for item in plan_.runs:  # a kill between summary.json and the checkpoint's removal
+            leftover = (item.folder / storage.CHECKPOINT).exists()
+            if item.state == "done" and leftover and (lock := locks.try_lock(item.folder, 0)):
+                try:
+                    storage.remove_checkpoints(item.folder)
+                finally:
+                    lock.release()
+        if replace_sweep and (plan_.sweep_dir / "runs").is_dir():
+            keep = {run.run_id for run in spec.expand()}  # every shard's runs, not just ours
+            for folder in sorted((plan_.sweep_dir / "runs").iterdir()):
+                if folder.name in keep or not folder.is_dir():
+                    continue
+                lock = locks.try_lock(folder)
+                if lock is not None:  # one being trained by another sweep stays
+                    try:
+                        storage.reset_run(folder)
+                    finally:
+                        lock.release()
+                    (folder / locks.LOCK).unlink(missing_ok=True)
+                    folder.rmdir()
     except OSError as exc:
         raise ResultsError(
             f"{exc.filename or plan_.sweep_dir}: cannot write ({exc.strerror})"
@@ -154,7 +211,72 @@ def train_pack(
     on_epoch: EpochCallback | None = None,
     threads: int = 0,
 ) -> list[Outcome]:
-    """Train one pack on `device` (in this process), resuming members from their checkpoints."""
+    """Train one pack on `device` (in this process), resuming members from their checkpoints.
+
+    Each run is locked first; a run another process holds is left to it (outcome "busy", its
+    reason the holder), and one found complete under its lock is not trained again."""
+    from .train import Outcome
+
+    held: list[tuple[PlannedRun, locks.RunLock]] = []
+    outcomes: list[Outcome] = []
+    try:
+        for item in pack:
+            lock = locks.try_lock(item.folder)
+            if lock is None:
+                who = locks.holder(item.folder) or "another process"
+                outcomes.append(Outcome(item.run.run_id, "busy", f"trained by {who}"))
+            else:
+                held.append((item, lock))
+        outcomes += _train_held([item for item, _ in held], grid_paths, device, on_epoch, threads)
+    except OSError as exc:
+        where = exc.filename or pack[0].folder
+        raise ResultsError(f"{where}: cannot write ({exc.strerror})") from None
+    finally:
+        for _, lock in held:
+            lock.release()
+    return outcomes
+
+
+def _train_held(
+    pack: Sequence[PlannedRun],
+    grid_paths: Sequence[str],
+    device: str,
+    on_epoch: EpochCallback | None,
+    threads: int,
+) -> list[Outcome]:
+    """Decide again, now that the runs are locked, where each starts; train them by start epoch."""
+    from .train import Outcome
+
+    outcomes: list[Outcome] = []
+    fresh: dict[str, str] = {}
+    for item in pack:
+        state = "pending" if item.forced else storage.run_state(item.folder, item.run)
+        if state == "done":  # finished by another sweep since this one planned
+            summary = storage.read_summary(item.folder)
+            outcomes.append(Outcome(item.run.run_id, "done", "already complete", summary))
+        else:
+            fresh[item.run.run_id] = state
+    todo = [item for item in pack if item.run.run_id in fresh]
+    interrupted = {i.run.run_id: i.folder for i in todo if fresh[i.run.run_id] == "interrupted"}
+    others = [run_id for run_id in fresh if run_id not in interrupted]
+    points = resume.resume_points(interrupted, others, lambda _: None)  # the plan warned
+    groups: dict[int, list[PlannedRun]] = {}
+    for item in todo:
+        start = points.get(item.run.run_id, resume.Point(0)).epoch
+        groups.setdefault(start, []).append(item)
+    for start, members in sorted(groups.items()):
+        outcomes += _train_group(members, start, grid_paths, device, on_epoch, threads)
+    return outcomes
+
+
+def _train_group(
+    pack: Sequence[PlannedRun],
+    start: int,
+    grid_paths: Sequence[str],
+    device: str,
+    on_epoch: EpochCallback | None,
+    threads: int,
+) -> list[Outcome]:
     import torch
 
     from .train import Member, PackTrainer
@@ -165,9 +287,12 @@ def train_pack(
     # Process-wide switch: set it for every pack so one tf32 pack cannot leak into the next.
     torch.backends.cuda.matmul.allow_tf32 = first.train.precision == "tf32"
     data = _dataset(first.dataset)
-    members = []
+    members, states = [], []
     for item in pack:
-        item.folder.mkdir(parents=True, exist_ok=True)
+        if start:
+            states.append(resume.restore(item.folder, start))
+        else:
+            storage.reset_run(item.folder)
         setting = item.run.setting(grid_paths)
         if not (item.folder / storage.CONFIG).exists():
             storage.write_json(
@@ -182,14 +307,8 @@ def train_pack(
             )
         members.append(Member(item.run, item.folder, setting))
     trainer = PackTrainer(members, data, torch.device(device))
-    if pack[0].start_epoch:
-        states = [storage.load_checkpoint(item.folder / storage.CHECKPOINT) for item in pack]
-        if any(s is None for s in states):
-            raise RuntimeError("a checkpoint vanished while resuming")  # pragma: no cover
-        for item in pack:
-            for name in (storage.METRICS, storage.KL_PER_DIM):
-                storage.trim_rows(item.folder / name, pack[0].start_epoch)
-        trainer.resume(states)  # type: ignore[arg-type]
+    if start:
+        trainer.resume(states)
     return trainer.run(on_epoch)
 
 

@@ -40,8 +40,16 @@ def labels(run: RunConfig) -> dict[str, Any]:
 
 def append_epoch(folder: Path, row: dict[str, Any], kl_per_dim: Sequence[float]) -> None:
     """One epoch's row of metrics.csv and its D rows of kl_per_dim.csv."""
+    append_metrics(folder, row)
+    append_kl(folder, row["epoch"], kl_per_dim)
+
+
+def append_metrics(folder: Path, row: dict[str, Any]) -> None:
     storage.append_rows(folder / storage.METRICS, storage.METRICS_COLUMNS, [row])
-    kl_rows = [{"epoch": row["epoch"], "dim": j, "kl": v} for j, v in enumerate(kl_per_dim)]
+
+
+def append_kl(folder: Path, epoch: int, kl_per_dim: Sequence[float]) -> None:
+    kl_rows = [{"epoch": epoch, "dim": j, "kl": v} for j, v in enumerate(kl_per_dim)]
     storage.append_rows(folder / storage.KL_PER_DIM, storage.KL_COLUMNS, kl_rows)
 
 
@@ -57,15 +65,19 @@ def write_failure(
         "setting": setting,
     }
     storage.write_json(folder / storage.FAILED, record)
-    (folder / storage.CHECKPOINT).unlink(missing_ok=True)
+    storage.remove_checkpoints(folder)
 
 
 def write_samples(folder: Path, image_shape: Sequence[int], **arrays: np.ndarray) -> None:
     """samples.npz (originals, reconstructions, prior_samples), replaced atomically."""
     path = folder / storage.SAMPLES
-    tmp = path.with_name(".samples.tmp.npz")
-    np.savez_compressed(tmp, image_shape=np.array(image_shape), **arrays)
-    tmp.replace(path)
+    tmp = storage.temporary(path, suffix=".tmp.npz")  # unique: two sweeps may share the folder
+    try:
+        np.savez_compressed(tmp, image_shape=np.array(image_shape), **arrays)
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def write_summary(
@@ -90,7 +102,7 @@ def write_summary(
         **extra,
     }
     storage.write_json(folder / storage.SUMMARY, summary)
-    (folder / storage.CHECKPOINT).unlink(missing_ok=True)
+    storage.remove_checkpoints(folder)
     return summary
 
 

@@ -45,8 +45,8 @@ def build_spec(
 ) -> SweepSpec:
     """Load a spec (or the defaults), apply overrides in order, and validate the result."""
     raw = load_yaml(spec_file) if spec_file is not None else {}
-    if raw is None:
-        raw = {}
+    if raw is None:  # an empty file: most likely a mistake, never "run the default sweep"
+        raise SpecError(str(spec_file), "the spec file is empty")
     if not isinstance(raw, dict):
         raise SpecError(str(spec_file), "a spec must be a YAML mapping of sections")
     tree = SweepSpec().to_dict()

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import shutil
 import subprocess
 from collections.abc import Iterable, Sequence
@@ -22,6 +23,7 @@ from typing import Any
 
 from . import __version__
 from .errors import ResultsError
+from .locks import LOCK
 from .spec import NAME_PATTERN, RunConfig
 
 METRICS_COLUMNS = (
@@ -50,6 +52,8 @@ METRICS_COLUMNS = (
 KL_COLUMNS = ("epoch", "dim", "kl")
 CONFIG, METRICS, KL_PER_DIM = "config.json", "metrics.csv", "kl_per_dim.csv"
 SUMMARY, FAILED, CHECKPOINT, SAMPLES = "summary.json", "failed.json", "checkpoint.pt", "samples.npz"
+#: The checkpoint of the epoch being written; promoted to CHECKPOINT once the whole pack has it.
+CHECKPOINT_NEXT = "checkpoint.next.pt"
 
 
 def sweep_dir(results: Path, name: str) -> Path:
@@ -65,14 +69,27 @@ def run_dir(sweep: Path, run_id: str) -> Path:
     return sweep / "runs" / run_id
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def temporary(path: Path, suffix: str = ".tmp") -> Path:
+    """A temporary name beside `path`, unique to this process and call (two sweeps may share a
+    folder), hidden, so readers never mistake it for the real file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    # Not tempfile.mkstemp: its files are private (0600), and results are often shared.
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}{suffix}")
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = temporary(path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)  # a full disk must not leave a partial file behind
+        if isinstance(exc, OSError) and exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
 
 
 def write_text(path: Path, text: str) -> None:
@@ -97,7 +114,7 @@ def write_json(path: Path, obj: Any) -> None:
 def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+    except (OSError, ValueError):  # ValueError: bad JSON or not UTF-8
         return None
 
 
@@ -118,30 +135,57 @@ def append_rows(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any
         writer.writerow(columns)
     for row in rows:
         writer.writerow([_format(row.get(c)) for c in columns])
-    with open(path, "a") as handle:
-        handle.write(buffer.getvalue())
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(path, "a") as handle:
+            handle.write(buffer.getvalue())
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:  # a full disk: name the file (a torn row is trimmed on resume)
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
+
+
+def _csv_lines(path: Path) -> list[str] | None:
+    """The lines of a CSV a run wrote (the last one "" or torn), or None when absent/unreadable."""
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    lines = text.split("\n")
+    return lines if lines and lines[0] else None
+
+
+def _complete_rows(lines: list[str]) -> list[tuple[int, str]]:
+    """(epoch, line) of every whole row; the last element is "" after a final newline, or a torn
+    row without one: never counted."""
+    header = next(csv.reader([lines[0]]))
+    if "epoch" not in header:
+        return []
+    epoch_at = header.index("epoch")
+    rows = []
+    for line in lines[1:-1]:
+        fields = next(csv.reader([line]), [])
+        if len(fields) == len(header) and fields[epoch_at].isdigit():
+            rows.append((int(fields[epoch_at]), line))
+    return rows
+
+
+def csv_epochs(path: Path) -> list[int] | None:
+    """Epoch of each complete row, in file order; None when the file is absent or unreadable."""
+    lines = _csv_lines(path)
+    return None if lines is None else [epoch for epoch, _ in _complete_rows(lines)]
 
 
 def trim_rows(path: Path, last_epoch: int) -> None:
     """Keep the header and the complete rows of epochs ≤ last_epoch; drop torn or later rows."""
     if not path.exists():
         return
-    text = path.read_text()
-    lines = text.split("\n")
-    if not lines or not lines[0]:
+    lines = _csv_lines(path)
+    if lines is None:
         path.unlink()
         return
-    header = lines[0].split(",")
-    epoch_at = header.index("epoch")
-    kept = [lines[0]]
-    # The last element is "" after a final newline, or a torn row without one: never kept.
-    for line in lines[1:-1]:
-        fields = next(csv.reader([line]))
-        complete = len(fields) == len(header) and fields[epoch_at].isdigit()
-        if complete and int(fields[epoch_at]) <= last_epoch:
-            kept.append(line)
+    kept = [lines[0]] + [line for epoch, line in _complete_rows(lines) if epoch <= last_epoch]
     write_text(path, "\n".join(kept) + "\n")
 
 
@@ -184,17 +228,23 @@ def config_matches(folder: Path, run: RunConfig) -> bool:
     return isinstance(saved, dict) and saved.get("config") == run.to_dict()
 
 
+def read_summary(folder: Path) -> dict[str, Any] | None:
+    """summary.json when it is a readable JSON object, else None (a damaged one marks nothing)."""
+    summary = read_json(folder / SUMMARY)
+    return summary if isinstance(summary, dict) else None
+
+
 def run_state(folder: Path, run: RunConfig | None = None) -> str:
     """done | failed | interrupted | pending, from the files alone."""
     if not folder.exists():
         return "pending"
     if run is not None and (folder / CONFIG).exists() and not config_matches(folder, run):
         return "pending"
-    if (folder / SUMMARY).exists():
+    if read_summary(folder) is not None:
         return "done"
-    if (folder / FAILED).exists():
+    if isinstance(read_json(folder / FAILED), dict):
         return "failed"
-    if (folder / CHECKPOINT).exists() or (folder / METRICS).exists():
+    if any((folder / name).exists() for name in (CHECKPOINT, CHECKPOINT_NEXT, METRICS)):
         return "interrupted"
     return "pending"
 
@@ -202,10 +252,18 @@ def run_state(folder: Path, run: RunConfig | None = None) -> str:
 def reset_run(folder: Path) -> None:
     """Remove a run's files before training it from scratch (--force, failed or stale runs).
 
-    summary.json goes first: a kill halfway through must not leave a "complete" run behind."""
+    summary.json goes first: a kill halfway through must not leave a "complete" run behind. The
+    lock file stays: the caller holds it (see `locks`)."""
     (folder / SUMMARY).unlink(missing_ok=True)
-    if folder.exists():
-        shutil.rmtree(folder)
+    if not folder.exists():
+        return
+    for child in folder.iterdir():
+        if child.name == LOCK:
+            continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink(missing_ok=True)
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
@@ -216,13 +274,27 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     _atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: Path) -> dict[str, Any] | None:
-    """A checkpoint, loaded safely (weights_only), or None when absent or unreadable."""
+def promote_checkpoint(folder: Path) -> None:
+    """The pending checkpoint becomes the run's checkpoint (one atomic rename)."""
+    os.replace(folder / CHECKPOINT_NEXT, folder / CHECKPOINT)
+
+
+def remove_checkpoints(folder: Path) -> None:
+    for name in (CHECKPOINT, CHECKPOINT_NEXT):
+        (folder / name).unlink(missing_ok=True)
+
+
+def load_checkpoint(path: Path, lazy: bool = False) -> dict[str, Any] | None:
+    """A checkpoint, loaded safely (weights_only), or None when absent; raises ValueError naming
+    the problem when it is damaged. `lazy` maps tensors from the file instead of reading them."""
     import torch
 
-    if not path.exists():
-        return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=lazy)
+    except FileNotFoundError:
         return None
+    except Exception as exc:  # torch raises many kinds on a torn or foreign file
+        raise ValueError(f"{exc.__class__.__name__}: {exc}".splitlines()[0][:100]) from None
+    if not isinstance(state, dict) or not isinstance(state.get("epoch"), int):
+        raise ValueError("not a checkpoint of this tool")
+    return state

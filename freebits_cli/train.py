@@ -2,8 +2,9 @@
 
 Each member owns its RNG streams (init, data order, noise, binarisation, evaluation), seeded from its
 own seed, so its numbers do not depend on which pack it trained in. After every epoch each member's
-rows are appended to its CSVs and its slice of the weights, Adam state and RNG states is saved;
-a killed pack resumes from there and ends with the numbers an uninterrupted one would have.
+slice of the weights, Adam state and RNG states is saved and its rows are appended to its CSVs, in
+an order (`_commit_epoch`, read back by `resume`) that lets a pack killed at any moment resume
+together and end with the numbers an uninterrupted one would have.
 """
 
 from __future__ import annotations
@@ -149,27 +150,41 @@ class PackTrainer:
 
     def member_state(self, index: int) -> dict[str, Any]:
         """Member `index`'s slice of weights and Adam moments, its RNG states and history."""
-        member = self.members[index]
+        return self.member_states([index])[0]
+
+    def member_states(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """`member_state` of several members from one device-to-host copy per tensor (not one
+        per member and tensor): checkpoints are written every epoch, on the training path."""
         params, moments, step = {}, {}, 0.0
         for name, param in self.model.named_parameters():
-            params[name] = param.detach()[index].cpu().clone()
+            params[name] = param.detach().cpu()
             state = self.optimizer.state.get(param)
             if state:
-                moments[name] = {
-                    key: state[key][index].cpu().clone() for key in ("exp_avg", "exp_avg_sq")
-                }
+                moments[name] = {key: state[key].cpu() for key in ("exp_avg", "exp_avg_sq")}
                 step = float(state["step"])
-        return {
-            "device_type": self.device.type,
-            "epoch": self.start_epoch,
-            "params": params,
-            "adam": moments,
-            "adam_step": step,
-            "generators": {s: g.get_state() for s, g in member.generators.items()},
-            "kl_history": torch.tensor(member.kl_history, dtype=torch.float64),
-            "last_row": member.last_row,
-            "seconds": member.seconds,
-        }
+        pack = [self.members[i].run.run_id for i in indices]
+        out = []
+        for index in indices:
+            member = self.members[index]
+            out.append(
+                {
+                    "device_type": self.device.type,
+                    "epoch": self.start_epoch,
+                    "pack": pack,  # who trained together: a resume rebuilds the same pack
+                    # clone(): a slice alone would save the whole pack's storage.
+                    "params": {name: p[index].clone() for name, p in params.items()},
+                    "adam": {
+                        name: {key: v[index].clone() for key, v in m.items()}
+                        for name, m in moments.items()
+                    },
+                    "adam_step": step,
+                    "generators": {s: g.get_state() for s, g in member.generators.items()},
+                    "kl_history": torch.tensor(member.kl_history, dtype=torch.float64),
+                    "last_row": member.last_row,
+                    "seconds": member.seconds,
+                }
+            )
+        return out
 
     def _load(self, states: list[dict[str, Any] | None]) -> None:
         with torch.no_grad():
@@ -311,12 +326,7 @@ class PackTrainer:
                 if bad:
                     diverged[i] = f"diverged at epoch {epoch + 1}: {bad[0]} is {row[bad[0]]}"
             self.start_epoch = epoch + 1
-            for i, member in enumerate(self.members):
-                if i in diverged:
-                    continue
-                records.append_epoch(member.folder, rows[i], member.kl_history[-1])
-                member.last_row = rows[i]
-                storage.save_checkpoint(member.folder / storage.CHECKPOINT, self.member_state(i))
+            self._commit_epoch(rows, diverged)
             for i, reason in diverged.items():
                 member = self.members[i]
                 records.write_failure(member.folder, member.run, member.setting, reason, epoch + 1)
@@ -328,6 +338,25 @@ class PackTrainer:
         if self.members:
             outcomes += self._finish()
         return outcomes
+
+    def _commit_epoch(self, rows: list[dict[str, Any]], diverged: dict[int, str]) -> None:
+        """Write an epoch so that a kill between any two writes resumes the whole pack together.
+
+        1. every member's checkpoint.next.pt; 2. every member's CSV rows; 3. each promotion to
+        checkpoint.pt. Until step 3 the previous checkpoint stays, so each member always holds
+        this epoch or the last one, and the rows of an epoch can be rebuilt from its checkpoint
+        (see `resume`). Diverged members get no checkpoint; their failure is written after.
+        """
+        keep = [i for i in range(len(self.members)) if i not in diverged]
+        for i in keep:
+            self.members[i].last_row = rows[i]
+        for i, state in zip(keep, self.member_states(keep), strict=True):
+            storage.save_checkpoint(self.members[i].folder / storage.CHECKPOINT_NEXT, state)
+        for i in keep:
+            member = self.members[i]
+            records.append_epoch(member.folder, rows[i], member.kl_history[-1])
+        for i in keep:
+            storage.promote_checkpoint(self.members[i].folder)
 
     def _evaluate_epoch(self, epoch: int, train: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         """Test-set metrics of every member after `epoch` (1-based), as metrics.csv rows."""
@@ -372,7 +401,10 @@ class PackTrainer:
         return rows
 
     def _finish(self) -> list[Outcome]:
-        """Save samples, then write each member's summary.json last, and drop its checkpoint."""
+        """Save samples, then write each member's summary.json last, and drop its checkpoints.
+
+        A kill in here resumes at the final epoch and comes back here: samples already written
+        are kept (remade in another pack, they could differ in the last bits on a GPU)."""
         self._save_samples()
         outcomes = []
         for member in self.members:
@@ -407,6 +439,8 @@ class PackTrainer:
         )
         samples = self.model.mean(self.model.decode(prior.expand(k, *prior.shape)))
         for i, member in enumerate(self.members):
+            if (member.folder / storage.SAMPLES).exists():
+                continue
             records.write_samples(
                 member.folder,
                 self.image_shape,

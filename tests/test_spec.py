@@ -428,8 +428,12 @@ def test_yaml_list_is_not_a_spec(tmp_path: Path) -> None:
     assert "mapping" in str(info.value)
 
 
-def test_empty_yaml_is_the_default_spec(tmp_path: Path) -> None:
-    assert build_spec(_write(tmp_path / "empty.yaml", "")) == SweepSpec()
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "\n\n"])
+def test_empty_spec_file_is_an_error_naming_it(tmp_path: Path, text: str) -> None:
+    path = _write(tmp_path / "empty.yaml", text)
+    with pytest.raises(SpecError) as info:
+        build_spec(path)
+    assert info.value.field == str(path) and "empty" in str(info.value)
 
 
 def test_unsafe_yaml_tags_are_rejected(tmp_path: Path) -> None:

@@ -8,6 +8,8 @@ Reading files: report.load; figures: report.figures; the page and text formattin
 from __future__ import annotations
 
 import math
+import os
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,16 +276,29 @@ def build_report(
         kl_final=runs.kl_final, collapse=runs.collapse, examples=examples,
         kl_history=kl_history, samples=samples, pareto=pareto, keep_share=keep_share,
     )  # fmt: skip
+    # Written in a hidden folder beside `out`, then swapped in: an interrupted report (Ctrl-C, a
+    # full disk) leaves the previous one whole, never a page out of step with its CSVs.
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        files = []
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        written = []
         for name, df in csvs.items():
-            df.to_csv(out / name, index=False)
-            files.append(out / name)
-        figures = draw_all(figure_input, out, fmts)
-        index = write_index(out, results_dir, runs, csvs, recommendation, figures, keep_share)
+            df.to_csv(tmp / name, index=False)
+            written.append(tmp / name)
+        figures = draw_all(figure_input, tmp, fmts)
+        written += [
+            *figures.files,
+            write_index(tmp, results_dir, runs, csvs, recommendation, figures, keep_share),
+        ]
+        _swap_in(tmp, out)
     except OSError as exc:
         raise ResultsError(f"{out}: cannot write the report ({exc.strerror or exc})") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    files = [out / p.name for p in written[: len(csvs)]]
+    figure_files = [out / p.name for p in figures.files]
+    index = out / written[-1].name
     return ReportResult(
         out_dir=out,
         index_html=index,
@@ -291,5 +306,27 @@ def build_report(
         recommendation=recommendation,
         counts=runs.counts(),
         warnings=tuple(runs.warnings + figures.warnings),
-        files=(*files, *figures.files, index),
+        files=(*files, *figure_files, index),
     )
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Put the finished report folder `tmp` in place of `out`.
+
+    A folder holding anything but report files (sub-folders, other kinds of file) is not
+    replaced: the new files are moved into it one by one, each replacing its old version."""
+    report_like = {".csv", ".html", *(f".{f}" for f in FORMATS)}
+    if out.exists() and any(p.is_dir() or p.suffix not in report_like for p in out.iterdir()):
+        for path in tmp.iterdir():
+            os.replace(path, out / path.name)
+        return
+    old = out.with_name(f".{out.name}.{os.getpid()}.old")
+    if out.exists():
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old.exists() and not out.exists():
+            os.replace(old, out)  # put the previous report back
+        raise
+    shutil.rmtree(old, ignore_errors=True)

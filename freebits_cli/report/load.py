@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from freebits_cli.report.settings import flat_config, split_by_config
+
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
@@ -41,6 +43,7 @@ class Runs:
     dirs: dict[str, Path]
     specs: dict[str, str]  # sweep name -> spec.yaml text
     warnings: list[str] = field(default_factory=list)
+    configs: dict[str, dict[str, Any]] = field(default_factory=dict)  # dotted field -> value
 
     def counts(self) -> dict[str, int]:
         states = self.table["state"].value_counts()
@@ -237,6 +240,7 @@ def _load_run(root: Path, run_dir: Path, runs: Runs) -> tuple[dict[str, Any], bo
     row["failed_epoch"] = _num(f.get("epoch")) if state == "failed" else math.nan
     row["path"] = key
     runs.dirs[key] = run_dir
+    runs.configs[key] = flat_config(cfg)
     if metrics is not None:
         runs.metrics[key] = metrics
     if state == "done" and kl is not None:
@@ -264,6 +268,7 @@ def load_runs(root: Path, run_dirs: Sequence[Path]) -> tuple[Runs, int]:
         row, ok = _load_run(root, run_dir, runs)
         rows.append(row)
         readable += ok
+    split_by_config(rows, runs.configs, runs.warnings)
     table = pd.DataFrame(rows)
     extras = sorted(c for c in table.columns if "." in c)
     front = ["sweep", "run_id", "state", "lambda", "free_bits_mode", "anneal", "seed", *extras]
