@@ -224,6 +224,12 @@ def _run_sweep(spec: Any, out: Path, o: SweepOptions) -> int:
     plan = executor.plan(spec, out, force=o.force, shard=o.shard)
     todo = plan.todo
     on_cluster = o.executor != "local"
+    submitter = None
+    if on_cluster and not o.dry_run and todo:
+        from .cluster import LOG_DIR, make_executor
+
+        # Options, submitit and sbatch are checked before anything is written.
+        submitter = make_executor(o.executor, spec.slurm, spec.name, plan.sweep_dir / LOG_DIR)
     if on_cluster:  # the nodes' memory is not known here: --pack-size (or MAX_AUTO_PACK) bounds it
         devices = [spec.train.device]
         jobs = o.jobs or 1
@@ -246,7 +252,7 @@ def _run_sweep(spec: Any, out: Path, o: SweepOptions) -> int:
     elif on_cluster:
         executor.check_ready(plan, devices if devices[0] != "auto" else ["cuda"])
         executor.prepare(plan, spec)
-        code = _submit(spec, out, plan, packs, o)
+        code = _submit(spec, plan, packs, o, submitter)
         if code is not None:
             return code
     else:
@@ -313,13 +319,13 @@ def _print_estimate(
     )
 
 
-def _submit(spec: Any, out: Path, plan: Any, packs: Any, o: SweepOptions) -> int | None:
+def _submit(spec: Any, plan: Any, packs: Any, o: SweepOptions, submitter: Any) -> int | None:
     """Submit the packs; with --no-wait exit after saying how to follow them, else watch them."""
     from . import cluster
 
     say = err_console if o.json_lines else console
     sub = cluster.submit(
-        plan.sweep_dir, packs, plan.grid_paths, spec.train.device, spec.slurm, o.executor
+        plan.sweep_dir, packs, plan.grid_paths, spec.train.device, spec.slurm, o.executor, submitter
     )
     say.print(
         f"submitted {len(sub.jobs)} task(s) as job {', '.join(sub.array_ids)}; "
@@ -360,6 +366,7 @@ def _watch(plan: Any, sub: Any, say: Console) -> None:
             time.sleep(WATCH_INTERVAL_S)
             live.update(table())
         live.update(table())
+    say.print()
 
 
 def _train_with_progress(plan: Any, device: str, pack_size: int, jobs: int, total: int) -> None:

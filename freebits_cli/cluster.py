@@ -33,7 +33,8 @@ MAX_TIMEOUTS = 3
 EXECUTORS = ("local", "slurm", "submitit-local")
 
 
-def _submitit() -> Any:
+def require_submitit() -> Any:
+    """The submitit module, or a one-line error saying how to install it."""
     try:
         import submitit
     except ImportError:
@@ -104,11 +105,16 @@ def slurm_parameters(slurm: SlurmSpec, name: str) -> dict[str, Any]:
 
 
 def make_executor(kind: str, slurm: SlurmSpec, name: str, folder: Path) -> Any:
-    submitit = _submitit()
+    submitit = require_submitit()
     if kind == "slurm":
-        executor = submitit.AutoExecutor(
-            folder=folder, cluster="slurm", slurm_max_num_timeout=MAX_TIMEOUTS
-        )
+        try:
+            executor = submitit.AutoExecutor(
+                folder=folder, cluster="slurm", slurm_max_num_timeout=MAX_TIMEOUTS
+            )
+        except RuntimeError:  # submitit looks for srun on PATH
+            raise SpecError(
+                "--executor", "slurm needs Slurm's sbatch and srun on PATH (a login node)"
+            ) from None
         params = slurm_parameters(slurm, name)
     else:  # the same jobs as local processes (what AutoExecutor(cluster="local") wraps)
         executor = submitit.LocalExecutor(folder=folder, max_num_timeout=MAX_TIMEOUTS)
@@ -119,6 +125,12 @@ def make_executor(kind: str, slurm: SlurmSpec, name: str, folder: Path) -> Any:
         }
         if slurm.setup:
             params["setup"] = list(slurm.setup)
+        import torch
+
+        # The local executor hides every GPU unless asked (CUDA_VISIBLE_DEVICES="").
+        gpus = min(slurm.gpus_per_node, torch.cuda.device_count())
+        if gpus:
+            params["gpus_per_node"] = gpus
     try:
         executor.update_parameters(**params)
     except (NameError, ValueError, TypeError, AssertionError) as exc:
@@ -150,11 +162,15 @@ def submit(
     device: str,
     slurm: SlurmSpec,
     kind: str,
+    executor: Any = None,
 ) -> Submission:
-    """Submit one task per pack, `slurm.max_array_size` tasks per array, and record the job ids."""
-    submitit = _submitit()
+    """Submit one task per pack, `slurm.max_array_size` tasks per array, and record the job ids.
+
+    `executor`: from `make_executor` (made first to check the options before anything is written)."""
+    submitit = require_submitit()
     log_dir = sweep_dir / LOG_DIR
-    executor = make_executor(kind, slurm, sweep_dir.name, log_dir)
+    if executor is None:
+        executor = make_executor(kind, slurm, sweep_dir.name, log_dir)
     tasks = [PackTask([(p.run, str(p.folder)) for p in pack], grid_paths, device) for pack in packs]
     jobs: list[Any] = []
     # Submitting from inside a Slurm job would hand the new jobs this job's SLURM_* variables.
