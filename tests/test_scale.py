@@ -363,7 +363,7 @@ def test_slurm_sbatch_file_has_the_array_partition_time_and_setup(
         *("--lambdas", "0,0.5,1,2", "--seeds", "0,1", "--pack-size", "2"),
         *("--executor", "slurm", "--no-wait"),
         *("--set", "slurm.partition=gpu", "--set", "slurm.time_min=90"),
-        *("--set", "slurm.array_parallelism=3", "--set", "slurm.max_array_size=2"),
+        *("--set", "slurm.array_parallelism=1", "--set", "slurm.max_array_size=2"),
         *("--set", 'slurm.setup=["module load cuda", "source venv/bin/activate"]'),
         *("--set", "slurm.additional={mail-type: END}"),
     )
@@ -372,9 +372,9 @@ def test_slurm_sbatch_file_has_the_array_partition_time_and_setup(
     assert (stubs / "sbatch.env").read_text().split() == ["clean", "clean"]
     logs = tmp_path / "out/default/logs"
     first, second = (logs / f"{n}_submission.sh" for n in (4242, 4243))
-    # 4 packs, at most 2 tasks per array: two arrays, each at most 3 tasks at once
-    assert "#SBATCH --array=0-1%3" in first.read_text()
-    assert "#SBATCH --array=0-1%3" in second.read_text()
+    # 4 packs, at most 2 tasks per array: two arrays, one task at a time each
+    assert "#SBATCH --array=0-1%1" in first.read_text()
+    assert "#SBATCH --array=0-1%1" in second.read_text()
     text = first.read_text()
     for line in (
         "#SBATCH --partition=gpu",
