@@ -291,32 +291,9 @@ def _print_estimate(
     est = dryrun.estimate(
         packs, where, executor.dataset, pilot_device if o.pilot else None, workers
     )
-    table = Table(title="packs (time: FLOPs / a measured pilot step's rate)")
-    for column in ("pack", "runs", "from epoch", "where", "memory", "FLOPs", "est. time"):
-        table.add_column(column)
-    for p in est.packs:
-        ids = (
-            ", ".join(p.run_ids) if len(p.run_ids) <= 3 else f"{p.run_ids[0]} … ({len(p.run_ids)})"
-        )
-        table.add_row(
-            str(p.index),
-            ids,
-            str(p.start_epoch),
-            p.where,
-            f"{p.memory_bytes / 2**30:.2f} GiB",
-            dryrun.human_flops(p.flops),
-            dryrun.human_seconds(p.seconds),
-        )
+    table, total = dryrun.render(est, workers)
     say.print(table)
-    if est.total_seconds is None:
-        say.print(f"sweep: {dryrun.human_flops(est.flops)} (no pilot: no time estimate)")
-        return
-    say.print(
-        f"sweep: {dryrun.human_flops(est.flops)}; estimated {dryrun.human_seconds(est.wall_seconds)} "
-        f"wall with {workers} pack(s) at a time, {dryrun.human_seconds(est.total_seconds)} of "
-        f"device time (pilot on {est.pilot_device})",
-        highlight=False,
-    )
+    say.print(total, highlight=False)
 
 
 def _submit(spec: Any, plan: Any, packs: Any, o: SweepOptions, submitter: Any) -> int | None:

@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from rich.table import Table
+
 from . import cost
 
 if TYPE_CHECKING:
@@ -107,6 +109,33 @@ def where_local(count: int, devices: Sequence[str], jobs: int, shard: str | None
 
 def where_slurm(count: int, max_array_size: int) -> list[str]:
     return [f"array {i // max_array_size} task {i % max_array_size}" for i in range(count)]
+
+
+def render(est: SweepEstimate, workers: int) -> tuple[Table, str]:
+    """The packs as a table, and the sweep's total as a line."""
+    table = Table(title="packs (time: FLOPs / a measured pilot step's rate)")
+    for column in ("pack", "runs", "from epoch", "where", "memory", "FLOPs", "est. time"):
+        table.add_column(column)
+    for p in est.packs:
+        ids = (
+            ", ".join(p.run_ids) if len(p.run_ids) <= 3 else f"{p.run_ids[0]} … ({len(p.run_ids)})"
+        )
+        table.add_row(
+            str(p.index),
+            ids,
+            str(p.start_epoch),
+            p.where,
+            f"{p.memory_bytes / 2**30:.2f} GiB",
+            human_flops(p.flops),
+            human_seconds(p.seconds),
+        )
+    if est.total_seconds is None:
+        return table, f"sweep: {human_flops(est.flops)} (no pilot: no time estimate)"
+    return table, (
+        f"sweep: {human_flops(est.flops)}; estimated {human_seconds(est.wall_seconds)} wall with "
+        f"{workers} pack(s) at a time, {human_seconds(est.total_seconds)} of device time "
+        f"(pilot on {est.pilot_device})"
+    )
 
 
 def human_seconds(seconds: float | None) -> str:
