@@ -204,6 +204,25 @@ def test_version() -> None:
 # -- worker processes and shards ------------------------------------------------------------------
 
 
+def test_cuda_means_every_visible_gpu_one_worker_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from freebits_cli import dryrun
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)  # what CUDA_VISIBLE_DEVICES leaves
+    for device in ("cuda", "auto"):
+        assert executor.resolve_devices(device) == ["cuda:0", "cuda:1", "cuda:2"]
+    assert executor.resolve_devices("cuda:2") == ["cuda:2"]
+    assert executor.default_jobs(executor.resolve_devices("cuda")) == 3
+    where = dryrun.where_local(4, ["cuda:0", "cuda:1", "cuda:2"], 3, None)
+    assert where[0].startswith("cuda:0 (worker 0") and where[3].startswith("cuda:0 (worker 0")
+    assert where[2].startswith("cuda:2 (worker 2")
+    # A queue: the fourth pack goes to whichever slot frees first.
+    assert dryrun._makespan([5.0, 1.0, 1.0, 1.0], 2) == 5.0
+    assert dryrun._makespan([1.0] * 4, 1) == 4.0
+
+
 def test_jobs_2_gives_the_numbers_of_jobs_1(reference: Path, tmp_path: Path) -> None:
     result = sweep_cli(tmp_path, "--lambdas", "0,1", "--epochs", "3", "--jobs", "2")
     assert result.exit_code == 0, result.output
