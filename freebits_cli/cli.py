@@ -512,7 +512,11 @@ def status(
             plan = executor.plan(spec, sweep_dir.parent)
             job_ids, owner = submitted(sweep_dir)
             if job_ids:
-                job_lines.append(f"{sweep_dir.name}: jobs {', '.join(job_ids)}")
+                arrays: dict[str, int] = {}
+                for job_id in job_ids:  # 123_4 is task 4 of array 123
+                    arrays[job_id.split("_")[0]] = arrays.get(job_id.split("_")[0], 0) + 1
+                listed = ", ".join(f"{a} ({n} task{'s' * (n > 1)})" for a, n in arrays.items())
+                job_lines.append(f"{sweep_dir.name}: submitted as job {listed}")
             for row, item in zip(_result_rows(plan), plan.runs, strict=True):
                 if row["state"] == "pending" and row["run_id"] in owner:
                     row["state"] = "queued"  # submitted, not started

@@ -24,8 +24,9 @@ HEADROOM = 0.8
 #: Examples per evaluation chunk and decoder outputs per member in the IWAE bound (as in metrics).
 EVAL_CHUNK = 2048
 IWAE_ELEMENTS = 2**22
-#: Training steps timed by the pilot, after one warm-up step.
-PILOT_STEPS = 3
+#: The pilot times at least PILOT_STEPS training steps (after one warm-up step) and keeps going
+#: until PILOT_SECONDS have passed (at most PILOT_MAX_STEPS), so tiny models are not timed by noise.
+PILOT_STEPS, PILOT_SECONDS, PILOT_MAX_STEPS = 3, 0.5, 200
 
 
 @dataclass(frozen=True)
@@ -106,10 +107,11 @@ def train_flops(params: int, n_train: int) -> float:
 
 
 def eval_flops(run: RunConfig, params: int, n_test: int, final: bool) -> float:
-    """One member's evaluation: a forward pass over the test set; at the end also k IWAE samples."""
+    """One member's evaluation: a forward pass over the test set; at the end also k IWAE samples,
+    each through the decoder (about half the parameters)."""
     flops = 2.0 * params * n_test
     if final:
-        flops += 2.0 * params * n_test * run.eval.iwae_samples
+        flops += params * n_test * run.eval.iwae_samples
     return flops
 
 
@@ -148,10 +150,14 @@ def pilot_flop_rate(run: RunConfig, image_shape: Sequence[int], members: int, de
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
     started = time.perf_counter()
-    for _ in range(PILOT_STEPS):
+    steps = 0
+    while steps < PILOT_STEPS or (
+        time.perf_counter() - started < PILOT_SECONDS and steps < PILOT_MAX_STEPS
+    ):
         step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    seconds = (time.perf_counter() - started) / PILOT_STEPS
+        steps += 1
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+    seconds = (time.perf_counter() - started) / steps
     params = sum(t.numel() for t in model.parameters())
     return 6.0 * params * run.train.batch_size / max(seconds, 1e-9)

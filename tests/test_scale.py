@@ -408,6 +408,7 @@ def test_slurm_sbatch_file_has_the_array_partition_time_and_setup(
     assert sorted(saved["submissions"][0]["jobs"]) == ["4242_0", "4242_1", "4243_0", "4243_1"]
     status = runner.invoke(app, ["status", str(tmp_path / "out")])
     assert "8 queued" in status.output and "4242_0" in status.output
+    assert "submitted as job 4242 (2 tasks), 4243 (2 tasks)" in status.output
 
 
 @pytest.mark.parametrize(
