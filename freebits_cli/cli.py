@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +17,48 @@ from rich.table import Table
 
 from .errors import FreebitsError, ResultsError, SpecError
 
+#: Seconds between two looks at the run folders while waiting on submitted jobs.
+WATCH_INTERVAL_S = 2.0
+
 app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     help="Train grids of VAEs over free-bits thresholds λ and KL-annealing schedules; report them.",
 )
-console = Console()
-err_console = Console(stderr=True)
+# In a terminal tables fit its width; in a pipe or a cluster log nothing is cut (Rich would
+# otherwise assume 80 columns and truncate run ids).
+_WIDE = 1000
+console = Console(width=None if sys.stdout.isatty() else _WIDE)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else _WIDE)
+
+
+def _version(value: bool) -> None:
+    if not value:
+        return
+    import torch
+
+    from . import __version__
+
+    cuda = torch.version.cuda or "none"
+    gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    console.print(
+        f"freebits {__version__}, torch {torch.__version__}, CUDA {cuda} ({gpus} GPU(s) visible)",
+        highlight=False,
+    )
+    raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(
+        False,
+        "--version",
+        callback=_version,
+        is_eager=True,
+        help="Versions of freebits, torch, CUDA.",
+    ),
+) -> None:
+    """Train grids of VAEs over free-bits thresholds λ and KL-annealing schedules; report them."""
 
 
 def _fail(message: str, code: int) -> None:
@@ -113,7 +150,10 @@ def sweep(
         None, "--device", help="auto, cpu, cuda, cuda:N or cuda:0,cuda:1."
     ),
     jobs: int = typer.Option(
-        1, "--jobs", min=1, help="Packs trained at once, in worker processes."
+        0,
+        "--jobs",
+        min=0,
+        help="Packs trained at once, one worker per device slot (0: one per GPU, 1 on the CPU).",
     ),
     pack_size: int = typer.Option(
         0, "--pack-size", min=0, help="Runs per batched model (0: auto)."
@@ -135,6 +175,18 @@ def sweep(
     max_failures: int = typer.Option(
         0, "--max-failures", min=0, help="Stop once this many runs have failed (0: never)."
     ),
+    executor_kind: str = typer.Option(
+        "local", "--executor", help="local, slurm (a job array), or submitit-local."
+    ),
+    no_wait: bool = typer.Option(
+        False, "--no-wait", help="With a cluster executor: submit, print the job ids, exit."
+    ),
+    no_pilot: bool = typer.Option(
+        False, "--no-pilot", help="With --dry-run: no measured pilot step, FLOPs only."
+    ),
+    json_lines: bool = typer.Option(
+        False, "--json", help="Print the results table as JSON lines (other output to stderr)."
+    ),
 ) -> None:
     """Train every run of a sweep not yet complete, then show the results table."""
 
@@ -151,7 +203,23 @@ def sweep(
         }
         overrides = _overrides(lambdas, anneal, seeds, free_bits_mode, singles, sets)
         spec = build_spec(spec_file, overrides)
-        return _run_sweep(spec, out, jobs, pack_size, shard, dry_run, force, max_failures)
+        if executor_kind not in ("local", "slurm", "submitit-local"):
+            raise SpecError(
+                "--executor", f"{executor_kind!r} is not local, slurm or submitit-local"
+            )
+        options = SweepOptions(
+            jobs,
+            pack_size,
+            shard,
+            dry_run,
+            force,
+            executor_kind,
+            no_wait,
+            not no_pilot,
+            json_lines,
+            max_failures,
+        )
+        return _run_sweep(spec, out, options)
 
     _guarded(body)
 
@@ -164,87 +232,200 @@ class _TooManyFailures(Exception):
     pass
 
 
-def _run_sweep(
-    spec: Any,
-    out: Path,
-    jobs: int,
-    pack_size: int,
-    shard: str | None,
-    dry_run: bool,
-    force: bool,
-    max_failures: int = 0,
-) -> int:
-    from dataclasses import replace as replaced
+@dataclass(frozen=True)
+class SweepOptions:
+    jobs: int
+    pack_size: int
+    shard: str | None
+    dry_run: bool
+    force: bool
+    executor: str
+    no_wait: bool
+    pilot: bool
+    json_lines: bool
+    max_failures: int = 0
 
-    from . import executor, interrupt, locks, storage, sweep_folder
 
+def _run_sweep(spec: Any, out: Path, o: SweepOptions) -> int:
+    from . import executor, storage, sweep_folder
+
+    say = err_console if o.json_lines else console
     sweep_dir = storage.sweep_dir(out, spec.name)
     replace = False
     try:
         sweep_folder.check_unchanged(sweep_dir, spec)
     except SpecError:
-        if not force:
+        if not o.force:
             raise
         replace = True  # --force with another spec: this spec replaces the sweep
-    plan = executor.plan(spec, out, force=force, shard=shard)
+    plan = executor.plan(spec, out, force=o.force, shard=o.shard)
     todo = plan.todo
-    packs = executor.make_packs(todo, pack_size, jobs)
-    console.print(
+    on_cluster = o.executor != "local"
+    submitter = None
+    if on_cluster and not o.dry_run and todo:
+        from .cluster import LOG_DIR, make_executor
+
+        # Options, submitit and sbatch are checked before anything is written.
+        submitter = make_executor(o.executor, spec.slurm, spec.name, plan.sweep_dir / LOG_DIR)
+    if on_cluster:  # the nodes' memory is not known here: --pack-size (or MAX_AUTO_PACK) bounds it
+        devices = [spec.train.device]
+        jobs = o.jobs or 1
+        packs = executor.make_packs(todo, o.pack_size, jobs)
+    else:
+        devices = executor.resolve_devices(spec.train.device)
+        jobs = o.jobs or executor.default_jobs(devices)
+        packs = executor.make_packs(todo, o.pack_size, jobs, executor.memory_fit(devices))
+    say.print(
         f"sweep [bold]{spec.name}[/]: {len(plan.runs)} runs, {len(todo)} to train "
         f"in {len(packs)} pack(s) -> {plan.sweep_dir}",
         highlight=False,
     )
     for warning in plan.warnings:
         _warn(warning)
-    if dry_run:
-        console.print(_plan_table(plan))
+    if o.dry_run:
+        say.print(_plan_table(plan))
+        _print_estimate(say, spec, plan, packs, devices, jobs, o)
         return 0
     stopped = False
     if not todo:
-        console.print("nothing to train: every run is complete (use --force to re-run)")
+        say.print("nothing to train: every run is complete (use --force to re-run)")
+    elif on_cluster:
+        executor.check_ready(plan, devices if devices[0] != "auto" else ["cuda"])
+        executor.prepare(plan, spec if replace else sweep_folder.grown(sweep_dir, spec), replace)
+        code = _submit(spec, plan, packs, o, submitter)
+        if code is not None:
+            return code
     else:
-        devices = executor.resolve_devices(spec.train.device)
         executor.check_ready(plan, devices)
         executor.prepare(plan, spec if replace else sweep_folder.grown(sweep_dir, spec), replace)
-        trained, elsewhere, failures = 0, 0, []
-        with interrupt.handling_signals():
-            while True:
-                try:
-                    outcomes = _train_with_progress(
-                        plan, spec.train.device, pack_size, jobs, max_failures, failures
-                    )
-                except _TooManyFailures as exc:
-                    err_console.print(f"[red]stopped:[/] {exc}", highlight=False)
-                    stopped = True
-                    break
-                trained += sum(o.state == "failed" or not o.reason for o in outcomes)
-                elsewhere += sum(o.reason == "already complete" for o in outcomes)
-                busy = {
-                    o.run_id: o.reason.removeprefix("trained by ")
-                    for o in outcomes
-                    if o.state == "busy"
-                }
-                if not busy:
-                    break
-                console.print(
-                    f"{len(busy)} run(s) are being trained by another process "
-                    f"({', '.join(sorted(set(busy.values())))}); waiting for them",
-                    highlight=False,
-                )
-                locks.wait_until_free([plan.sweep_dir / "runs" / r for r in busy], interrupt.check)
-                # Read the folders again: the other process finished them, or died and left them.
-                again = executor.plan(spec, out, shard=shard)
-                plan = replaced(again, runs=tuple(r for r in again.runs if r.run.run_id in busy))
-                elsewhere += len(set(busy) - {r.run.run_id for r in plan.todo})
-                if not plan.todo:
-                    break
-        console.print(f"trained {trained} run(s) here; {elsewhere} finished by another process")
-    rows = _result_rows(executor.plan(spec, out, shard=shard))  # every run, as the files say
-    console.print(_results_table(rows))
+        stopped = _train_here(spec, out, plan, jobs, o, say)
+    rows = _result_rows(executor.plan(spec, out, shard=o.shard))  # every run, as the files say
+    _print_rows(rows, o.json_lines)
     failed = [r for r in rows if r["state"] == "failed"]
     for row in failed:
         err_console.print(f"[red]failed[/] {row['run_id']}: {row['reason']}", highlight=False)
     return 1 if failed or stopped else 0
+
+
+def _print_rows(rows: Sequence[dict[str, Any]], json_lines: bool) -> None:
+    if json_lines:
+        for row in rows:
+            typer.echo(json.dumps(row, default=str))
+    else:
+        console.print(_results_table(rows))
+
+
+def _print_estimate(
+    say: Console, spec: Any, plan: Any, packs: Any, devices: Sequence[str], jobs: int, o: Any
+) -> None:
+    from . import dryrun, executor
+
+    if o.executor == "local":
+        where = dryrun.where_local(len(packs), devices, jobs, o.shard)
+        pilot_device, workers = devices[0], jobs
+    else:
+        where = dryrun.where_slurm(len(packs), spec.slurm.max_array_size)
+        pilot_device = executor.resolve_devices("auto")[0]
+        workers = spec.slurm.array_parallelism
+    est = dryrun.estimate(
+        packs, where, executor.dataset, pilot_device if o.pilot else None, workers
+    )
+    table, total = dryrun.render(est, workers)
+    say.print(table)
+    say.print(total, highlight=False)
+
+
+def _submit(spec: Any, plan: Any, packs: Any, o: SweepOptions, submitter: Any) -> int | None:
+    """Submit the packs; with --no-wait exit after saying how to follow them, else watch them."""
+    from . import cluster
+
+    say = err_console if o.json_lines else console
+    sub = cluster.submit(
+        plan.sweep_dir, packs, plan.grid_paths, spec.train.device, spec.slurm, o.executor, submitter
+    )
+    say.print(
+        f"submitted {len(sub.jobs)} task(s) as job {', '.join(sub.array_ids)}; "
+        f"logs: {sub.log_dir}; follow with: freebits status {plan.sweep_dir}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if o.no_wait:
+        return 0
+    _watch(plan, sub, say)
+    errors = cluster.job_errors(sub)
+    for line in errors:
+        err_console.print(f"[red]job failed[/] {line}", highlight=False, soft_wrap=True)
+    if errors:
+        _print_rows(_result_rows(plan), o.json_lines)
+        return 1
+    return None
+
+
+def _watch(plan: Any, sub: Any, say: Console) -> None:
+    """A live table of the sweep's runs, from the run folders, until every job has ended."""
+    from rich.live import Live
+
+    def table() -> Table:
+        counts: dict[str, int] = {}
+        for row in _result_rows(plan):
+            state = row["state"].split(" ")[0]  # "running (host/pid)" -> "running"
+            state = "running" if state == "interrupted" else state
+            state = "queued" if state == "pending" else state
+            counts[state] = counts.get(state, 0) + 1
+        view = Table(title=f"{plan.sweep_dir.name}: job {', '.join(sub.array_ids)}")
+        for state in ("queued", "running", "done", "failed"):
+            view.add_column(state, justify="right")
+        view.add_row(*(str(counts.get(s, 0)) for s in ("queued", "running", "done", "failed")))
+        return view
+
+    with Live(table(), console=say, refresh_per_second=1, transient=False) as live:
+        while not all(job.done() for job in sub.jobs):
+            time.sleep(WATCH_INTERVAL_S)
+            live.update(table())
+        live.update(table())
+    say.print()
+
+
+def _train_here(spec: Any, out: Path, plan: Any, jobs: int, o: SweepOptions, say: Console) -> bool:
+    """Train the plan in this process (and its workers); wait for runs another process holds.
+    Returns True when the sweep stopped early (--max-failures)."""
+    from dataclasses import replace as replaced
+
+    from . import executor, interrupt, locks
+
+    trained, elsewhere, failures = 0, 0, []
+    with interrupt.handling_signals():
+        while True:
+            try:
+                outcomes = _train_with_progress(
+                    plan, spec.train.device, o.pack_size, jobs, o.max_failures, failures
+                )
+            except _TooManyFailures as exc:
+                err_console.print(f"[red]stopped:[/] {exc}", highlight=False)
+                return True
+            trained += sum(x.state == "failed" or not x.reason for x in outcomes)
+            elsewhere += sum(x.reason == "already complete" for x in outcomes)
+            busy = {
+                x.run_id: x.reason.removeprefix("trained by ")
+                for x in outcomes
+                if x.state == "busy"
+            }
+            if not busy:
+                break
+            say.print(
+                f"{len(busy)} run(s) are being trained by another process "
+                f"({', '.join(sorted(set(busy.values())))}); waiting for them",
+                highlight=False,
+            )
+            locks.wait_until_free([plan.sweep_dir / "runs" / r for r in busy], interrupt.check)
+            # Read the folders again: the other process finished them, or died and left them.
+            again = executor.plan(spec, out, shard=o.shard)
+            plan = replaced(again, runs=tuple(r for r in again.runs if r.run.run_id in busy))
+            elsewhere += len(set(busy) - {r.run.run_id for r in plan.todo})
+            if not plan.todo:
+                break
+    say.print(f"trained {trained} run(s) here; {elsewhere} finished by another process")
+    return False
 
 
 def _train_with_progress(
@@ -392,11 +573,15 @@ def _plan_table(plan: Any) -> Table:
 @app.command()
 def status(
     results_dir: Path = typer.Argument(..., help="Results folder (or one sweep's folder)."),
+    json_lines: bool = typer.Option(
+        False, "--json", help="One JSON object per run (sweep, run_id, state, epochs, metrics)."
+    ),
 ) -> None:
-    """A table of runs: done, failed (with reason), interrupted, pending."""
+    """A table of runs: done, failed (with reason), interrupted, pending, queued (submitted)."""
 
     def body() -> int:
         from . import executor
+        from .cluster import submitted
         from .spec_file import build_spec
 
         if not results_dir.is_dir():
@@ -409,9 +594,20 @@ def status(
         if not sweeps:
             raise ResultsError(f"{results_dir}: no sweep found (no */spec.yaml)")
         table = Table(title=f"runs under {results_dir}")
-        for column in ("sweep", "run id", "λ", "schedule", "seed", "state", "epochs", "reason"):
+        for column in (
+            "sweep",
+            "run id",
+            "λ",
+            "schedule",
+            "seed",
+            "state",
+            "epochs",
+            "job",
+            "reason",
+        ):
             table.add_column(column)
         counts: dict[str, int] = {}
+        job_lines = []
         for sweep_dir in sweeps:
             try:
                 spec = build_spec(sweep_dir / "spec.yaml")
@@ -421,10 +617,24 @@ def status(
                 continue
             for warning in plan.warnings:
                 _warn(warning)
-            for row in _result_rows(plan):
+            job_ids, owner = submitted(sweep_dir)
+            if job_ids:
+                arrays: dict[str, int] = {}
+                for job_id in job_ids:  # 123_4 is task 4 of array 123
+                    arrays[job_id.split("_")[0]] = arrays.get(job_id.split("_")[0], 0) + 1
+                listed = ", ".join(f"{a} ({n} task{'s' * (n > 1)})" for a, n in arrays.items())
+                job_lines.append(f"{sweep_dir.name}: submitted as job {listed}")
+            for row, item in zip(_result_rows(plan), plan.runs, strict=True):
+                if row["state"] == "pending" and row["run_id"] in owner:
+                    row["state"] = "queued"  # submitted, not started
                 state = row["state"].split(" ")[0]
                 counts[state] = counts.get(state, 0) + 1
-                epochs = _epochs_done(plan.sweep_dir / "runs" / row["run_id"], row["epochs"])
+                row["sweep"] = sweep_dir.name
+                row["epochs_done"] = _epochs_done(item.folder, row["epochs"])
+                row["job"] = owner.get(row["run_id"], "")
+                if json_lines:
+                    typer.echo(json.dumps(row, default=str))
+                    continue
                 table.add_row(
                     sweep_dir.name,
                     row["run_id"],
@@ -432,10 +642,15 @@ def status(
                     row["anneal"],
                     str(row["seed"]),
                     row["state"],
-                    epochs,
+                    row["epochs_done"],
+                    row["job"],
                     row["reason"],
                 )
+        if json_lines:
+            return 0
         console.print(table)
+        for line in job_lines:
+            console.print(line, highlight=False, soft_wrap=True)
         console.print(", ".join(f"{n} {state}" for state, n in sorted(counts.items())))
         return 0
 

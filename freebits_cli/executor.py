@@ -1,17 +1,16 @@
 """Decide what to train and where: skip complete runs, resume interrupted ones, form packs, place them.
 
 Runs that may share one batched model (same data, architecture and optimisation settings, same
-epoch to resume from) are grouped into packs of at most `pack_size`; packs run one after another in
-this process (`jobs=1`, with per-epoch progress) or in `jobs` worker processes, spread over devices.
+epoch to resume from) are grouped into packs of at most `pack_size` and of what the device's memory
+holds (`cost`); packs run one after another in this process (`jobs=1`, with per-epoch progress) or
+in `jobs` worker processes, one per device slot (`workers`); `cluster` submits them to Slurm.
 """
 
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -26,6 +25,8 @@ if TYPE_CHECKING:  # torch is imported only when training starts
     from .train import EpochCallback, Outcome
 
 MAX_AUTO_PACK = 64
+#: Worker processes on the CPU when --jobs is not given; measured in README ("One box, many GPUs").
+DEFAULT_CPU_JOBS = 1
 
 
 @dataclass(frozen=True)
@@ -64,11 +65,14 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 
 def resolve_devices(device: str) -> list[str]:
-    """`auto` -> cuda when available, else cpu; a comma list -> its members."""
+    """`auto` -> every visible GPU when there is one, else cpu; `cuda` -> every visible GPU
+    (CUDA_VISIBLE_DEVICES decides which are visible); a comma list -> its members."""
     import torch
 
     if device == "auto":
-        return ["cuda"] if torch.cuda.is_available() else ["cpu"]
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and torch.cuda.is_available():
+        return [f"cuda:{i}" for i in range(torch.cuda.device_count())]
     devices = device.split(",")
     if any(d.startswith("cuda") for d in devices):
         if not torch.cuda.is_available():
@@ -82,9 +86,29 @@ def resolve_devices(device: str) -> list[str]:
     return devices
 
 
+def adopt_legacy(sweep: Path, run: RunConfig) -> Path:
+    """The folder of `run`: its own, or one an older version wrote under the id that hashed the
+    device and data folder too (found by that id, else by its config.json), so it is not retrained."""
+    folder = storage.run_dir(sweep, run.run_id)
+    if folder.exists():
+        return folder
+    legacy = storage.run_dir(sweep, run.legacy_run_id)
+    if legacy.exists() and storage.config_matches(legacy, run):
+        return legacy
+    prefix = run.run_id.rsplit("-", 1)[0] + "-"
+    runs = sweep / "runs"
+    # Another device or data folder gives another legacy hash: look at every folder of this setting.
+    for candidate in sorted(runs.glob(f"{prefix}*")) if runs.is_dir() else ():
+        if candidate.name.count("-") == run.run_id.count("-") and storage.config_matches(
+            candidate, run
+        ):
+            return candidate
+    return folder
+
+
 def _run_folder(sweep: Path, run: RunConfig) -> Path:
     try:
-        return storage.run_dir(sweep, run.run_id)
+        return adopt_legacy(sweep, run)
     except ResultsError:
         # Only λ is printed with a free format in the run id (1e+06 has a '+'): name the field.
         raise SpecError(
@@ -101,18 +125,14 @@ def plan(spec: SweepSpec, results: Path, force: bool = False, shard: str | None 
     sweep = storage.sweep_dir(results, spec.name)
     runs = sorted(spec.expand(), key=lambda r: r.run_id)[index::count]
     warnings: list[str] = []
-    states = {}
+    states, folders = {}, {}
     for run in runs:
-        folder = _run_folder(sweep, run)
+        folder = folders[run.run_id] = _run_folder(sweep, run)
         states[run.run_id] = "pending" if force else storage.run_state(folder, run)
         damaged = (folder / storage.SUMMARY).exists() and states[run.run_id] != "done"
         if not force and damaged and storage.config_matches(folder, run):
             warnings.append(f"{folder / storage.SUMMARY}: damaged; the run is not done")
-    interrupted = {
-        r.run_id: storage.run_dir(sweep, r.run_id)
-        for r in runs
-        if states[r.run_id] == "interrupted"
-    }
+    interrupted = {r.run_id: folders[r.run_id] for r in runs if states[r.run_id] == "interrupted"}
     fresh = [r.run_id for r in runs if states[r.run_id] in ("pending", "failed")]
     points = resume.resume_points(interrupted, fresh, warnings.append)
     planned = []
@@ -121,7 +141,7 @@ def plan(spec: SweepSpec, results: Path, force: bool = False, shard: str | None 
         planned.append(
             PlannedRun(
                 run,
-                storage.run_dir(sweep, run.run_id),
+                folders[run.run_id],
                 states[run.run_id],
                 point.epoch,
                 point.device if point.epoch else None,
@@ -137,7 +157,14 @@ def pack_key(run: RunConfig, start_epoch: int) -> tuple[Any, ...]:
     return (run.dataset, run.model, replace(run.train, seed=0), run.eval, start_epoch)
 
 
-def make_packs(todo: Sequence[PlannedRun], pack_size: int, jobs: int) -> list[list[PlannedRun]]:
+def make_packs(
+    todo: Sequence[PlannedRun],
+    pack_size: int,
+    jobs: int,
+    fits: Callable[[RunConfig], int] | None = None,
+) -> list[list[PlannedRun]]:
+    """Group compatible runs into packs of at most `pack_size` (0: spread them over `jobs`, at
+    most MAX_AUTO_PACK) and at most `fits(run)` members, what the device's memory holds."""
     groups: dict[tuple[Any, ...], list[PlannedRun]] = {}
     for item in todo:
         start = item.start_epoch if item.state == "interrupted" else 0
@@ -146,9 +173,36 @@ def make_packs(todo: Sequence[PlannedRun], pack_size: int, jobs: int) -> list[li
     for key, members in groups.items():
         # A resumed pack stays whole: on a GPU another pack size rounds differently.
         size = pack_size or min(MAX_AUTO_PACK, math.ceil(len(members) / max(1, jobs)))
-        size = len(members) if key[-1] else size
+        if fits is not None:
+            size = max(1, min(size, fits(members[0].run)))
+        size = len(members) if key[-1] else size  # a resumed pack stays whole
         packs += [members[i : i + size] for i in range(0, len(members), size)]
     return packs
+
+
+def memory_fit(devices: Sequence[str]) -> Callable[[RunConfig], int]:
+    """`fits(run)`: how many members of run's config one pack may hold on the smallest device;
+    a config whose single member does not fit is refused here, before anything starts."""
+    from . import cost
+
+    free = min(cost.available_bytes(d) for d in devices)
+
+    @cache
+    def fits(run: RunConfig) -> int:
+        data = _dataset(run.dataset)
+        memory = cost.estimate_memory(run, data.image_shape, len(data.x_train), len(data.x_test))
+        count = cost.members_that_fit(memory, free)
+        if count < 1:
+            raise SpecError(
+                "model",
+                f"one run needs about {cost.gib(memory.total(1))} ({memory.parameters:,} "
+                f"parameters, batch {run.train.batch_size}, data {cost.gib(memory.shared)}) but "
+                f"{devices[0]} has {cost.gib(free)} free; use a smaller model or batch, or "
+                "another device",
+            )
+        return count
+
+    return fits
 
 
 def prepare(plan_: Plan, spec: SweepSpec, replace_sweep: bool = False) -> None:
@@ -188,6 +242,9 @@ def _dataset(spec: DatasetSpec) -> Any:
     from .data import load_dataset
 
     return load_dataset(spec)
+
+
+dataset = _dataset  # the loaded data set of a spec, cached per process
 
 
 def check_ready(plan_: Plan, devices: Sequence[str]) -> None:
@@ -312,10 +369,6 @@ def _train_group(
     return trainer.run(on_epoch)
 
 
-def _worker(args: tuple[Any, ...]) -> list[Outcome]:
-    return train_pack(*args)
-
-
 PackCallback = Callable[[Sequence["Outcome"]], None]
 
 
@@ -327,10 +380,14 @@ def execute(
     on_epoch: EpochCallback | None = None,
     on_pack: PackCallback | None = None,
 ) -> list[Outcome]:
-    """Train every run of the plan that is not done; returns the outcome of each."""
+    """Train every run of the plan that is not done; returns the outcome of each.
+
+    `jobs` 0 picks the default: one worker per GPU, or DEFAULT_CPU_JOBS on the CPU."""
+    from .workers import run_packs
+
     devices = resolve_devices(device)
-    jobs = max(1, jobs)
-    packs = make_packs(plan_.todo, pack_size, jobs)
+    jobs = jobs or default_jobs(devices)
+    packs = make_packs(plan_.todo, pack_size, jobs, memory_fit(devices))
     outcomes: list[Outcome] = []
     if jobs == 1 or len(packs) == 1:
         for i, pack in enumerate(packs):
@@ -341,15 +398,9 @@ def execute(
         return outcomes
     on_cpu = all(d == "cpu" for d in devices)
     threads = max(1, (os.cpu_count() or 1) // jobs) if on_cpu else 0
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(jobs, len(packs)), mp_context=context) as pool:
-        futures = [
-            pool.submit(_worker, (pack, plan_.grid_paths, devices[i % len(devices)], None, threads))
-            for i, pack in enumerate(packs)
-        ]
-        for future in as_completed(futures):
-            result = future.result()
-            outcomes += result
-            if on_pack:
-                on_pack(result)
-    return outcomes
+    return run_packs(packs, plan_.grid_paths, devices, jobs, threads, on_pack)
+
+
+def default_jobs(devices: Sequence[str]) -> int:
+    """One worker per GPU; on the CPU, DEFAULT_CPU_JOBS (see its measurement)."""
+    return len(devices) if devices[0].startswith("cuda") else DEFAULT_CPU_JOBS

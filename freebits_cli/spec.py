@@ -122,9 +122,15 @@ class EvalSpec:
     """Test reconstructions and prior samples saved per run for the report."""
 
 
+#: Fields that say where a run trains or where its data lives, not what it computes: recorded in
+#: config.json but kept out of the run id, so moving a sweep to another GPU or data folder (or
+#: from `cuda` to `auto`) does not retrain it. Resuming on another device *type* is still refused.
+PLACEMENT_FIELDS = (("train", "device"), ("dataset", "data_dir"))
+
+
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything one training run depends on; its hash is the run's identity."""
+    """Everything one training run depends on; its hash (placement aside) is the run's identity."""
 
     dataset: DatasetSpec = DatasetSpec()
     model: ModelSpec = ModelSpec()
@@ -136,11 +142,24 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _section_to_dict(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
+    def identity(self) -> dict[str, Any]:
+        """The config without its placement fields: what shapes the run's numbers."""
+        return identity_of(self.to_dict())
+
     @property
     def run_id(self) -> str:
-        """Readable prefix + short hash, stable across processes and machines."""
+        """Readable prefix + short hash of `identity()`, stable across processes and machines."""
+        return self._id(self.identity())
+
+    @property
+    def legacy_run_id(self) -> str:
+        """The id older versions gave this config (placement fields hashed too): lets a results
+        folder written by them be found and adopted instead of retrained."""
+        return self._id(self.to_dict())
+
+    def _id(self, tree: dict[str, Any]) -> str:
         digest = hashlib.sha1(
-            json.dumps(self.to_dict(), sort_keys=True).encode(), usedforsecurity=False
+            json.dumps(tree, sort_keys=True).encode(), usedforsecurity=False
         ).hexdigest()[:6]
         parts = [f"lam{self.free_bits.lam:g}"]
         if self.free_bits.mode != "batch":
@@ -151,6 +170,65 @@ class RunConfig:
     def setting(self, grid_paths: typing.Iterable[str]) -> dict[str, Any]:
         """The values of the swept fields for this run, keyed by full field path."""
         return {path: get_path(self.to_dict(), path) for path in grid_paths}
+
+
+def identity_of(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config mapping (as in config.json) with the placement fields removed."""
+    tree = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    for section, key in PLACEMENT_FIELDS:
+        if isinstance(tree.get(section), dict):
+            tree[section].pop(key, None)
+    return tree
+
+
+@dataclass(frozen=True)
+class SlurmSpec:
+    """Where and how `--executor slurm` submits the sweep (mapped onto submitit's parameters).
+
+    Not part of any run's identity: where a run trains does not change its numbers."""
+
+    partition: str | None = None
+    """Slurm partition (`--partition`); None: the cluster's default."""
+    account: str | None = None
+    """Account charged for the jobs (`--account`)."""
+    qos: str | None = None
+    """Quality of service (`--qos`)."""
+    constraint: str | None = None
+    """Node features required (`--constraint`, e.g. `a100`)."""
+    time_min: float = 60.0
+    """Time limit of each array task in minutes; a task that hits it is checkpointed and
+    requeued (up to 3 times), and its runs resume from their last complete epoch."""
+    gpus_per_node: int = 1
+    """GPUs per array task (one pack trains on one GPU); 0 for CPU-only partitions."""
+    cpus_per_task: int = 4
+    """CPU cores per array task."""
+    mem_gb: float | None = None
+    """Host memory per task in GB; None: the cluster's default."""
+    array_parallelism: int = 256
+    """At most this many array tasks run at once (`--array=0-N%P`)."""
+    max_array_size: int = 1000
+    """Largest array the cluster accepts (its MaxArraySize minus one); bigger sweeps are split
+    into several arrays."""
+    signal_delay_s: int = 120
+    """Seconds before the time limit at which Slurm sends USR2, so the task can requeue itself."""
+    setup: tuple[str, ...] = ()
+    """Shell lines run before each task: module loads, `source .venv/bin/activate`, ... The
+    environment must exist on the compute nodes."""
+    additional: dict[str, Any] = field(default_factory=dict)
+    """Extra sbatch options as a mapping, e.g. {mail-type: END} -> `#SBATCH --mail-type=END`."""
+
+
+def _validate_slurm(slurm: SlurmSpec) -> None:
+    positive = ("time_min", "array_parallelism", "max_array_size", "cpus_per_task")
+    for name in positive:
+        value = getattr(slurm, name)
+        if not value > 0 or value == float("inf"):
+            raise SpecError(f"slurm.{name}", f"must be a finite number > 0, got {value}")
+    for name in ("gpus_per_node", "signal_delay_s"):
+        if getattr(slurm, name) < 0:
+            raise SpecError(f"slurm.{name}", f"must be >= 0, got {getattr(slurm, name)}")
+    if slurm.mem_gb is not None and not 0 < slurm.mem_gb < float("inf"):
+        raise SpecError("slurm.mem_gb", f"must be a number > 0, got {slurm.mem_gb}")
 
 
 def _default_grid() -> dict[str, list[Any]]:
@@ -169,12 +247,14 @@ class SweepSpec:
     anneal: AnnealSpec = AnnealSpec()
     eval: EvalSpec = EvalSpec()
     grid: dict[str, list[Any]] = field(default_factory=_default_grid)
+    slurm: SlurmSpec = SlurmSpec()
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name}
         for f in dataclasses.fields(RunConfig):
             out[f.name] = _section_to_dict(getattr(self, f.name))
         out["grid"] = {k: list(v) for k, v in self.grid.items()}
+        out["slurm"] = _section_to_dict(self.slurm)
         return out
 
     def grid_paths(self) -> list[str]:
@@ -183,7 +263,7 @@ class SweepSpec:
     def expand(self) -> tuple[RunConfig, ...]:
         """The Cartesian product of the grid, as validated run configs, duplicates dropped."""
         base = self.to_dict()
-        del base["name"], base["grid"]
+        del base["name"], base["grid"], base["slurm"]
         paths = self.grid_paths()
         runs: dict[str, RunConfig] = {}
         for values in itertools.product(*self.grid.values()):
@@ -211,7 +291,11 @@ def _section_to_dict(section: Any) -> dict[str, Any]:
     out = {}
     for f in dataclasses.fields(section):
         value = getattr(section, f.name)
-        out[_yaml_key(f.name)] = list(value) if isinstance(value, tuple) else value
+        if isinstance(value, tuple):
+            value = list(value)
+        elif isinstance(value, dict):
+            value = dict(value)
+        out[_yaml_key(f.name)] = value
     return out
 
 
@@ -232,6 +316,10 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         return tuple(
             _coerce(v, typing.get_args(kind)[0], f"{where}[{i}]") for i, v in enumerate(value)
         )
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SpecError(where, f"expected a mapping, got {value!r}")
+        return {str(k): v for k, v in value.items()}
     if kind is bool:
         if isinstance(value, bool):
             return value
@@ -272,7 +360,10 @@ def _parse_section(cls: type, raw: Any, where: str) -> Any:
     kwargs = {}
     for key, value in raw.items():
         if key not in names:
-            raise SpecError(f"{where}.{key}", f"unknown field{suggest(str(key), names)}")
+            hint = suggest(str(key), names)
+            if cls is SlurmSpec:  # cluster options are looked up, not remembered: list them all
+                hint += "; valid keys: " + ", ".join(sorted(names))
+            raise SpecError(f"{where}.{key}", f"unknown field{hint}")
         attr = _attr_name(key)
         kwargs[attr] = _coerce(value, hints[attr], f"{where}.{key}")
     return cls(**kwargs)
@@ -300,9 +391,13 @@ def parse_spec(raw: Any, source: str = "spec") -> SweepSpec:
     name = _coerce(raw.get("name", SweepSpec.name), str, "name")
     if not NAME_PATTERN.match(name):
         raise SpecError("name", f"{name!r} must be letters, digits, '.', '_' or '-' (no slashes)")
-    run = _parse_run({k: v for k, v in raw.items() if k not in ("name", "grid")})
+    run = _parse_run({k: v for k, v in raw.items() if k not in ("name", "grid", "slurm")})
     grid = _parse_grid(raw.get("grid", _default_grid()))
-    spec = SweepSpec(name=name, grid=grid, **{f: getattr(run, f) for f in _run_fields()})
+    slurm = _parse_section(SlurmSpec, raw.get("slurm"), "slurm")
+    _validate_slurm(slurm)
+    spec = SweepSpec(
+        name=name, grid=grid, slurm=slurm, **{f: getattr(run, f) for f in _run_fields()}
+    )
     spec.expand()  # validates every combination now, so bad grid values fail before training
     return spec
 
@@ -363,5 +458,8 @@ def set_path(tree: dict[str, Any], path: str, value: Any, prefix: str = "") -> N
             raise SpecError(prefix + where, f"unknown section{suggest(part, list(node))}")
         node = child
     if parts[-1] not in node:
-        raise SpecError(prefix + path, f"unknown field{suggest(parts[-1], list(node))}")
+        hint = suggest(parts[-1], list(node))
+        if parts[0] == "slurm":
+            hint += "; valid keys: " + ", ".join(sorted(node))
+        raise SpecError(prefix + path, f"unknown field{hint}")
     node[parts[-1]] = value

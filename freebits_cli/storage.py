@@ -24,7 +24,7 @@ from typing import Any
 from . import __version__
 from .errors import ResultsError
 from .locks import LOCK
-from .spec import NAME_PATTERN, RunConfig
+from .spec import NAME_PATTERN, RunConfig, identity_of
 
 METRICS_COLUMNS = (
     "run_id",
@@ -224,8 +224,10 @@ def _git_commit() -> str | None:
 
 
 def config_matches(folder: Path, run: RunConfig) -> bool:
+    """The folder holds this run: same config up to where it trained and where its data lived."""
     saved = read_json(folder / CONFIG)
-    return isinstance(saved, dict) and saved.get("config") == run.to_dict()
+    config = saved.get("config") if isinstance(saved, dict) else None
+    return isinstance(config, dict) and identity_of(config) == run.identity()
 
 
 def read_summary(folder: Path) -> dict[str, Any] | None:

@@ -1,0 +1,163 @@
+"""What a pack costs before it trains: memory (to size packs), FLOPs and a measured pilot (to time them).
+
+Memory per member (float32, Adam): weights, gradients and Adam's two moments are 16 bytes per
+parameter; the activations autograd keeps for the backward pass of an MLP VAE are about
+4·(2P + 2Σh + 3D) bytes per example (the input and the logits, each hidden layer on the way in and
+out, and μ, log σ², z); evaluation adds a bounded chunk of forward activations or the IWAE budget.
+The data set lives on the device once per pack. A config whose single member does not fit is refused
+before anything starts, instead of being killed by the OS or failing with an out-of-memory error.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .spec import ModelSpec, RunConfig
+
+#: Share of the free memory a pack may plan to use (allocator slack, fragmentation, other processes).
+HEADROOM = 0.8
+#: Examples per evaluation chunk and decoder outputs per member in the IWAE bound (as in metrics).
+EVAL_CHUNK = 2048
+IWAE_ELEMENTS = 2**22
+#: The pilot times at least PILOT_STEPS training steps (after one warm-up step) and keeps going
+#: until PILOT_SECONDS have passed (at most PILOT_MAX_STEPS), so tiny models are not timed by noise.
+PILOT_STEPS, PILOT_SECONDS, PILOT_MAX_STEPS = 3, 0.5, 200
+
+
+@dataclass(frozen=True)
+class Memory:
+    """Estimated bytes of one pack: `per_member` for each run in it, `shared` once (the data)."""
+
+    parameters: int  # per member
+    per_member: int
+    shared: int
+
+    def total(self, members: int) -> int:
+        return self.shared + members * self.per_member
+
+
+def pixels(image_shape: Sequence[int]) -> int:
+    return math.prod(image_shape)
+
+
+def count_parameters(model: ModelSpec, image_shape: Sequence[int]) -> int:
+    """The real parameter count of one member, from the model built on the meta device."""
+    import torch
+
+    from .models import build_model
+
+    with torch.device("meta"):
+        packed = build_model(model, tuple(image_shape), 1)
+    return sum(p.numel() for p in packed.parameters())
+
+
+def estimate_memory(
+    run: RunConfig, image_shape: Sequence[int], n_train: int, n_test: int
+) -> Memory:
+    p, d = pixels(image_shape), run.model.latent_dim
+    hidden = sum(run.model.hidden)
+    params = count_parameters(run.model, image_shape)
+    weights = 16 * params  # weights + grads + Adam m and v, float32
+    activations = 4 * (2 * p + 2 * hidden + 3 * d) * run.train.batch_size
+    evaluation = max(
+        4 * (2 * p + hidden + 3 * d) * min(n_test, EVAL_CHUNK),
+        4 * 4 * IWAE_ELEMENTS if run.eval.iwae_samples else 0,  # logits, targets, log-probs, z
+    )
+    data = 4 * p * (n_train + n_test)
+    return Memory(params, weights + activations + evaluation, data)
+
+
+def available_bytes(device: str) -> int:
+    """Free memory on `device`: the GPU's free memory, or the host's available memory."""
+    if device.startswith("cuda"):
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(free)
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover - non-POSIX
+        return 1 << 62
+
+
+def members_that_fit(memory: Memory, available: int) -> int:
+    """How many members one pack may hold within HEADROOM of `available` bytes (0: not even one)."""
+    budget = HEADROOM * available - memory.shared
+    return max(0, int(budget // memory.per_member))
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+def train_flops(params: int, n_train: int) -> float:
+    """FLOPs of one member's training epoch: forward 2·params per example, backward twice that."""
+    return 6.0 * params * n_train
+
+
+def eval_flops(run: RunConfig, params: int, n_test: int, final: bool) -> float:
+    """One member's evaluation: a forward pass over the test set; at the end also k IWAE samples,
+    each through the decoder (about half the parameters)."""
+    flops = 2.0 * params * n_test
+    if final:
+        flops += params * n_test * run.eval.iwae_samples
+    return flops
+
+
+def pack_flops(run: RunConfig, params: int, members: int, n_train: int, n_test: int) -> float:
+    epochs = run.train.epochs
+    per_member = epochs * (train_flops(params, n_train) + eval_flops(run, params, n_test, False))
+    per_member += eval_flops(run, params, n_test, True) - eval_flops(run, params, n_test, False)
+    return members * per_member
+
+
+def pilot_flop_rate(run: RunConfig, image_shape: Sequence[int], members: int, device: str) -> float:
+    """Measured FLOP/s of a few training steps (forward, backward, Adam) of a pack of `members`
+    on `device`, with random data: the rate the time estimates divide by."""
+    import torch
+
+    from .models import build_model
+
+    dev = torch.device(device)
+    p = pixels(image_shape)
+    model = build_model(run.model, tuple(image_shape), members).to(dev)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    model.reset([gen] * members)
+    optimizer = torch.optim.Adam(model.parameters(), lr=run.train.lr)
+    x = torch.rand(members, run.train.batch_size, p, device=dev, generator=gen)
+
+    def step() -> None:
+        mu, logvar = model.encode(x)
+        z = mu + torch.randn(mu.shape, device=dev, generator=gen) * (0.5 * logvar).exp()
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1)
+        loss = (model.nll(model.decode(z), x) + kl).mean(-1).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    step()  # warm-up: allocations, kernel selection
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    started = time.perf_counter()
+    steps = 0
+    while steps < PILOT_STEPS or (
+        time.perf_counter() - started < PILOT_SECONDS and steps < PILOT_MAX_STEPS
+    ):
+        step()
+        steps += 1
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+    seconds = (time.perf_counter() - started) / steps
+    params = sum(t.numel() for t in model.parameters())
+    return 6.0 * params * run.train.batch_size / max(seconds, 1e-9)

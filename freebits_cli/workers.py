@@ -1,0 +1,134 @@
+"""Train packs in worker processes, one per device slot, pulling packs from a shared queue.
+
+Each worker owns one device (slot i takes device i mod the device count) and takes the next pack
+when it finishes one, so a slow pack never holds back the others. Workers record SIGTERM/SIGINT and
+the death of the sweep process (`interrupt`), so they stop between training steps; the parent
+forwards its own stop signal to them, waits, and forwards it again (which exits at once) to any
+worker still busy, so no process of the sweep outlives it by more than a few seconds. Runs resume
+from their last complete epoch's checkpoints either way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import queue
+import signal
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import interrupt
+from .errors import Interrupted, TrainingError
+
+if TYPE_CHECKING:
+    from .executor import PlannedRun
+    from .train import Outcome
+
+#: Seconds a worker gets to stop at its next training step before the signal is sent again.
+GRACE_S = 5.0
+POLL_S = 0.2
+
+
+def _worker(
+    device: str, threads: int, parent: int, tasks: Any, results: Any, grid_paths: Sequence[str]
+) -> None:
+    from .executor import train_pack
+
+    interrupt.watch_parent(parent)
+    with interrupt.handling_signals():
+        while True:
+            try:
+                item = tasks.get(timeout=POLL_S)
+            except queue.Empty:
+                if interrupt.received() is not None:
+                    return
+                continue
+            if item is None:
+                return
+            index, pack = item
+            try:
+                results.put(("done", index, train_pack(pack, grid_paths, device, None, threads)))
+            except Interrupted as exc:
+                results.put(("interrupted", index, exc.signum))
+                return
+            except BaseException as exc:  # reported to the parent, which stops the sweep
+                results.put(("error", index, f"{exc.__class__.__name__}: {exc}"))
+                return
+
+
+def _stop(workers: Sequence[Any], signum: int) -> None:
+    """Signal every live worker; those not stopped within GRACE_S get the signal again (which
+    makes `interrupt` exit at once), then anything left is killed."""
+    for attempt in range(3):
+        alive = [w for w in workers if w.is_alive()]
+        if not alive:
+            return
+        for w in alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(w.pid, signum if attempt < 2 else signal.SIGKILL)
+        for w in alive:
+            w.join(timeout=GRACE_S if attempt == 0 else 1.0)
+
+
+def run_packs(
+    packs: Sequence[Sequence[PlannedRun]],
+    grid_paths: Sequence[str],
+    devices: Sequence[str],
+    jobs: int,
+    threads: int,
+    on_pack: Callable[[Sequence[Outcome]], None] | None = None,
+) -> list[Outcome]:
+    """Train `packs` in `jobs` worker processes; returns every outcome, in completion order."""
+    context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
+    tasks, results = context.Queue(), context.Queue()
+    for item in enumerate(packs):
+        tasks.put(item)
+    jobs = min(jobs, len(packs))
+    for _ in range(jobs):
+        tasks.put(None)
+    workers = [
+        context.Process(
+            target=_worker,
+            args=(devices[i % len(devices)], threads, os.getpid(), tasks, results, grid_paths),
+            name=f"freebits-worker-{i}",
+        )
+        for i in range(jobs)
+    ]
+    for w in workers:
+        w.start()
+    outcomes: list[Outcome] = []
+    pending = len(packs)
+    try:
+        while pending:
+            try:
+                kind, index, payload = results.get(timeout=POLL_S)
+            except queue.Empty:
+                signum = interrupt.received()
+                if signum is not None:
+                    raise Interrupted(signum) from None
+                dead = [w for w in workers if not w.is_alive() and w.exitcode != 0]
+                if dead and results.empty():
+                    raise TrainingError(
+                        f"worker {dead[0].name} died (exit code {dead[0].exitcode}); "
+                        "run the same command again to resume"
+                    ) from None
+                continue
+            if kind == "interrupted":
+                raise Interrupted(payload)
+            if kind == "error":
+                raise TrainingError(f"pack {index}: {payload}")
+            pending -= 1
+            outcomes += payload
+            if on_pack is not None:
+                on_pack(payload)
+    except BaseException as exc:
+        signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGTERM
+        _stop(workers, signum)
+        raise
+    finally:
+        for w in workers:
+            w.join(timeout=GRACE_S)
+        tasks.cancel_join_thread()
+        results.cancel_join_thread()
+    return outcomes
