@@ -1,19 +1,21 @@
 """Held-out measurements of a pack: ELBO, KL per dimension, active units, IWAE NLL, mutual information.
 
-All values are in nats per example. Every function works on the whole pack at once and returns one
-value per member (leading K axis). Randomness comes from per-member generators, so a member's numbers
-do not depend on its pack.
+All values are in nats per example. Every function takes the whole pack and returns one value per
+member (leading K axis): on a GPU computed for the pack at once, on a CPU member by member (see
+`models.packing`). Randomness comes from per-member generators, so a member's numbers do not depend
+on its pack.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
-from .models import PackedVAE
+from .models import PackedVAE, packing
 from .objective import gaussian_kl_per_dim
 
 EVAL_CHUNK = 2048
@@ -24,6 +26,21 @@ def draw_noise(
 ) -> torch.Tensor:
     """Standard normal noise of shape (K, *shape), slice k drawn from member k's own stream."""
     return torch.stack([torch.randn(*shape, generator=g, device=device) for g in generators])
+
+
+def _by_member(
+    model: Any,
+    x: torch.Tensor,
+    generators: Sequence[torch.Generator],
+    compute: Callable[[Any, Sequence[torch.Generator]], tuple[torch.Tensor, ...]],
+) -> tuple[torch.Tensor, ...]:
+    """`compute(model, generators)` for the pack at once (GPU), or per member and concatenated."""
+    if packing.batched(x.device):
+        return compute(model, generators)
+    parts = [
+        compute(view, [g]) for view, g in zip(packing.member_views(model), generators, strict=True)
+    ]
+    return tuple(torch.cat(tensors) for tensors in zip(*parts, strict=True))
 
 
 @dataclass(frozen=True)
@@ -42,6 +59,12 @@ def evaluate(
     model: PackedVAE, x: torch.Tensor, generators: Sequence[torch.Generator]
 ) -> Evaluation:
     """Single-sample ELBO on x (N, P) for every member, plus the statistics behind active units."""
+    return Evaluation(*_by_member(model, x, generators, lambda m, g: _evaluate(m, x, g)))
+
+
+def _evaluate(
+    model: Any, x: torch.Tensor, generators: Sequence[torch.Generator]
+) -> tuple[torch.Tensor, ...]:
     recon_sum = torch.zeros(model.members, device=x.device, dtype=torch.float64)
     kl_sum = torch.zeros(model.members, model.latent_dim, device=x.device, dtype=torch.float64)
     means = []
@@ -58,7 +81,7 @@ def evaluate(
     kl = kl_per_dim.sum(-1)
     # Burda et al. 2015: A_u = Cov_x(E_q(z|x)[z_u]); unbiased as in He et al. 2019.
     variance = torch.cat(means, dim=1).double().var(dim=1, correction=1)
-    return Evaluation(-(recon + kl), recon, kl, kl_per_dim, variance)
+    return -(recon + kl), recon, kl, kl_per_dim, variance
 
 
 def active_units(variance: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -93,6 +116,13 @@ def iwae_nll(
     examples and samples so memory stays within `budget` bytes per member for any k, latent size
     and width; log-sum-exp accumulates in float64.
     """
+    (nll,) = _by_member(model, x, generators, lambda m, g: (_iwae(m, x, samples, g, budget),))
+    return nll
+
+
+def _iwae(
+    model: Any, x: torch.Tensor, samples: int, generators: Sequence[torch.Generator], budget: int
+) -> torch.Tensor:
     members = model.members
     per_chunk = max(1, budget // (4 * _floats_per_sample(model)))  # (sample, example) pairs
     sample_chunk = min(samples, per_chunk)
@@ -134,6 +164,13 @@ def mutual_information(
     Σ_d (z_id − μ_nd)² w_nd = Σ_d z_id² w_nd − 2 z_id μ_nd w_nd + μ_nd² w_nd, so a block of rows i is
     one matrix product [z², z]·[w, −2μw]ᵀ. In float64, because the expanded terms cancel.
     """
+    (mi,) = _by_member(model, x, generators, lambda m, g: (_mutual_information(m, x, g, budget),))
+    return mi
+
+
+def _mutual_information(
+    model: Any, x: torch.Tensor, generators: Sequence[torch.Generator], budget: int
+) -> torch.Tensor:
     members, latent = model.members, model.latent_dim
     n_total = x.shape[0]
     mus, logvars = [], []

@@ -16,11 +16,14 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
+from torch.optim.adam import adam
 
+from .models import packing
 from .objective import gaussian_kl_per_dim
 
-#: (K, B, D) KL per example and dimension -> free-bits KL (K,) and binding share (K,).
-FreeBits = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+#: (k, B, D) KL per example and dimension of the pack (None) or of one member (its index)
+#: -> free-bits KL (k,) and binding share (k,).
+FreeBits = Callable[[torch.Tensor, int | None], tuple[torch.Tensor, torch.Tensor]]
 #: Order of the rows of `PackStep.sums`.
 TERMS = ("loss", "recon", "kl", "binding")
 #: Eager steps before capture, so lazily created state (Adam moments, autograd and library
@@ -28,15 +31,70 @@ TERMS = ("loss", "recon", "kl", "binding")
 WARMUP_STEPS = 3
 
 
+class MemberAdam(torch.optim.Adam):
+    """torch's fused Adam over stacked parameters, each member's slice updated as its own tensor.
+
+    Adam is element-wise, so one optimizer over the pack updates each member exactly as its own
+    would (Kingma & Ba 2015) — in exact arithmetic. On a CPU the fused kernel takes a vector path
+    for most elements and a scalar path for a tensor's last few, which round differently; handing
+    it member k's slice (a view) as a tensor of its own gives it exactly the tensor a lone run has.
+    The state is torch's own (stacked moments, one step count per parameter), so checkpoints and
+    resume see an ordinary Adam.
+    """
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            params, grads, moments, squares, steps, counts = [], [], [], [], [], []
+            for param in group["params"]:
+                if param.grad is None:
+                    continue
+                state = self.state[param]
+                if not state:  # as torch.optim.Adam initialises it (fused: a float32 step)
+                    state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+                    state["exp_avg"] = torch.zeros_like(param)
+                    state["exp_avg_sq"] = torch.zeros_like(param)
+                members = param.shape[0]
+                params += param.unbind(0)
+                grads += param.grad.unbind(0)
+                moments += state["exp_avg"].unbind(0)
+                squares += state["exp_avg_sq"].unbind(0)
+                # adam() counts each tensor's step itself: one copy per member, then kept once.
+                steps += [state["step"].clone() for _ in range(members)]
+                counts.append((state["step"], steps[-1]))
+            beta1, beta2 = group["betas"]
+            adam(
+                params,
+                grads,
+                moments,
+                squares,
+                [],
+                steps,
+                fused=True,
+                amsgrad=False,
+                beta1=beta1,
+                beta2=beta2,
+                lr=group["lr"],
+                weight_decay=0.0,
+                eps=group["eps"],
+                maximize=False,
+            )
+            for count, updated in counts:
+                count.copy_(updated)
+
+
 def make_optimizer(
     params: Any, lr: float, eps: float, device: torch.device, capturable: bool
 ) -> torch.optim.Adam:
     """Adam over the stacked parameters with the fused kernel (one kernel for all parameters).
 
-    Adam is element-wise, so one optimizer over the pack updates each member exactly as its own
-    would (Kingma & Ba 2015). `capturable` keeps the step count and learning rate on the device so
-    a CUDA graph can replay the update.
+    Where a pack runs as one batched model (CUDA) the whole stacked tensors go to the kernel, and
+    `capturable` keeps the step count and learning rate on the device so a CUDA graph can replay
+    the update. Where it runs member by member (CPU), `MemberAdam` keeps a member's update
+    bit-identical to a lone run's.
     """
+    if not packing.batched(device):
+        return MemberAdam(params, lr=lr, eps=eps, fused=True)
     if capturable:
         lr_value: float | torch.Tensor = torch.tensor(lr, device=device)
         return torch.optim.Adam(params, lr=lr_value, eps=eps, fused=True, capturable=True)
@@ -94,24 +152,38 @@ class PackStep:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
-    def _step(self, rows: int) -> None:
-        x, noise = self.batch(rows), self.noise(rows)
+    def _losses(
+        self, model: Any, x: torch.Tensor, noise: torch.Tensor, member: int | None
+    ) -> tuple[torch.Tensor, ...]:
+        """Loss, recon, KL and binding share of a pack (member None) or of one member view."""
         with self._autocast():
-            mu, logvar = self.model.encode(x)
+            mu, logvar = model.encode(x)
             # Reparameterisation (Kingma & Welling 2014): z = μ + σ·ε.
             z = mu + noise * (0.5 * logvar).exp()
-            params = self.model.decode(z)
+            params = model.decode(z)
         mu, logvar, params = mu.float(), logvar.float(), params.float()
-        recon = self.model.nll(params, x).mean(-1)  # (K,)
-        kl = gaussian_kl_per_dim(mu, logvar)  # (K, b, D)
-        fb, share = self.free_bits(kl)
-        loss = recon + self.beta * fb  # (K,); members are independent, so sum them
+        recon = model.nll(params, x).mean(-1)  # (k,)
+        kl = gaussian_kl_per_dim(mu, logvar)  # (k, b, D)
+        fb, share = self.free_bits(kl, member)
+        beta = self.beta if member is None else self.beta[member : member + 1]
+        return recon + beta * fb, recon, kl, share
+
+    def _step(self, rows: int) -> None:
+        x, noise = self.batch(rows), self.noise(rows)
+        if packing.batched(self.device):
+            loss, recon, kl, share = self._losses(self.model, x, noise, None)
+            kl_sum = kl.detach().sum((-2, -1))
+        else:  # member by member: bit-identical to a pack of one (see models.packing)
+            parts = [
+                self._losses(view, x[k : k + 1], noise[k : k + 1], k)
+                for k, view in enumerate(packing.member_views(self.model))
+            ]
+            loss, recon, share = (torch.cat([p[i] for p in parts]) for i in (0, 1, 3))
+            kl_sum = torch.cat([p[2].detach().sum((-2, -1)) for p in parts])
         self.optimizer.zero_grad(set_to_none=True)
-        loss.sum().backward()
+        loss.sum().backward()  # members are independent, so one backward serves them all
         self.optimizer.step()
-        terms = torch.stack(
-            [loss.detach() * rows, recon.detach() * rows, kl.detach().sum((-2, -1)), share * rows]
-        )
+        terms = torch.stack([loss.detach() * rows, recon.detach() * rows, kl_sum, share * rows])
         self.sums += terms.double()
 
     def run(self, rows: int) -> None:

@@ -228,8 +228,18 @@ class PackTrainer:
 
     # -- the training loop ----------------------------------------------------------------------
 
-    def _free_bits(self, kl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Free-bits KL and binding share per member, each member with its own λ and mode: (K,)."""
+    def _free_bits(
+        self, kl: torch.Tensor, member: int | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Free-bits KL and binding share per member, each member with its own λ and mode: (k,).
+
+        `kl` is the pack's (K, B, D), or member `member`'s alone (1, B, D)."""
+        if member is not None:
+            spec, lam = self.members[member].run.free_bits, self.lam[member : member + 1]
+            return (
+                free_bits_kl(kl, lam, spec.mode, spec.groups),
+                binding_share(kl.detach(), lam, spec.mode, spec.groups),
+            )
         if len(self.mode_groups) == 1:  # the usual case: one mode for the whole pack
             ((mode, groups),) = self.mode_groups
             return (
