@@ -23,10 +23,11 @@ from . import interrupt, records, storage
 from .data import DATA_SEED, Dataset
 from .metrics import active_units, evaluate, iwae_nll, mutual_information
 from .models import build_model
+from .models.likelihoods import bits_per_dim, likelihood
 from .objective import beta_at, binding_share, free_bits_kl, gaussian_kl_per_dim
 from .spec import RunConfig
 
-STREAMS = ("data", "noise", "binarize")
+STREAMS = ("data", "noise", "binarize", "dequantize")
 #: Random numbers drawn per member at once in training (bounds the memory of a block of steps).
 BLOCK_ELEMENTS = 2**20
 
@@ -91,6 +92,7 @@ class PackTrainer:
         self.x_train = torch.from_numpy(data.x_train).to(device)
         self.x_test = torch.from_numpy(data.x_test).to(device)
         self.dynamic = data.binarize == "dynamic"
+        self.dequantize = data.dequantize == "uniform"
         self.n_train = self.x_train.shape[0]
         self.steps_per_epoch = math.ceil(self.n_train / first.train.batch_size)
         self.total_steps = self.steps_per_epoch * first.train.epochs
@@ -109,7 +111,7 @@ class PackTrainer:
         self.model.reset(
             [generator(self.device, stream_seed(x.run.train.seed, "init")) for x in self.members]
         )
-        if m.output_bias == "data_mean":
+        if m.output_bias == "data_mean" and m.likelihood == "bernoulli":
             # Burda et al. 2015: start the decoder at the logit of each pixel's mean intensity.
             mean = self.x_train.mean(0).clamp(1e-3, 1 - 1e-3)
             with torch.no_grad():
@@ -254,6 +256,10 @@ class PackTrainer:
             rows = min(self.n_train, (block_start + block) * size) - block_start * size
             noise = self._draw("noise", rows, latent)  # (K, rows, D)
             coins = self._draw("binarize", rows, pixels, uniform=True) if self.dynamic else None
+            # -- models: uniform dequantisation noise, from each member's own stream ----------
+            jitter = (
+                self._draw("dequantize", rows, pixels, uniform=True) if self.dequantize else None
+            )
             for step in range(block_start, min(steps, block_start + block)):
                 interrupt.check()
                 at = slice((step - block_start) * size, (step - block_start + 1) * size)
@@ -261,6 +267,9 @@ class PackTrainer:
                 if coins is not None:
                     # Dynamic binarisation: a fresh Bernoulli sample of every batch (Burda et al.).
                     x = (coins[:, at] < x).to(x.dtype)
+                if jitter is not None:
+                    # 8-bit k (stored as k/255) -> (k + u)/256 (Theis et al. 2016), fresh per batch.
+                    x = (torch.round(x * 255) + jitter[:, at]) / 256
                 mu, logvar = self.model.encode(x)
                 # Reparameterisation (Kingma & Welling 2014): z = μ + σ·ε.
                 z = mu + noise[:, at] * (0.5 * logvar).exp()
@@ -352,6 +361,15 @@ class PackTrainer:
             "test_iwae_nll": iwae,
             "test_mi": mi,
         }
+        if likelihood(self.config.model.likelihood).eight_bit:
+            # Bits per dimension, NLL / (C·H·W · ln 2), from the true KL (the ELBO) and the IWAE.
+            dims = self.model.input_dim
+            values["test_bits_per_dim"] = bits_per_dim(-ev.elbo, dims).tolist()
+            values["test_iwae_bits_per_dim"] = (
+                None
+                if iwae is None
+                else bits_per_dim(torch.tensor(iwae, dtype=torch.float64), dims).tolist()
+            )
         kl_per_dim = ev.kl_per_dim.tolist()
         rows = []
         for i, member in enumerate(self.members):
