@@ -101,8 +101,14 @@ def test_missing_and_bad_files_are_one_line(tmp_path: Path) -> None:
         (["--set", "model.likelihood=gaussian"], "dataset.dequantize: uniform"),
         (["--set", "model.likelihood=logistic", "--set", "dataset.binarize=dynamic"], "binarize"),
         (
-            ["--set", "model.arch=conv", "--set", "model.channels=[4,4,4,4,4,4]"]
-            + ["--set", "model.likelihood=logistic"],
+            [
+                "--set",
+                "model.arch=conv",
+                "--set",
+                "model.channels=[4,4,4,4,4,4]",
+                "--set",
+                "model.likelihood=logistic",
+            ],
             "below 1×1",
         ),
     ],
