@@ -1,13 +1,17 @@
-"""Data sets as two float arrays in [0, 1], flattened: the bundled digits, (Fashion-)MNIST, `.npz`.
+"""Data sets as two float arrays in [0, 1], flattened, with their image shape: the bundled digits,
+(Fashion-)MNIST, CIFAR-10, `.npz`.
 
 The trainer puts a whole data set on the device as one tensor, so this module returns NumPy arrays
-and never a DataLoader.
+and never a DataLoader. 8-bit sources keep their values exactly, as k/255 (`eight_bit`), so a
+discretized likelihood can recover the integer k; images keep their shape ((H, W) or (C, H, W)),
+which an MLP ignores and a conv net uses.
 """
 
 from __future__ import annotations
 
 import gzip
 import os
+import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,17 +30,23 @@ IDX_FILES = {
 }
 TORCHVISION_NAMES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 SYSTEM_DIRS = {"fashion-mnist": ["/usr/share/datasets/fashion-mnist"], "mnist": []}
+CIFAR_FOLDER = "cifar-10-batches-py"
+CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
+CIFAR_TEST = ("test_batch",)
+CIFAR_SHAPE = (3, 32, 32)
 
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train and test images, float32 in [0, 1], shape (N, P); `image_shape` to draw them."""
+    """Train and test images, float32 in [0, 1], shape (N, P), P = prod(image_shape)."""
 
     name: str
     x_train: np.ndarray
     x_test: np.ndarray
-    image_shape: tuple[int, ...]
+    image_shape: tuple[int, ...]  # (H, W), (C, H, W), or (P,) for flat data
     binarize: str
+    eight_bit: bool = False  # every pixel is k/255 for an integer k (before binarisation)
+    dequantize: str = "none"  # uniform: the test set holds (k + u)/256, training adds its own u
 
 
 def cache_dir() -> Path:
@@ -45,13 +55,22 @@ def cache_dir() -> Path:
 
 
 def load_dataset(spec: DatasetSpec) -> Dataset:
+    eight_bit = True
     if spec.name == "digits":
         x_train, x_test, shape = _load_digits()
+        eight_bit = False
     elif spec.name.endswith(".npz"):
-        x_train, x_test, shape = _load_npz(Path(spec.name))
+        x_train, x_test, shape, eight_bit = _load_npz(Path(spec.name))
+    elif spec.name == "cifar10":
+        x_train, x_test, shape = _load_cifar10(spec.data_dir)
     else:
         x_train, x_test, shape = _load_idx_dataset(spec.name, spec.data_dir)
     rng = np.random.default_rng(DATA_SEED)
+    if spec.dequantize == "uniform":
+        # The test set is dequantised once, identically for every run: (k + u)/256 (Theis et al.
+        # 2016). Training batches get fresh noise from each run's own stream in the trainer.
+        x_test = (np.round(x_test * 255) + rng.random(x_test.shape, dtype=np.float32)) / 256
+        x_test = x_test.astype(np.float32)
     if spec.binarize in ("static", "dynamic"):
         # The test set is binarised once either way, and first, so static and dynamic runs are
         # scored on the very same targets.
@@ -59,7 +78,7 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
     if spec.binarize == "static":
         # One fixed Bernoulli sample of the grayscale images (stochastic binarisation, sampled once).
         x_train = (rng.random(x_train.shape, dtype=np.float32) < x_train).astype(np.float32)
-    return Dataset(spec.name, x_train, x_test, shape, spec.binarize)
+    return Dataset(spec.name, x_train, x_test, shape, spec.binarize, eight_bit, spec.dequantize)
 
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
@@ -82,7 +101,30 @@ def _to_unit_float(array: np.ndarray, where: str) -> np.ndarray:
     return flat
 
 
-def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+def _is_eight_bit(array: np.ndarray) -> bool:
+    """uint8, or floats that are all k/255 (as torchvision's ToTensor makes them)."""
+    if array.dtype == np.uint8:
+        return True
+    scaled = array.astype(np.float64) * 255
+    return bool(np.all(np.abs(scaled - np.round(scaled)) < 1e-4))
+
+
+def _image_shape(array: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
+    """(N, H, W) -> (H, W); (N, C, H, W) or channels-last (N, H, W, C), C ≤ 4 -> (C, H, W);
+    other shapes are flat (P,)."""
+    if array.ndim == 3:
+        return array, tuple(array.shape[1:])
+    if array.ndim == 4 and array.shape[1] <= 4:
+        return array, tuple(array.shape[1:])
+    if array.ndim == 4 and array.shape[3] <= 4:
+        return np.ascontiguousarray(array.transpose(0, 3, 1, 2)), (
+            array.shape[3],
+            *array.shape[1:3],
+        )
+    return array, (array[0].size,)
+
+
+def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], bool]:
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
     try:
@@ -106,12 +148,13 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
         raise DataError(f"{path}: images have no pixels (shape {raw_train.shape})")
     if raw_train[0].size != raw_test[0].size:
         raise DataError(f"{path}: x_train and x_test images differ in size")
-    shape = raw_train.shape[1:] if raw_train.ndim == 3 else (raw_train[0].size,)
-    return (
-        _to_unit_float(raw_train, f"{path}:x_train"),
-        _to_unit_float(raw_test, f"{path}:x_test"),
-        shape,
-    )
+    channels_last = raw_train.ndim == 4 and raw_train.shape[1] > 4 and raw_train.shape[3] <= 4
+    raw_train, shape = _image_shape(raw_train)
+    if channels_last and raw_test.ndim == 4:
+        raw_test = np.ascontiguousarray(raw_test.transpose(0, 3, 1, 2))
+    train = _to_unit_float(raw_train, f"{path}:x_train")
+    test = _to_unit_float(raw_test, f"{path}:x_test")
+    return train, test, shape, _is_eight_bit(raw_train) and _is_eight_bit(raw_test)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -178,3 +221,75 @@ def torchvision_images(name: str, root: Path, download: bool) -> tuple[np.ndarra
     train = cls(root=str(root), train=True, download=download)
     test = cls(root=str(root), train=False, download=download)
     return train.data.numpy(), test.data.numpy()
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles CIFAR-10's batches (dicts of bytes, lists and NumPy arrays) and nothing else: a
+    pickle can run any code, so only the NumPy array constructors are let through."""
+
+    ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+            ("_codecs", "encode"),  # bytes in protocol-2 pickles written by Python 3
+        }
+    )
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+
+
+def read_cifar_batch(path: Path) -> np.ndarray:
+    """One CIFAR-10 python batch: its b"data" array, (N, 3072) uint8 -> (N, 3, 32, 32)."""
+    try:
+        with open(path, "rb") as handle:
+            batch = _ArrayUnpickler(handle, encoding="bytes").load()
+    except Exception as exc:  # truncated, not a pickle, a forbidden class, ...
+        why = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        raise DataError(f"{path}: not a CIFAR-10 python batch ({why})") from None
+    data = batch.get(b"data", batch.get("data")) if isinstance(batch, dict) else None
+    size = int(np.prod(CIFAR_SHAPE))
+    if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2:
+        raise DataError(f"{path}: no uint8 'data' array of shape (N, {size})")
+    if data.shape[1] != size:
+        raise DataError(
+            f"{path}: images have {data.shape[1]} values, CIFAR-10 has {size} (3×32×32)"
+        )
+    return data.reshape(-1, *CIFAR_SHAPE)  # rows are 1024 red, 1024 green, 1024 blue: C, H, W
+
+
+def find_cifar(folder: Path) -> Path | None:
+    """The folder holding CIFAR-10's batches: `folder` itself or its cifar-10-batches-py/."""
+    for candidate in (folder / CIFAR_FOLDER, folder):
+        if all((candidate / name).is_file() for name in CIFAR_TRAIN + CIFAR_TEST):
+            return candidate
+    return None
+
+
+def _load_cifar10(data_dir: str | None) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+    """CIFAR-10 from torchvision's python batches: 50,000 train and 10,000 test images, 3×32×32."""
+    folder = find_cifar(Path(data_dir)) if data_dir else find_cifar(cache_dir())
+    expected = f"{CIFAR_FOLDER}/ with {', '.join(CIFAR_TRAIN + CIFAR_TEST)}"
+    if folder is None and data_dir:
+        raise DataError(f"dataset.data_dir: {data_dir} does not hold {expected} for cifar10")
+    if folder is None:
+        try:
+            import torchvision
+
+            torchvision.datasets.CIFAR10(root=str(cache_dir()), train=True, download=True)
+        except Exception as exc:
+            raise DataError(
+                f"cifar10: not found locally and download failed ({exc.__class__.__name__}); "
+                f"put {expected} in a folder and pass --data-dir FOLDER"
+            ) from None
+        folder = find_cifar(cache_dir())
+        if folder is None:
+            raise DataError(f"cifar10: the download did not leave {expected} in {cache_dir()}")
+    train = np.concatenate([read_cifar_batch(folder / name) for name in CIFAR_TRAIN])
+    test = read_cifar_batch(folder / CIFAR_TEST[0])
+    where = str(folder)
+    return _to_unit_float(train, where), _to_unit_float(test, where), CIFAR_SHAPE

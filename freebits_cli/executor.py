@@ -252,6 +252,10 @@ def check_ready(plan_: Plan, devices: Sequence[str]) -> None:
     run on another kind of device than it was checkpointed on (RNG states do not carry over)."""
     for spec in {item.run.dataset for item in plan_.todo}:
         _dataset(spec)
+    from .models import check_model  # models: a likelihood or module that cannot run on the data
+
+    for model, spec in {(item.run.model, item.run.dataset) for item in plan_.todo}:
+        check_model(model, _dataset(spec))
     kind = devices[0].split(":")[0]
     for item in plan_.todo:
         if item.state == "interrupted" and item.checkpoint_device not in (None, kind):

@@ -24,6 +24,8 @@ FINAL_METRICS = (
     "test_iwae_nll",
     "test_mi",
     "binding_share",
+    "test_bits_per_dim",
+    "test_iwae_bits_per_dim",
 )
 
 

@@ -19,6 +19,14 @@ from typing import Any
 from .errors import SpecError
 from .validation import suggest, validate_run
 
+
+class Kwargs(dict):  # type: ignore[type-arg]
+    """A plain mapping of JSON values that can be hashed, so configs holding it can key packs."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        return hash(json.dumps(self, sort_keys=True))
+
+
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 #: Short names accepted in `grid:` for the fields swept most often.
@@ -38,19 +46,43 @@ class DatasetSpec:
     """Folder holding the raw IDX files (gzipped or not); None: default places, then download."""
     binarize: str = "none"
     """`none` (grayscale targets), `dynamic` (re-sampled every batch), `static` (sampled once)."""
+    dequantize: str = "none"
+    """`none`, or `uniform`: 8-bit pixels k become (k + u)/256, u ~ U[0, 1), fresh every batch
+    (the test set once); required by, and only allowed with, the `gaussian` likelihood."""
 
 
 @dataclass(frozen=True)
 class ModelSpec:
+    arch: str = "mlp"
+    """`mlp` (dense layers `hidden`, data flattened) or `conv` (conv layers `channels`, kernel 4,
+    stride 2, a dense layer of width `dense`; images keep their C×H×W shape). Ignored when
+    `module` is set."""
     hidden: tuple[int, ...] = (256, 128)
-    """Hidden layer widths of the encoder; the decoder mirrors them."""
+    """Hidden layer widths of the MLP encoder; the decoder mirrors them."""
+    channels: tuple[int, ...] = (32, 32, 64, 64)
+    """Output channels of the conv encoder's layers (each halves H and W); the decoder mirrors
+    them with transposed convolutions (disentanglement_lib's 32-32-64-64)."""
+    dense: int = 256
+    """Width of the conv model's dense layer between the feature maps and μ, log σ²."""
+    latent_maps: int = 0
+    """conv only: 0 for a latent vector of `latent_dim` units from the dense layer; c > 0 for c
+    latent feature maps on the encoder's last H×W grid (as IAF), so latent_dim = c·H·W."""
     latent_dim: int = 16
     """Number of latent dimensions D."""
     activation: str = "relu"
     """Hidden-layer non-linearity."""
     output_bias: str = "default"
     """Decoder output bias at init: `default` (like nn.Linear) or `data_mean` (the logit of each
-    pixel's training-set mean, as Burda et al. 2015)."""
+    pixel's training-set mean, as Burda et al. 2015; MLP with a Bernoulli decoder only)."""
+    likelihood: str = "bernoulli"
+    """p(x|z): `bernoulli` (logits), `logistic` (discretized logistic, 8-bit images),
+    `logistic_mixture` (`mixtures` components), `gaussian` (with `dataset.dequantize: uniform`)."""
+    mixtures: int = 5
+    """Components per pixel of the `logistic_mixture` likelihood."""
+    module: str | None = None
+    """A user's own model class, `package.module:Class` (see README); replaces `arch`."""
+    kwargs: Kwargs = field(default_factory=lambda: Kwargs())
+    """Keyword arguments for the `module` class's constructor."""
 
 
 @dataclass(frozen=True)
@@ -291,11 +323,9 @@ def _section_to_dict(section: Any) -> dict[str, Any]:
     out = {}
     for f in dataclasses.fields(section):
         value = getattr(section, f.name)
-        if isinstance(value, tuple):
-            value = list(value)
-        elif isinstance(value, dict):
-            value = dict(value)
-        out[_yaml_key(f.name)] = value
+        if isinstance(value, dict):
+            value = json.loads(json.dumps(value))  # a plain dict (YAML and JSON friendly)
+        out[_yaml_key(f.name)] = list(value) if isinstance(value, tuple) else value
     return out
 
 
@@ -316,6 +346,14 @@ def _coerce(value: Any, kind: Any, where: str) -> Any:
         return tuple(
             _coerce(v, typing.get_args(kind)[0], f"{where}[{i}]") for i, v in enumerate(value)
         )
+    if kind is Kwargs:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise SpecError(where, f"expected a mapping of keyword arguments, got {value!r}")
+        try:
+            return Kwargs(json.loads(json.dumps(value, allow_nan=False)))
+        except (TypeError, ValueError):
+            msg = f"values must be numbers, strings, lists or maps: {value!r}"
+            raise SpecError(where, msg) from None
     if origin is dict:
         if not isinstance(value, dict):
             raise SpecError(where, f"expected a mapping, got {value!r}")

@@ -47,6 +47,8 @@ METRICS_COLUMNS = (
     "binding_share",
     "test_iwae_nll",
     "test_mi",
+    "test_bits_per_dim",
+    "test_iwae_bits_per_dim",
     "seconds",
 )
 KL_COLUMNS = ("epoch", "dim", "kl")

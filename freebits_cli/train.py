@@ -24,11 +24,12 @@ from . import interrupt, records, storage
 from .data import DATA_SEED, Dataset
 from .metrics import active_units, evaluate, iwae_nll, mutual_information
 from .models import build_model
+from .models.likelihoods import bits_per_dim, likelihood
 from .objective import beta_at, binding_share, free_bits_kl
 from .spec import RunConfig
 from .step import TERMS, PackStep, make_optimizer, set_learning_rate
 
-STREAMS = ("data", "noise", "binarize")
+STREAMS = ("data", "noise", "binarize", "dequantize")
 #: Random numbers drawn per member at once in training (bounds the memory of a block of steps).
 BLOCK_ELEMENTS = 2**20
 
@@ -93,6 +94,7 @@ class PackTrainer:
         self.x_train = torch.from_numpy(data.x_train).to(device)
         self.x_test = torch.from_numpy(data.x_test).to(device)
         self.dynamic = data.binarize == "dynamic"
+        self.dequantize = data.dequantize == "uniform"
         self.n_train = self.x_train.shape[0]
         self.steps_per_epoch = math.ceil(self.n_train / first.train.batch_size)
         self.total_steps = self.steps_per_epoch * first.train.epochs
@@ -111,7 +113,7 @@ class PackTrainer:
         self.model.reset(
             [generator(self.device, stream_seed(x.run.train.seed, "init")) for x in self.members]
         )
-        if m.output_bias == "data_mean":
+        if m.output_bias == "data_mean" and m.likelihood == "bernoulli":
             # Burda et al. 2015: start the decoder at the logit of each pixel's mean intensity.
             mean = self.x_train.mean(0).clamp(1e-3, 1 - 1e-3)
             with torch.no_grad():
@@ -293,6 +295,10 @@ class PackTrainer:
             rows = min(self.n_train, (block_start + block) * size) - block_start * size
             noise = self._draw("noise", rows, latent)  # (K, rows, D)
             coins = self._draw("binarize", rows, pixels, uniform=True) if self.dynamic else None
+            # -- models: uniform dequantisation noise, from each member's own stream ----------
+            jitter = (
+                self._draw("dequantize", rows, pixels, uniform=True) if self.dequantize else None
+            )
             for step in range(block_start, min(steps, block_start + block)):
                 interrupt.check()
                 at = slice((step - block_start) * size, (step - block_start + 1) * size)
@@ -303,6 +309,9 @@ class PackTrainer:
                 if coins is not None:
                     # Dynamic binarisation: a fresh Bernoulli sample of every batch (Burda et al.).
                     x.copy_(coins[:, at] < x)
+                if jitter is not None:
+                    # 8-bit k (stored as k/255) -> (k + u)/256 (Theis et al. 2016), fresh per batch.
+                    x.copy_((torch.round(x * 255) + jitter[:, at]) / 256)
                 step_fn.noise(b).copy_(noise[:, at])
                 step_fn.beta.copy_(betas[step])
                 step_fn.run(b)
@@ -396,6 +405,15 @@ class PackTrainer:
             "test_iwae_nll": iwae,
             "test_mi": mi,
         }
+        if likelihood(self.config.model.likelihood).eight_bit:
+            # Bits per dimension, NLL / (C·H·W · ln 2), from the true KL (the ELBO) and the IWAE.
+            dims = self.model.input_dim
+            values["test_bits_per_dim"] = bits_per_dim(-ev.elbo, dims).tolist()
+            values["test_iwae_bits_per_dim"] = (
+                None
+                if iwae is None
+                else bits_per_dim(torch.tensor(iwae, dtype=torch.float64), dims).tolist()
+            )
         kl_per_dim = ev.kl_per_dim.tolist()
         rows = []
         for i, member in enumerate(self.members):

@@ -6,17 +6,32 @@ import difflib
 import math
 import re
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from .errors import SpecError
 
-if TYPE_CHECKING:
-    from .spec import RunConfig
+
+class RunLike(Protocol):
+    """The sections of a `spec.RunConfig`, named here so this module does not import spec (spec
+    imports this one: no import cycle, not even for type checking)."""
+
+    dataset: Any
+    model: Any
+    train: Any
+    free_bits: Any
+    anneal: Any
+    eval: Any
+
 
 FREE_BITS_MODES = ("batch", "example", "total", "group")
 SCHEDULES = ("none", "linear", "sigmoid", "cyclical")
 BINARIZE = ("none", "dynamic", "static")
 OUTPUT_BIASES = ("default", "data_mean")
+ARCHS = ("mlp", "conv")
+LIKELIHOODS = ("bernoulli", "logistic", "logistic_mixture", "gaussian")
+DEQUANTIZE = ("none", "uniform")
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
+MODULE_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "softplus", "leaky_relu")
 PRECISIONS = ("fp32", "tf32", "bf16")
 LR_SCHEDULES = ("constant", "cosine", "burda")
@@ -45,11 +60,12 @@ def _one_of(value: str, options: tuple[str, ...], where: str) -> None:
     )
 
 
-def validate_run(run: RunConfig) -> None:
+def validate_run(run: RunLike) -> None:
     d, m, t, fb, a, e = run.dataset, run.model, run.train, run.free_bits, run.anneal, run.eval
     if not d.name.endswith(".npz"):
-        _one_of(d.name, ("digits", "mnist", "fashion-mnist"), "dataset.name")
+        _one_of(d.name, DATASETS, "dataset.name")
     _one_of(d.binarize, BINARIZE, "dataset.binarize")
+    _validate_model(d, m)
     _check(
         len(m.hidden) > 0 and all(h > 0 for h in m.hidden),
         "model.hidden",
@@ -116,3 +132,56 @@ def validate_run(run: RunConfig) -> None:
     _check(e.iwae_samples >= 0, "eval.iwae_samples", f"must be >= 0, got {e.iwae_samples}")
     _check(e.iwae_every >= 0, "eval.iwae_every", f"must be >= 0, got {e.iwae_every}")
     _check(e.samples >= 0, "eval.samples", f"must be >= 0, got {e.samples}")
+
+
+def _validate_model(d: Any, m: Any) -> None:
+    """Architecture and likelihood fields, and the pairings of likelihood and data a run refuses
+    (those that need the data's shape or bit depth are checked by `models.check_model`)."""
+    _one_of(m.arch, ARCHS, "model.arch")
+    _one_of(m.likelihood, LIKELIHOODS, "model.likelihood")
+    _one_of(d.dequantize, DEQUANTIZE, "dataset.dequantize")
+    _check(
+        len(m.channels) > 0 and all(c > 0 for c in m.channels),
+        "model.channels",
+        f"needs one or more positive channel counts, got {list(m.channels)}",
+    )
+    _check(m.dense > 0, "model.dense", f"must be > 0, got {m.dense}")
+    _check(m.latent_maps >= 0, "model.latent_maps", f"must be >= 0, got {m.latent_maps}")
+    _check(m.mixtures > 0, "model.mixtures", f"must be > 0, got {m.mixtures}")
+    _check(
+        m.module is None or bool(MODULE_PATTERN.match(m.module)),
+        "model.module",
+        f"{m.module!r} must look like package.module:ClassName",
+    )
+    _check(
+        m.latent_maps == 0 or (m.arch == "conv" and m.module is None),
+        "model.latent_maps",
+        "latent feature maps need model.arch: conv",
+    )
+    if m.likelihood == "gaussian":
+        # A density on 8-bit data is a bound on the discrete likelihood only after uniform
+        # dequantisation with the log 256 offset (Theis et al. 2016; as in Glow).
+        _check(
+            d.dequantize == "uniform",
+            "model.likelihood",
+            "gaussian needs dataset.dequantize: uniform (without it the loss on 8-bit data is "
+            "unbounded below)",
+        )
+    else:
+        _check(
+            d.dequantize == "none",
+            "dataset.dequantize",
+            f"uniform dequantisation goes with the gaussian likelihood, not {m.likelihood}",
+        )
+    if m.likelihood != "bernoulli":
+        _check(
+            d.binarize == "none",
+            "dataset.binarize",
+            f"{d.binarize!r} makes binary data; the {m.likelihood} likelihood models 8-bit pixels",
+        )
+    _check(
+        m.output_bias == "default"
+        or (m.likelihood == "bernoulli" and m.arch == "mlp" and m.module is None),
+        "model.output_bias",
+        "data_mean sets per-pixel logits: only for the MLP with a Bernoulli decoder",
+    )

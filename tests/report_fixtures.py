@@ -110,6 +110,8 @@ def write_run(
                     0.5,
                     iwae if (iwae is not None and e == epochs) else "",
                     "",
+                    "",  # test_bits_per_dim: not an image likelihood
+                    "",  # test_iwae_bits_per_dim
                     e * 0.1,
                 ]
             )

@@ -251,7 +251,7 @@ BAD_SPECS: list[tuple[str, dict[str, Any], str, str]] = [
     ("empty hidden", {"model": {"hidden": []}}, "model.hidden", "positive"),
     ("zero width", {"model": {"hidden": [64, 0]}}, "model.hidden", "positive"),
     ("zero latents", {"model": {"latent_dim": 0}}, "model.latent_dim", "> 0"),
-    ("bad dataset", {"dataset": {"name": "cifar10"}}, "dataset.name", "'cifar10'"),
+    ("bad dataset", {"dataset": {"name": "imagenet"}}, "dataset.name", "'imagenet'"),
     ("bad binarize", {"dataset": {"binarize": "yes"}}, "dataset.binarize", "'yes'"),
     ("section not mapping", {"train": 5}, "train", "mapping"),
     ("beta_start above max", {"anneal": {"beta_start": 2.0}}, "anneal.beta_start", "beta_max"),

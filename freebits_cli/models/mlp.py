@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .likelihoods import bernoulli_mean, bernoulli_nll
+from .likelihoods import Likelihood, likelihood
 
 ACTIVATIONS = {
     "relu": F.relu,
@@ -48,14 +48,22 @@ class PackedLinear(nn.Module):
 
 
 class PackedVAE(nn.Module):
-    """Gaussian encoder q(z|x) = N(μ, diag σ²), N(0, I) prior, Bernoulli decoder p(x|z) (logits)."""
+    """Gaussian encoder q(z|x) = N(μ, diag σ²), N(0, I) prior, decoder p(x|z) of `likelihood`
+    (Bernoulli logits by default)."""
 
     def __init__(
-        self, members: int, input_dim: int, hidden: Sequence[int], latent_dim: int, activation: str
+        self,
+        members: int,
+        input_dim: int,
+        hidden: Sequence[int],
+        latent_dim: int,
+        activation: str,
+        lik: Likelihood | None = None,
     ) -> None:
         super().__init__()
         self.members, self.input_dim, self.latent_dim = members, input_dim, latent_dim
         self.act = ACTIVATIONS[activation]
+        self.likelihood = lik or likelihood("bernoulli")
         widths = [input_dim, *hidden]
         self.encoder = nn.ModuleList(
             PackedLinear(members, a, b) for a, b in itertools.pairwise(widths)
@@ -65,7 +73,7 @@ class PackedVAE(nn.Module):
         self.decoder = nn.ModuleList(
             PackedLinear(members, a, b) for a, b in itertools.pairwise(back)
         )
-        self.to_logits = PackedLinear(members, back[-1], input_dim)
+        self.to_logits = PackedLinear(members, back[-1], self.likelihood.outputs * input_dim)
 
     def layers(self) -> list[PackedLinear]:
         return [*self.encoder, self.to_stats, *self.decoder, self.to_logits]
@@ -83,16 +91,16 @@ class PackedVAE(nn.Module):
         return mu, logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """(K, B, D) -> Bernoulli logits (K, B, P)."""
+        """(K, B, D) -> likelihood parameters (K, B, Q·P) (Bernoulli: logits (K, B, P))."""
         h = z
         for layer in self.decoder:
             h = self.act(layer(h))
         return self.to_logits(h)
 
-    def nll(self, logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """-log p(x|z), summed over pixels: (..., P) -> (...)."""
-        return bernoulli_nll(logits, x)
+    def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """-log p(x|z), summed over pixels: (..., Q·P), (..., P) -> (...)."""
+        return self.likelihood.nll(params, x)
 
-    def mean(self, logits: torch.Tensor) -> torch.Tensor:
+    def mean(self, params: torch.Tensor) -> torch.Tensor:
         """The decoder's mean image in [0, 1]."""
-        return bernoulli_mean(logits)
+        return self.likelihood.mean(params)

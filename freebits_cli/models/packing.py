@@ -1,7 +1,8 @@
 """How a pack runs its members: as one batched model, or member by member. The one place that chooses.
 
-- CUDA: the whole pack as one model (batched matmuls, grouped convolutions, `vmap`): one launch
-  instead of K keeps a GPU busy. Sums run in another order than a lone run's, so packed and alone
+- CUDA: the whole pack as one model — batched matmuls, grouped convolutions with groups = K (what
+  `torch.func.vmap` lowers a batched conv to, PyTorch's BatchRulesConvolution.cpp), `vmap` over a
+  user's module: one launch instead of K keeps a GPU busy. Sums run in another order than a lone run's, so packed and alone
   agree to float rounding, not bit for bit.
 - CPU: member by member (`member_views`). Element-wise kernels take a vector path for most elements
   of a tensor and a scalar path for the last few, and transcendental functions (exp, log1p, tanh)

@@ -34,6 +34,7 @@ __all__ = ["ReportResult", "build_report", "by_setting_rows", "find_run_dirs", "
 FORMATS = ("png", "svg", "pdf")
 METRICS = ("test_elbo", "test_recon", "test_kl", "active_units", "active_share")
 METRICS += ("active_units_kl", "test_iwae_nll", "test_mi", "seconds")
+METRICS += ("test_bits_per_dim", "test_iwae_bits_per_dim")
 STRATEGIES = ("baseline", "annealing only", "free bits only", "both")  # seed text, Exercise 2
 # Student-t 0.975 quantiles for 1..30 degrees of freedom (two-sided 95% CI across seeds).
 T975 = (12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004)
@@ -232,7 +233,8 @@ def build_report(
     `keep_share` is the share of latent units the recommended setting must keep active.
     Raises ResultsError (one line) when the folder is missing, not a folder, or has no readable run.
     """
-    from freebits_cli.report.figures import FigureInput, draw_all
+    from freebits_cli.report.draw import draw_all
+    from freebits_cli.report.figures import FigureInput
 
     results_dir = Path(results_dir).expanduser()
     fmts = parse_formats(formats)

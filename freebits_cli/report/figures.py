@@ -7,12 +7,12 @@ Okabe-Ito palette *and* a line style / marker each, so nothing depends on colour
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from freebits_cli.report.html import LABELS, short_label, varying
+from freebits_cli.report.labels import LABELS, short_label, varying
 
 if TYPE_CHECKING:
     import numpy as np
@@ -36,7 +36,8 @@ CAPTIONS = {
     "elbo": (
         "Test ELBO vs λ",
         "The price of free bits in likelihood: the true, unclamped ELBO "
-        "(β = 1); beside it the importance-weighted NLL when runs computed one.",
+        "(β = 1); beside it the importance-weighted NLL when runs computed one, and bits per "
+        "dimension for 8-bit image likelihoods.",
     ),
     "pareto": (
         "ELBO vs active units",
@@ -220,14 +221,20 @@ def fig_elbo(inp: FigureInput) -> Figure | str:
     if done.empty:
         return "no finished run"
     iwae = "test_iwae_nll_mean" in done and done["test_iwae_nll_mean"].notna().any()
-    fig = Figure(figsize=(13 if iwae else 8, 5), layout="constrained")
-    axes = fig.subplots(1, 1 + iwae, squeeze=False)[0]
+    bits = "test_bits_per_dim_mean" in done and done["test_bits_per_dim_mean"].notna().any()
+    fig = Figure(figsize=(8 + 5 * (iwae + bits), 5), layout="constrained")
+    axes = fig.subplots(1, 1 + iwae + bits, squeeze=False)[0]
     _by_lambda(axes[0], inp, "test_elbo", "test ELBO (nats per example; higher is better)")
     if iwae:
         k = inp.runs["iwae_samples"].dropna()
         k_text = f", k = {int(k.max())}" if len(k) else ""
         _by_lambda(axes[1], inp, "test_iwae_nll", f"IWAE NLL{k_text} (nats; lower is better)")
         axes[1].set_title("importance-weighted NLL (Burda et al. 2015)", fontsize=10)
+    if bits:  # image likelihoods: NLL / (C·H·W · ln 2), the IWAE bound's when there is one
+        both = iwae and done["test_iwae_bits_per_dim_mean"].notna().any()
+        metric = "test_iwae_bits_per_dim" if both else "test_bits_per_dim"
+        _by_lambda(axes[-1], inp, metric, "bits per dimension (lower is better)")
+        axes[-1].set_title(f"{'IWAE' if both else 'ELBO'} bound in bits/dim", fontsize=10)
     title(fig, "Test ELBO vs free-bits λ (mean over seeds, band: 95% CI)", inp)
     return fig
 
@@ -350,42 +357,3 @@ def fig_pareto(inp: FigureInput) -> Figure | str:
     two_legends(ax, ax, colors, handles)
     title(fig, "ELBO vs active units per setting (bars: 95% CI): the Pareto front", inp)
     return fig
-
-
-def draw_all(inp: FigureInput, out: Path, formats: Sequence[str]) -> FigureOutput:
-    """Draw every figure into `out` in each format (plus PNG for the page if only PDF is asked)."""
-    from freebits_cli.report import run_figures as images
-
-    figures: list[tuple[str, Callable[[FigureInput], Figure | str]]] = [
-        ("active_units", fig_active_units),
-        ("elbo", fig_elbo),
-        ("pareto", fig_pareto),
-        ("rate_distortion", images.fig_rate_distortion),
-        ("kl_per_dim", images.fig_kl_per_dim),
-        ("kl_trajectories", images.fig_kl_trajectories),
-        ("curves", images.fig_curves),
-        ("reconstructions", images.fig_reconstructions),
-        ("samples", images.fig_samples),
-    ]
-    inp.context = _context(inp)
-    result = FigureOutput()
-    web = next((f for f in ("png", "svg") if f in formats), "png")  # browsers cannot show PDF
-    fmts = list(dict.fromkeys([*formats, web]))
-    for stem, *_ in figures:  # a figure not drawn this time must not show last time's picture
-        for fmt in ("png", "svg", "pdf"):
-            (out / f"{stem}.{fmt}").unlink(missing_ok=True)
-    for stem, draw in figures:
-        try:
-            fig = draw(inp)
-        except Exception as exc:  # one odd file must not take the whole report down
-            result.warnings.append(f"{stem}: figure not drawn ({type(exc).__name__}: {exc})")
-            continue
-        if isinstance(fig, str):
-            result.skipped.append(f"{stem} ({fig})")
-            continue
-        for fmt in fmts:
-            fig.savefig(out / f"{stem}.{fmt}", dpi=130, facecolor="white")
-            result.files.append(out / f"{stem}.{fmt}")
-        others = [f"{stem}.{f}" for f in fmts if f != web]
-        result.shown.append((f"{stem}.{web}", *CAPTIONS[stem], others))
-    return result

@@ -29,6 +29,7 @@ TEXT_COLS = {"run_id", "free_bits_mode", "anneal", "binarize"}
 NUMERIC_COLS = {"lambda", "seed", "epoch", "step", "beta", "train_loss", "train_recon", "train_kl"}
 NUMERIC_COLS |= {"test_elbo", "test_recon", "test_kl", "active_units", "active_units_kl"}
 NUMERIC_COLS |= {"binding_share", "test_iwae_nll", "test_mi", "seconds", "dim", "kl"}
+NUMERIC_COLS |= {"test_bits_per_dim", "test_iwae_bits_per_dim"}
 
 
 @dataclass
@@ -227,7 +228,14 @@ def _load_run(root: Path, run_dir: Path, runs: Runs) -> tuple[dict[str, Any], bo
     # Final metrics: summary.json for done runs; the last epoch so far for the others.
     for name in ("test_elbo", "test_recon", "test_kl", "active_units", "active_units_kl"):
         row[name] = _num(_pick(s.get(name), last.get(name)))
-    for name in ("test_iwae_nll", "test_mi"):  # only on some epochs: never take a stale one
+    row["test_bits_per_dim"] = _num(
+        _pick(s.get("test_bits_per_dim"), last.get("test_bits_per_dim"))
+    )
+    for name in (
+        "test_iwae_nll",
+        "test_mi",
+        "test_iwae_bits_per_dim",
+    ):  # only on some epochs: never take a stale one
         col = metrics[name].dropna() if metrics is not None and name in metrics else ()
         row[name] = _num(s.get(name)) if summary else _num(col.iloc[-1] if len(col) else None)
     row["active_share"] = row["active_units"] / dim if dim > 0 else math.nan
@@ -282,7 +290,8 @@ def load_runs(root: Path, run_dirs: Sequence[Path]) -> tuple[Runs, int]:
 
 
 def read_samples(run_dir: Path, warn: Callable[[str], None]) -> dict[str, np.ndarray] | None:
-    """samples.npz (originals, reconstructions, prior_samples as [n, P] in [0, 1]; image_shape)."""
+    """samples.npz (originals, reconstructions, prior_samples as [n, P] in [0, 1]; image_shape,
+    (H, W) or (C, H, W))."""
     import numpy as np
 
     path = run_dir / "samples.npz"
@@ -295,9 +304,11 @@ def read_samples(run_dir: Path, warn: Callable[[str], None]) -> dict[str, np.nda
         warn(f"samples.npz is corrupt ({_why(exc)}); ignored")
         return None
     shape = tuple(int(v) for v in np.ravel(data.get("image_shape", [])))
-    pixels = shape[0] * shape[1] if len(shape) == 2 else -1
+    # (H, W) grayscale or (C, H, W) with 1 or 3 channels (colour, e.g. CIFAR-10).
+    image = len(shape) == 2 or (len(shape) == 3 and shape[0] in (1, 3))
+    pixels = int(np.prod(shape)) if image else -1
     arrays = [data[k] for k in ("originals", "reconstructions", "prior_samples") if k in data]
     if not arrays or any(a.ndim != 2 or a.shape[1] != pixels for a in arrays):
-        warn("samples.npz does not hold [n, h*w] images matching image_shape; ignored")
+        warn("samples.npz does not hold [n, c*h*w] images matching image_shape; ignored")
         return None
     return data

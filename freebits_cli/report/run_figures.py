@@ -20,7 +20,7 @@ from freebits_cli.report.figures import (
     title,
     two_legends,
 )
-from freebits_cli.report.html import short_label, varying
+from freebits_cli.report.labels import short_label, varying
 
 if TYPE_CHECKING:
     import numpy as np
@@ -256,8 +256,10 @@ def _image_rows(inp: FigureInput, array: str, with_originals: bool) -> Figure | 
     unit = max(strip.shape[0] for _, strip in rows)  # pixels of one image's height
     gap, width = max(unit // 4, 1), max(strip.shape[1] for _, strip in rows)
     blocks, centres, top = [], [], 0
+    colour = rows[0][1].ndim == 3
     for _, strip in rows:
-        padded = np.zeros((strip.shape[0] + gap, width))
+        # Grayscale is drawn dark-on-white (gray_r: 0 is white); colour as is (1 is white).
+        padded = np.full((strip.shape[0] + gap, width, *strip.shape[2:]), float(colour))
         padded[: strip.shape[0], : strip.shape[1]] = strip
         blocks.append(padded)
         centres.append(top + (strip.shape[0] - 1) / 2)
@@ -268,7 +270,10 @@ def _image_rows(inp: FigureInput, array: str, with_originals: bool) -> Figure | 
     fig = Figure(figsize=size, layout="constrained")
     ax = fig.subplots()
     cmap = colormaps["gray_r"].with_extremes(bad="#8c96a0")
-    ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
+    if colour:  # RGB cannot show NaN: the rules between images become grey
+        ax.imshow(np.where(np.isnan(mosaic), 0.55, mosaic), interpolation="nearest")
+    else:
+        ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks(centres, labels=[label for label, _ in rows], fontsize=10)
     ax.tick_params(length=0)
@@ -278,12 +283,16 @@ def _image_rows(inp: FigureInput, array: str, with_originals: bool) -> Figure | 
 
 
 def _strip(images: np.ndarray, meta: dict[str, np.ndarray], n: int = 10) -> np.ndarray:
-    """Up to n images [P] side by side as one [h, n*(w+1)] array (NaN columns between)."""
+    """Up to n images [P] side by side as one [h, n*(w+1)] array (NaN columns between); colour
+    images (3, h, w) as [h, n*(w+1), 3]."""
     import numpy as np
 
-    h, w = (int(v) for v in np.ravel(meta["image_shape"]))
-    imgs = np.clip(images[:n].reshape(-1, h, w), 0, 1)
-    strip = np.full((h, len(imgs) * (w + 1) - 1), np.nan)
+    shape = [int(v) for v in np.ravel(meta["image_shape"])]
+    h, w = shape[-2:]
+    imgs = np.clip(images[:n].reshape(-1, *shape), 0, 1)
+    if len(shape) == 3:  # (C, H, W) -> (H, W, C) for imshow; one channel is grayscale
+        imgs = imgs.transpose(0, 2, 3, 1) if shape[0] == 3 else imgs[:, 0]
+    strip = np.full((h, len(imgs) * (w + 1) - 1, *imgs.shape[3:]), np.nan)
     for i, img in enumerate(imgs):
         strip[:, i * (w + 1) : i * (w + 1) + w] = img
     return strip
@@ -292,12 +301,12 @@ def _strip(images: np.ndarray, meta: dict[str, np.ndarray], n: int = 10) -> np.n
 def fig_reconstructions(inp: FigureInput) -> Figure | str:
     fig = _image_rows(inp, "reconstructions", with_originals=True)
     if not isinstance(fig, str):
-        title(fig, "Test images and their reconstructions (Bernoulli means), per setting", inp)
+        title(fig, "Test images and their reconstructions (decoder means), per setting", inp)
     return fig
 
 
 def fig_samples(inp: FigureInput) -> Figure | str:
     fig = _image_rows(inp, "prior_samples", with_originals=False)
     if not isinstance(fig, str):
-        title(fig, "Samples from the prior, z ~ N(0, I), decoded (Bernoulli means)", inp)
+        title(fig, "Samples from the prior, z ~ N(0, I), decoded (decoder means)", inp)
     return fig
