@@ -19,7 +19,9 @@ from typing import Any
 
 from . import storage
 from .errors import SpecError
-from .executor import PlannedRun, make_packs, resolve_devices, train_pack
+from .executor import make_packs, resolve_devices
+from .pack_runner import train_pack
+from .runs import PlannedRun
 from .spec import RunConfig, SlurmSpec
 
 try:  # a dependency; still, without it only the cluster executors are unavailable

@@ -18,7 +18,7 @@ from . import cost
 
 if TYPE_CHECKING:
     from .data import Dataset
-    from .executor import PlannedRun
+    from .runs import PlannedRun
     from .spec import DatasetSpec
 
 

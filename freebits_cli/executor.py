@@ -11,45 +11,26 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import locks, resume, storage
 from .errors import ResultsError, SpecError
-from .spec import DatasetSpec, RunConfig, SweepSpec
+from .pack_runner import train_pack
+from .runs import Plan, PlannedRun, dataset
+from .spec import RunConfig, SweepSpec
 from .spec_file import dump_spec
 
 if TYPE_CHECKING:  # torch is imported only when training starts
     from .train import EpochCallback, Outcome
 
+__all__ = ["Plan", "PlannedRun", "dataset", "train_pack"]
+
 MAX_AUTO_PACK = 64
 #: Worker processes on the CPU when --jobs is not given; measured in README ("One box, many GPUs").
 DEFAULT_CPU_JOBS = 1
-
-
-@dataclass(frozen=True)
-class PlannedRun:
-    run: RunConfig
-    folder: Path
-    state: str  # done | failed | interrupted | pending (before this sweep)
-    start_epoch: int = 0
-    checkpoint_device: str | None = None  # device type an interrupted run was checkpointed on
-    pack: tuple[str, ...] = ()  # run ids it trained with, when it resumes from a checkpoint
-    forced: bool = False  # --force: train from scratch whatever the folder holds
-
-
-@dataclass(frozen=True)
-class Plan:
-    sweep_dir: Path
-    runs: tuple[PlannedRun, ...]
-    grid_paths: tuple[str, ...]
-    warnings: tuple[str, ...] = ()  # one line per damaged file found
-
-    @property
-    def todo(self) -> list[PlannedRun]:
-        return [r for r in self.runs if r.state != "done"]
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -189,7 +170,7 @@ def memory_fit(devices: Sequence[str]) -> Callable[[RunConfig], int]:
 
     @cache
     def fits(run: RunConfig) -> int:
-        data = _dataset(run.dataset)
+        data = dataset(run.dataset)
         memory = cost.estimate_memory(run, data.image_shape, len(data.x_train), len(data.x_test))
         count = cost.members_that_fit(memory, free)
         if count < 1:
@@ -237,25 +218,15 @@ def prepare(plan_: Plan, spec: SweepSpec, replace_sweep: bool = False) -> None:
         ) from None
 
 
-@cache
-def _dataset(spec: DatasetSpec) -> Any:
-    from .data import load_dataset
-
-    return load_dataset(spec)
-
-
-dataset = _dataset  # the loaded data set of a spec, cached per process
-
-
 def check_ready(plan_: Plan, devices: Sequence[str]) -> None:
     """Fail before anything is written: load every data set the plan needs, and refuse to resume a
     run on another kind of device than it was checkpointed on (RNG states do not carry over)."""
     for spec in {item.run.dataset for item in plan_.todo}:
-        _dataset(spec)
+        dataset(spec)
     from .models import check_model  # models: a likelihood or module that cannot run on the data
 
     for model, spec in {(item.run.model, item.run.dataset) for item in plan_.todo}:
-        check_model(model, _dataset(spec))
+        check_model(model, dataset(spec))
     kind = devices[0].split(":")[0]
     for item in plan_.todo:
         if item.state == "interrupted" and item.checkpoint_device not in (None, kind):
@@ -263,114 +234,6 @@ def check_ready(plan_: Plan, devices: Sequence[str]) -> None:
                 f"{item.folder}: checkpointed on {item.checkpoint_device}, cannot resume on {kind}; "
                 "resume it there, or re-run with --force"
             )
-
-
-def train_pack(
-    pack: Sequence[PlannedRun],
-    grid_paths: Sequence[str],
-    device: str,
-    on_epoch: EpochCallback | None = None,
-    threads: int = 0,
-) -> list[Outcome]:
-    """Train one pack on `device` (in this process), resuming members from their checkpoints.
-
-    Each run is locked first; a run another process holds is left to it (outcome "busy", its
-    reason the holder), and one found complete under its lock is not trained again."""
-    from .train import Outcome
-
-    held: list[tuple[PlannedRun, locks.RunLock]] = []
-    outcomes: list[Outcome] = []
-    try:
-        for item in pack:
-            lock = locks.try_lock(item.folder)
-            if lock is None:
-                who = locks.holder(item.folder) or "another process"
-                outcomes.append(Outcome(item.run.run_id, "busy", f"trained by {who}"))
-            else:
-                held.append((item, lock))
-        outcomes += _train_held([item for item, _ in held], grid_paths, device, on_epoch, threads)
-    except OSError as exc:
-        where = exc.filename or pack[0].folder
-        raise ResultsError(f"{where}: cannot write ({exc.strerror})") from None
-    finally:
-        for _, lock in held:
-            lock.release()
-    return outcomes
-
-
-def _train_held(
-    pack: Sequence[PlannedRun],
-    grid_paths: Sequence[str],
-    device: str,
-    on_epoch: EpochCallback | None,
-    threads: int,
-) -> list[Outcome]:
-    """Decide again, now that the runs are locked, where each starts; train them by start epoch."""
-    from .train import Outcome
-
-    outcomes: list[Outcome] = []
-    fresh: dict[str, str] = {}
-    for item in pack:
-        state = "pending" if item.forced else storage.run_state(item.folder, item.run)
-        if state == "done":  # finished by another sweep since this one planned
-            summary = storage.read_summary(item.folder)
-            outcomes.append(Outcome(item.run.run_id, "done", "already complete", summary))
-        else:
-            fresh[item.run.run_id] = state
-    todo = [item for item in pack if item.run.run_id in fresh]
-    interrupted = {i.run.run_id: i.folder for i in todo if fresh[i.run.run_id] == "interrupted"}
-    others = [run_id for run_id in fresh if run_id not in interrupted]
-    points = resume.resume_points(interrupted, others, lambda _: None)  # the plan warned
-    groups: dict[int, list[PlannedRun]] = {}
-    for item in todo:
-        start = points.get(item.run.run_id, resume.Point(0)).epoch
-        groups.setdefault(start, []).append(item)
-    for start, members in sorted(groups.items()):
-        outcomes += _train_group(members, start, grid_paths, device, on_epoch, threads)
-    return outcomes
-
-
-def _train_group(
-    pack: Sequence[PlannedRun],
-    start: int,
-    grid_paths: Sequence[str],
-    device: str,
-    on_epoch: EpochCallback | None,
-    threads: int,
-) -> list[Outcome]:
-    import torch
-
-    from .train import Member, PackTrainer
-
-    if threads:
-        torch.set_num_threads(threads)
-    first = pack[0].run
-    # Process-wide switch: set it for every pack so one tf32 pack cannot leak into the next.
-    torch.backends.cuda.matmul.allow_tf32 = first.train.precision == "tf32"
-    data = _dataset(first.dataset)
-    members, states = [], []
-    for item in pack:
-        if start:
-            states.append(resume.restore(item.folder, start))
-        else:
-            storage.reset_run(item.folder)
-        setting = item.run.setting(grid_paths)
-        if not (item.folder / storage.CONFIG).exists():
-            storage.write_json(
-                item.folder / storage.CONFIG,
-                {
-                    "run_id": item.run.run_id,
-                    "sweep": item.folder.parent.parent.name,
-                    "config": item.run.to_dict(),
-                    "setting": setting,
-                    **storage.environment(device),
-                },
-            )
-        members.append(Member(item.run, item.folder, setting))
-    trainer = PackTrainer(members, data, torch.device(device))
-    if start:
-        trainer.resume(states)
-    return trainer.run(on_epoch)
 
 
 PackCallback = Callable[[Sequence["Outcome"]], None]

@@ -22,7 +22,7 @@ from . import interrupt
 from .errors import Interrupted, TrainingError
 
 if TYPE_CHECKING:
-    from .executor import PlannedRun
+    from .runs import PlannedRun
     from .train import Outcome
 
 #: Seconds a worker gets to stop at its next training step before the signal is sent again.
@@ -33,7 +33,7 @@ POLL_S = 0.2
 def _worker(
     device: str, threads: int, parent: int, tasks: Any, results: Any, grid_paths: Sequence[str]
 ) -> None:
-    from .executor import train_pack
+    from .pack_runner import train_pack
 
     interrupt.watch_parent(parent)
     with interrupt.handling_signals():

@@ -21,7 +21,10 @@ def make_step(seed: int = 0) -> PackStep:
     return PackStep(
         model,
         optimizer,
-        lambda kl: (free_bits_kl(kl, lam), binding_share(kl.detach(), lam)),
+        lambda kl, k: (
+            free_bits_kl(kl, lam if k is None else lam[k : k + 1]),
+            binding_share(kl.detach(), lam if k is None else lam[k : k + 1]),
+        ),
         batch_size=16,
         device=torch.device("cpu"),
     )
@@ -72,11 +75,36 @@ def test_partial_batches_use_contiguous_views_of_the_same_buffers() -> None:
 
 
 def test_learning_rate_is_set_in_place_for_a_captured_optimizer() -> None:
+    """A captured graph reads the very lr tensor it was captured with; a float lr is replaced."""
     model = PackedVAE(1, 8, [4], 2, "relu")
-    optimizer = make_optimizer(model.parameters(), 1e-3, 1e-8, torch.device("cpu"), True)
-    lr = optimizer.param_groups[0]["lr"]
-    set_learning_rate(optimizer, 5e-4)
-    assert optimizer.param_groups[0]["lr"] is lr and lr.item() == pytest.approx(5e-4)
+    captured = torch.optim.Adam(model.parameters(), lr=torch.tensor(1e-3), capturable=True)
+    lr = captured.param_groups[0]["lr"]
+    set_learning_rate(captured, 5e-4)
+    assert captured.param_groups[0]["lr"] is lr and lr.item() == pytest.approx(5e-4)
+    plain = make_optimizer(model.parameters(), 1e-3, 1e-8, torch.device("cpu"), False)
+    set_learning_rate(plain, 5e-4)
+    assert plain.param_groups[0]["lr"] == 5e-4
+
+
+def test_member_adam_updates_each_member_as_a_lone_adam() -> None:
+    """Member k of a stacked parameter after MemberAdam steps equals a lone fused Adam's result,
+    for shapes whose size is not a multiple of the SIMD width (where a stacked kernel differs)."""
+    gen = torch.Generator().manual_seed(0)
+    for shape in ((1, 4), (3, 5), (16, 4)):
+        start = torch.randn(3, *shape, generator=gen)
+        grads = [torch.randn(3, *shape, generator=gen) for _ in range(40)]
+        packed = torch.nn.Parameter(start.clone())
+        optimizer = make_optimizer([packed], 1e-2, 1e-8, torch.device("cpu"), False)
+        for g in grads:
+            packed.grad = g.clone()
+            optimizer.step()
+        for k in range(3):
+            alone = torch.nn.Parameter(start[k : k + 1].clone())
+            lone = torch.optim.Adam([alone], lr=1e-2, eps=1e-8, fused=True)
+            for g in grads:
+                alone.grad = g[k : k + 1].clone()
+                lone.step()
+            assert torch.equal(packed.detach()[k : k + 1], alone.detach()), (shape, k)
 
 
 def test_bf16_autocast_trains_close_to_fp32(tmp_path: Path) -> None:

@@ -1,0 +1,122 @@
+"""Train one pack in this process: lock its runs, decide under the locks where each starts (from
+scratch, or from its checkpoints), and run the trainer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from . import locks, resume, storage
+from .errors import ResultsError
+from .runs import PlannedRun, dataset
+
+if TYPE_CHECKING:  # torch is imported only when training starts
+    from .train import EpochCallback, Outcome
+
+
+def train_pack(
+    pack: Sequence[PlannedRun],
+    grid_paths: Sequence[str],
+    device: str,
+    on_epoch: EpochCallback | None = None,
+    threads: int = 0,
+) -> list[Outcome]:
+    """Train one pack on `device` (in this process), resuming members from their checkpoints.
+
+    Each run is locked first; a run another process holds is left to it (outcome "busy", its
+    reason the holder), and one found complete under its lock is not trained again."""
+    from .train import Outcome
+
+    held: list[tuple[PlannedRun, locks.RunLock]] = []
+    outcomes: list[Outcome] = []
+    try:
+        for item in pack:
+            lock = locks.try_lock(item.folder)
+            if lock is None:
+                who = locks.holder(item.folder) or "another process"
+                outcomes.append(Outcome(item.run.run_id, "busy", f"trained by {who}"))
+            else:
+                held.append((item, lock))
+        outcomes += _train_held([item for item, _ in held], grid_paths, device, on_epoch, threads)
+    except OSError as exc:
+        where = exc.filename or pack[0].folder
+        raise ResultsError(f"{where}: cannot write ({exc.strerror})") from None
+    finally:
+        for _, lock in held:
+            lock.release()
+    return outcomes
+
+
+def _train_held(
+    pack: Sequence[PlannedRun],
+    grid_paths: Sequence[str],
+    device: str,
+    on_epoch: EpochCallback | None,
+    threads: int,
+) -> list[Outcome]:
+    """Decide again, now that the runs are locked, where each starts; train them by start epoch."""
+    from .train import Outcome
+
+    outcomes: list[Outcome] = []
+    fresh: dict[str, str] = {}
+    for item in pack:
+        state = "pending" if item.forced else storage.run_state(item.folder, item.run)
+        if state == "done":  # finished by another sweep since this one planned
+            summary = storage.read_summary(item.folder)
+            outcomes.append(Outcome(item.run.run_id, "done", "already complete", summary))
+        else:
+            fresh[item.run.run_id] = state
+    todo = [item for item in pack if item.run.run_id in fresh]
+    interrupted = {i.run.run_id: i.folder for i in todo if fresh[i.run.run_id] == "interrupted"}
+    others = [run_id for run_id in fresh if run_id not in interrupted]
+    points = resume.resume_points(interrupted, others, lambda _: None)  # the plan warned
+    groups: dict[int, list[PlannedRun]] = {}
+    for item in todo:
+        start = points.get(item.run.run_id, resume.Point(0)).epoch
+        groups.setdefault(start, []).append(item)
+    for start, members in sorted(groups.items()):
+        outcomes += _train_group(members, start, grid_paths, device, on_epoch, threads)
+    return outcomes
+
+
+def _train_group(
+    pack: Sequence[PlannedRun],
+    start: int,
+    grid_paths: Sequence[str],
+    device: str,
+    on_epoch: EpochCallback | None,
+    threads: int,
+) -> list[Outcome]:
+    import torch
+
+    from .train import Member, PackTrainer
+
+    if threads:
+        torch.set_num_threads(threads)
+    first = pack[0].run
+    # Process-wide switch: set it for every pack so one tf32 pack cannot leak into the next.
+    torch.backends.cuda.matmul.allow_tf32 = first.train.precision == "tf32"
+    data = dataset(first.dataset)
+    members, states = [], []
+    for item in pack:
+        if start:
+            states.append(resume.restore(item.folder, start))
+        else:
+            storage.reset_run(item.folder)
+        setting = item.run.setting(grid_paths)
+        if not (item.folder / storage.CONFIG).exists():
+            storage.write_json(
+                item.folder / storage.CONFIG,
+                {
+                    "run_id": item.run.run_id,
+                    "sweep": item.folder.parent.parent.name,
+                    "config": item.run.to_dict(),
+                    "setting": setting,
+                    **storage.environment(device),
+                },
+            )
+        members.append(Member(item.run, item.folder, setting))
+    trainer = PackTrainer(members, data, torch.device(device))
+    if start:
+        trainer.resume(states)
+    return trainer.run(on_epoch)

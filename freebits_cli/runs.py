@@ -1,0 +1,41 @@
+"""What a sweep plans to train: each run with its folder and state, and the data sets they share."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from .spec import DatasetSpec, RunConfig
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    run: RunConfig
+    folder: Path
+    state: str  # done | failed | interrupted | pending (before this sweep)
+    start_epoch: int = 0
+    checkpoint_device: str | None = None  # device type an interrupted run was checkpointed on
+    pack: tuple[str, ...] = ()  # run ids it trained with, when it resumes from a checkpoint
+    forced: bool = False  # --force: train from scratch whatever the folder holds
+
+
+@dataclass(frozen=True)
+class Plan:
+    sweep_dir: Path
+    runs: tuple[PlannedRun, ...]
+    grid_paths: tuple[str, ...]
+    warnings: tuple[str, ...] = ()  # one line per damaged file found
+
+    @property
+    def todo(self) -> list[PlannedRun]:
+        return [r for r in self.runs if r.state != "done"]
+
+
+@cache
+def dataset(spec: DatasetSpec) -> Any:
+    """The loaded data set of a spec, cached per process."""
+    from .data import load_dataset
+
+    return load_dataset(spec)
