@@ -39,15 +39,24 @@ class MemberAdam(torch.optim.Adam):
     for most elements and a scalar path for a tensor's last few, which round differently; handing
     it member k's slice (a view) as a tensor of its own gives it exactly the tensor a lone run has.
     The state is torch's own (stacked moments, one step count per parameter), so checkpoints and
-    resume see an ordinary Adam.
+    resume see an ordinary Adam. Gradients come from the members' leaves (`leaves`, see
+    `packing.member_leaves`) where the step trains through them, else from the stacked gradient.
     """
+
+    leaves: dict[torch.Tensor, list[torch.nn.Parameter]] | None = None
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
         for group in self.param_groups:
             params, grads, moments, squares, steps, counts = [], [], [], [], [], []
             for param in group["params"]:
-                if param.grad is None:
+                if self.leaves is not None and param in self.leaves:
+                    member_grads = [leaf.grad for leaf in self.leaves[param]]
+                elif param.grad is not None:
+                    member_grads = list(param.grad.unbind(0))
+                else:
+                    continue
+                if any(g is None for g in member_grads):
                     continue
                 state = self.state[param]
                 if not state:  # as torch.optim.Adam initialises it (fused: a float32 step)
@@ -56,7 +65,7 @@ class MemberAdam(torch.optim.Adam):
                     state["exp_avg_sq"] = torch.zeros_like(param)
                 members = param.shape[0]
                 params += param.unbind(0)
-                grads += param.grad.unbind(0)
+                grads += member_grads
                 moments += state["exp_avg"].unbind(0)
                 squares += state["exp_avg_sq"].unbind(0)
                 # adam() counts each tensor's step itself: one copy per member, then kept once.
@@ -137,6 +146,12 @@ class PackStep:
         self.beta = torch.zeros(k, device=device)
         self.sums = torch.zeros(len(TERMS), k, dtype=torch.float64, device=device)
         self.want_graph = graph and device.type == "cuda"
+        self.leaves: dict[str, list[torch.nn.Parameter]] = {}
+        if not packing.batched(device):
+            self.leaves = packing.member_leaves(model)
+            if isinstance(optimizer, MemberAdam):
+                named = dict(model.named_parameters())
+                optimizer.leaves = {named[n]: ls for n, ls in self.leaves.items()}
         self.graph: torch.cuda.CUDAGraph | None = None
 
     def batch(self, rows: int) -> torch.Tensor:
@@ -176,11 +191,14 @@ class PackStep:
         else:  # member by member: bit-identical to a pack of one (see models.packing)
             parts = [
                 self._losses(view, x[k : k + 1], noise[k : k + 1], k)
-                for k, view in enumerate(packing.member_views(self.model))
+                for k, view in enumerate(packing.member_views(self.model, self.leaves))
             ]
             loss, recon, share = (torch.cat([p[i] for p in parts]) for i in (0, 1, 3))
             kl_sum = torch.cat([p[2].detach().sum((-2, -1)) for p in parts])
         self.optimizer.zero_grad(set_to_none=True)
+        for leaf_list in self.leaves.values():
+            for leaf in leaf_list:
+                leaf.grad = None
         loss.sum().backward()  # members are independent, so one backward serves them all
         self.optimizer.step()
         terms = torch.stack([loss.detach() * rows, recon.detach() * rows, kl_sum, share * rows])

@@ -71,14 +71,26 @@ class MemberView:
         return self.model.mean(params)
 
 
-def member_views(model: nn.Module) -> list[MemberView]:
-    """One view per member, on slices from `unbind` (its backward stacks the members' gradients
-    in one copy per parameter; slicing each member out would write K full-size gradients)."""
-    names, stacked = zip(*model.named_parameters(), strict=True)
-    slices = [p.unbind(0) for p in stacked]
+def member_leaves(model: nn.Module) -> dict[str, list[nn.Parameter]]:
+    """Each member's slice of each stacked parameter as a leaf of its own, sharing its storage.
+
+    Training through these, autograd leaves each member's gradient on its own leaf: no step ever
+    stacks K gradients into one tensor (which `unbind` would, a full copy of the weights per step).
+    An optimizer that updates the stacked parameters in place updates the leaves with them."""
+    return {
+        name: [nn.Parameter(p.detach()[k]) for k in range(p.shape[0])]
+        for name, p in model.named_parameters()
+    }
+
+
+def member_views(
+    model: nn.Module, leaves: dict[str, list[nn.Parameter]] | None = None
+) -> list[MemberView]:
+    """One view per member: on its `leaves` when given (training), else on slices from `unbind`."""
+    if leaves is None:
+        leaves = {n: list(p.unbind(0)) for n, p in model.named_parameters()}
+    members = len(next(iter(leaves.values())))
     return [
-        MemberView(
-            model, {f"model.{n}": s[k].unsqueeze(0) for n, s in zip(names, slices, strict=True)}
-        )
-        for k in range(stacked[0].shape[0])
+        MemberView(model, {f"model.{n}": ls[k].unsqueeze(0) for n, ls in leaves.items()})
+        for k in range(members)
     ]
