@@ -271,6 +271,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if unknown:
         parser.error(f"--skip: unknown {sorted(unknown)} (a, b, c, d, scaling)")
     args.data_dir = args.data_dir or default_data_dir()
+    if find_idx(args.data_dir, STEMS["train"]) is None:
+        parser.error(f"--data-dir {args.data_dir}: no {STEMS['train']}[.gz] (Fashion-MNIST IDX)")
     return args
 
 
