@@ -154,10 +154,11 @@ class EvalSpec:
     """Test reconstructions and prior samples saved per run for the report."""
 
 
-#: Fields that say where a run trains or where its data lives, not what it computes: recorded in
-#: config.json but kept out of the run id, so moving a sweep to another GPU or data folder (or
-#: from `cuda` to `auto`) does not retrain it. Resuming on another device *type* is still refused.
-PLACEMENT_FIELDS = (("train", "device"), ("dataset", "data_dir"))
+#: Fields that say where a run trains, where its data lives or how its step is launched, not what
+#: it computes: recorded in config.json but kept out of the run id, so moving a sweep to another
+#: GPU or data folder (or from `cuda` to `auto`, or graphs off) does not retrain it. Resuming on
+#: another device *type* is still refused.
+PLACEMENT_FIELDS = (("train", "device"), ("dataset", "data_dir"), ("train", "cuda_graph"))
 
 
 @dataclass(frozen=True)
@@ -205,8 +206,13 @@ class RunConfig:
 
 
 def identity_of(config: dict[str, Any]) -> dict[str, Any]:
-    """A run's config mapping (as in config.json) with the placement fields removed."""
-    tree = {k: dict(v) if isinstance(v, dict) else v for k, v in config.items()}
+    """A run's config mapping (as in config.json) with the placement fields removed, and fields
+    added since it was written at their defaults (which reproduce what older versions did), so
+    results folders of older versions keep being recognised."""
+    defaults = RunConfig().to_dict()
+    tree = {
+        k: {**defaults.get(k, {}), **v} if isinstance(v, dict) else v for k, v in config.items()
+    }
     for section, key in PLACEMENT_FIELDS:
         if isinstance(tree.get(section), dict):
             tree[section].pop(key, None)

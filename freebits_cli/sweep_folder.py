@@ -18,7 +18,7 @@ from .errors import SpecError
 from .spec import GRID_ALIASES, RunConfig, SweepSpec
 
 #: Fields that change where or how a run is computed, not its numbers.
-NOT_SHAPING = frozenset({"train.device", "dataset.data_dir"})
+NOT_SHAPING = frozenset({"train.device", "dataset.data_dir", "train.cuda_graph"})
 #: Sections about how jobs are submitted, wherever they live.
 NOT_SHAPING_SECTIONS = ("slurm.",)
 

@@ -106,13 +106,16 @@ def test_runs_written_under_the_old_id_are_adopted_not_retrained(
     spec = build_spec(None, TINY_SPEC)
     first, second = sorted(spec.expand(), key=lambda r: r.run_id)
     # One folder as older versions named it (device hashed in), one trained on another device and
-    # data folder, so only its config.json can tell.
+    # data folder by a version without some of today's fields, so only its config.json can tell.
     (sweep / "runs" / first.run_id).rename(sweep / "runs" / first.legacy_run_id)
     moved = sweep / "runs" / "lam1-none-s0-abcdef"
     (sweep / "runs" / second.run_id).rename(moved)
     config = json.loads((moved / "config.json").read_text())
     config["config"]["train"]["device"] = "cuda:1"
     config["config"]["dataset"]["data_dir"] = "/data/elsewhere"
+    # Written before fields with defaults were added: the defaults are what it computed with.
+    for section, key in (("model", "arch"), ("model", "likelihood"), ("train", "cuda_graph")):
+        del config["config"][section][key]
     (moved / "config.json").write_text(json.dumps(config))
     plan = executor.plan(spec, tmp_path)
     assert [r.state for r in plan.runs] == ["done", "done"]
