@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from freebits_cli import cli, cluster, cost, executor
+from freebits_cli import cluster, cost, executor
 from freebits_cli.cli import app
+from freebits_cli.cli import submit as cli_submit
 from freebits_cli.spec_file import build_spec
 
 runner = CliRunner()
@@ -299,7 +300,7 @@ def test_two_shards_in_two_processes_share_one_folder(reference: Path, tmp_path:
 def test_submitit_local_end_to_end(
     reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cli, "WATCH_INTERVAL_S", 0.2)
+    monkeypatch.setattr(cli_submit, "WATCH_INTERVAL_S", 0.2)
     result = sweep_cli(
         tmp_path, "--lambdas", "0,1", "--epochs", "3", "--executor", "submitit-local"
     )

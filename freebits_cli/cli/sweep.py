@@ -1,0 +1,319 @@
+"""`freebits sweep`: build the spec, plan, train here (with progress) or submit to a cluster."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+from ..errors import SpecError
+from .app import app, console, err_console, guarded, warn
+from .submit import print_estimate, submit
+from .tables import plan_table, print_rows, result_rows
+
+
+def _list_flag(name: str, text: str | None) -> list[Any] | None:
+    import yaml
+
+    if text is None:
+        return None
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise SpecError(name, f"{text!r} has an empty item; use a comma list like 0,0.5,1")
+    try:
+        return [yaml.safe_load(item) for item in items]
+    except yaml.YAMLError:
+        raise SpecError(name, f"cannot parse {text!r}; use a comma list like 0,0.5,1") from None
+
+
+def _overrides(
+    lambdas: str | None,
+    anneal: str | None,
+    seeds: str | None,
+    modes: str | None,
+    singles: dict[str, Any],
+    sets: Sequence[str],
+) -> list[tuple[str, Any]]:
+    from ..spec_file import parse_override
+
+    out: list[tuple[str, Any]] = []
+    for flag, path, text in (
+        ("--lambdas", "grid.lambda", lambdas),
+        ("--anneal", "grid.anneal", anneal),
+        ("--seeds", "grid.seed", seeds),
+        ("--free-bits-mode", "grid.mode", modes),
+    ):
+        values = _list_flag(flag, text)
+        if values is not None:
+            out.append((path, values))
+    out += [(path, value) for path, value in singles.items() if value is not None]
+    out += [parse_override(text) for text in sets]
+    return out
+
+
+@app.command()
+def sweep(
+    spec_file: Path | None = typer.Argument(
+        None, help="YAML sweep spec (default: the built-in sweep on digits)."
+    ),
+    lambdas: str | None = typer.Option(
+        None, "--lambdas", help="Free-bits thresholds λ in nats, e.g. 0,0.1,0.5,1,2."
+    ),
+    anneal: str | None = typer.Option(
+        None, "--anneal", help="KL schedules: none,linear,sigmoid,cyclical."
+    ),
+    seeds: str | None = typer.Option(None, "--seeds", help="Seeds, e.g. 0,1,2."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Training epochs per run."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="digits, mnist, fashion-mnist or FILE.npz."
+    ),
+    data_dir: str | None = typer.Option(None, "--data-dir", help="Folder with the raw IDX files."),
+    latent_dim: int | None = typer.Option(None, "--latent-dim", help="Latent dimensions D."),
+    free_bits_mode: str | None = typer.Option(
+        None, "--free-bits-mode", help="batch, example, total, group (comma list sweeps)."
+    ),
+    device: str | None = typer.Option(
+        None, "--device", help="auto, cpu, cuda, cuda:N or cuda:0,cuda:1."
+    ),
+    jobs: int = typer.Option(
+        0,
+        "--jobs",
+        min=0,
+        help="Packs trained at once, one worker per device slot (0: one per GPU, 1 on the CPU).",
+    ),
+    pack_size: int = typer.Option(
+        0, "--pack-size", min=0, help="Runs per batched model (0: auto)."
+    ),
+    shard: str | None = typer.Option(
+        None, "--shard", help="Train only shard I of N (I/N) of the runs."
+    ),
+    out: Path = typer.Option(Path("results"), "--out", help="Results folder."),
+    name: str | None = typer.Option(None, "--name", help="Sweep name (folder under --out)."),
+    sets: list[str] = typer.Option(
+        [], "--set", help="Override any field: key.path=value (repeatable)."
+    ),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show the runs, train nothing."),
+    force: bool = typer.Option(
+        False,
+        "--force",
+        help="Re-run runs that are already complete; with a changed spec, replace the sweep.",
+    ),
+    max_failures: int = typer.Option(
+        0, "--max-failures", min=0, help="Stop once this many runs have failed (0: never)."
+    ),
+    executor_kind: str = typer.Option(
+        "local", "--executor", help="local, slurm (a job array), or submitit-local."
+    ),
+    no_wait: bool = typer.Option(
+        False, "--no-wait", help="With a cluster executor: submit, print the job ids, exit."
+    ),
+    no_pilot: bool = typer.Option(
+        False, "--no-pilot", help="With --dry-run: no measured pilot step, FLOPs only."
+    ),
+    json_lines: bool = typer.Option(
+        False, "--json", help="Print the results table as JSON lines (other output to stderr)."
+    ),
+) -> None:
+    """Train every run of a sweep not yet complete, then show the results table."""
+
+    def body() -> int:
+        from ..spec_file import build_spec
+
+        singles = {
+            "train.epochs": epochs,
+            "dataset.name": dataset,
+            "dataset.data_dir": data_dir,
+            "model.latent_dim": latent_dim,
+            "train.device": device,
+            "name": name,
+        }
+        overrides = _overrides(lambdas, anneal, seeds, free_bits_mode, singles, sets)
+        spec = build_spec(spec_file, overrides)
+        if executor_kind not in ("local", "slurm", "submitit-local"):
+            raise SpecError(
+                "--executor", f"{executor_kind!r} is not local, slurm or submitit-local"
+            )
+        options = SweepOptions(
+            jobs,
+            pack_size,
+            shard,
+            dry_run,
+            force,
+            executor_kind,
+            no_wait,
+            not no_pilot,
+            json_lines,
+            max_failures,
+        )
+        return _run_sweep(spec, out, options)
+
+    guarded(body)
+
+
+class _TooManyFailures(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    jobs: int
+    pack_size: int
+    shard: str | None
+    dry_run: bool
+    force: bool
+    executor: str
+    no_wait: bool
+    pilot: bool
+    json_lines: bool
+    max_failures: int = 0
+
+
+def _run_sweep(spec: Any, out: Path, o: SweepOptions) -> int:
+    from .. import executor, storage, sweep_folder
+
+    say = err_console if o.json_lines else console
+    sweep_dir = storage.sweep_dir(out, spec.name)
+    replace = False
+    try:
+        sweep_folder.check_unchanged(sweep_dir, spec)
+    except SpecError:
+        if not o.force:
+            raise
+        replace = True  # --force with another spec: this spec replaces the sweep
+    plan = executor.plan(spec, out, force=o.force, shard=o.shard)
+    todo = plan.todo
+    on_cluster = o.executor != "local"
+    submitter = None
+    if on_cluster and not o.dry_run and todo:
+        from ..cluster import LOG_DIR, make_executor
+
+        # Options, submitit and sbatch are checked before anything is written.
+        submitter = make_executor(o.executor, spec.slurm, spec.name, plan.sweep_dir / LOG_DIR)
+    if on_cluster:  # the nodes' memory is not known here: --pack-size (or MAX_AUTO_PACK) bounds it
+        devices = [spec.train.device]
+        jobs = o.jobs or 1
+        packs = executor.make_packs(todo, o.pack_size, jobs)
+    else:
+        devices = executor.resolve_devices(spec.train.device)
+        jobs = o.jobs or executor.default_jobs(devices)
+        packs = executor.make_packs(todo, o.pack_size, jobs, executor.memory_fit(devices))
+    say.print(
+        f"sweep [bold]{spec.name}[/]: {len(plan.runs)} runs, {len(todo)} to train "
+        f"in {len(packs)} pack(s) -> {plan.sweep_dir}",
+        highlight=False,
+    )
+    for warning in plan.warnings:
+        warn(warning)
+    if o.dry_run:
+        say.print(plan_table(plan))
+        print_estimate(say, spec, plan, packs, devices, jobs, o)
+        return 0
+    stopped = False
+    if not todo:
+        say.print("nothing to train: every run is complete (use --force to re-run)")
+    elif on_cluster:
+        executor.check_ready(plan, devices if devices[0] != "auto" else ["cuda"])
+        executor.prepare(plan, spec if replace else sweep_folder.grown(sweep_dir, spec), replace)
+        code = submit(spec, plan, packs, o, submitter)
+        if code is not None:
+            return code
+    else:
+        executor.check_ready(plan, devices)
+        executor.prepare(plan, spec if replace else sweep_folder.grown(sweep_dir, spec), replace)
+        stopped = _train_here(spec, out, plan, jobs, o, say)
+    rows = result_rows(executor.plan(spec, out, shard=o.shard))  # every run, as the files say
+    print_rows(rows, o.json_lines)
+    failed = [r for r in rows if r["state"] == "failed"]
+    for row in failed:
+        err_console.print(f"[red]failed[/] {row['run_id']}: {row['reason']}", highlight=False)
+    return 1 if failed or stopped else 0
+
+
+def _train_here(spec: Any, out: Path, plan: Any, jobs: int, o: SweepOptions, say: Console) -> bool:
+    """Train the plan in this process (and its workers); wait for runs another process holds.
+    Returns True when the sweep stopped early (--max-failures)."""
+    from dataclasses import replace as replaced
+
+    from .. import executor, interrupt, locks
+
+    trained, elsewhere, failures = 0, 0, []
+    with interrupt.handling_signals():
+        while True:
+            try:
+                outcomes = _train_with_progress(
+                    plan, spec.train.device, o.pack_size, jobs, o.max_failures, failures
+                )
+            except _TooManyFailures as exc:
+                err_console.print(f"[red]stopped:[/] {exc}", highlight=False)
+                return True
+            trained += sum(x.state == "failed" or not x.reason for x in outcomes)
+            elsewhere += sum(x.reason == "already complete" for x in outcomes)
+            busy = {
+                x.run_id: x.reason.removeprefix("trained by ")
+                for x in outcomes
+                if x.state == "busy"
+            }
+            if not busy:
+                break
+            say.print(
+                f"{len(busy)} run(s) are being trained by another process "
+                f"({', '.join(sorted(set(busy.values())))}); waiting for them",
+                highlight=False,
+            )
+            locks.wait_until_free([plan.sweep_dir / "runs" / r for r in busy], interrupt.check)
+            # Read the folders again: the other process finished them, or died and left them.
+            again = executor.plan(spec, out, shard=o.shard)
+            plan = replaced(again, runs=tuple(r for r in again.runs if r.run.run_id in busy))
+            elsewhere += len(set(busy) - {r.run.run_id for r in plan.todo})
+            if not plan.todo:
+                break
+    say.print(f"trained {trained} run(s) here; {elsewhere} finished by another process")
+    return False
+
+
+def _train_with_progress(
+    plan: Any, device: str, pack_size: int, jobs: int, max_failures: int, failed: list[str]
+) -> list[Any]:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
+
+    from .. import executor
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        runs_task = progress.add_task("runs done", total=len(plan.todo))
+        epoch_task = progress.add_task("pack epoch", total=None, visible=jobs == 1)
+
+        def on_epoch(run_ids: Sequence[str], epoch: int, epochs: int) -> None:
+            progress.update(
+                epoch_task,
+                completed=epoch,
+                total=epochs,
+                description=f"pack of {len(run_ids)}: epoch",
+            )
+
+        def on_pack(outcomes: Sequence[Any]) -> None:
+            progress.advance(runs_task, sum(o.state != "busy" for o in outcomes))
+            failed.extend(o.run_id for o in outcomes if o.state == "failed")
+            if max_failures and len(failed) >= max_failures:
+                raise _TooManyFailures(
+                    f"{len(failed)} run(s) failed (--max-failures {max_failures}); the runs not "
+                    "yet trained are left for the next run of the same command"
+                )
+
+        return executor.execute(plan, device, pack_size, jobs, on_epoch, on_pack)
