@@ -303,7 +303,11 @@ def read_samples(run_dir: Path, warn: Callable[[str], None]) -> dict[str, np.nda
     except Exception as exc:  # a torn zip raises BadZipFile, EOFError, ValueError, OSError, ...
         warn(f"samples.npz is corrupt ({_why(exc)}); ignored")
         return None
-    shape = tuple(int(v) for v in np.ravel(data.get("image_shape", [])))
+    raw_shape = np.ravel(data.get("image_shape", []))
+    if raw_shape.dtype.kind not in "iu":  # floats, complex, text: not a shape
+        warn("samples.npz has no integer image_shape; ignored")
+        return None
+    shape = tuple(int(v) for v in raw_shape)
     # (H, W) grayscale or (C, H, W) with 1 or 3 channels (colour, e.g. CIFAR-10).
     image = len(shape) == 2 or (len(shape) == 3 and shape[0] in (1, 3))
     pixels = int(np.prod(shape)) if image else -1
