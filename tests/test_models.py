@@ -91,21 +91,27 @@ def test_batched_gpu_path_matches_the_member_loop(
     spec: ModelSpec, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The one-kernel path a GPU takes (grouped conv / vmap), run here on the CPU: the same
-    function as the loop over members, up to float rounding; gradients too."""
+    function as running each member on its own (the CPU's path), up to float rounding; gradients
+    too."""
     model = _model(spec, (28, 28), 3)
     x = torch.rand(3, 5, 784)
     z = torch.randn(3, 5, model.latent_dim)
 
-    def outputs() -> list[torch.Tensor]:
+    def outputs(models: list[Any]) -> list[torch.Tensor]:
         model.zero_grad()
-        mu, logvar = model.encode(x)
-        params = model.decode(z)
-        (mu.sum() + logvar.sum() + model.nll(params, x).sum()).backward()
-        return [mu, logvar, params, *(p.grad.clone() for p in model.parameters())]
+        parts = []
+        for k, m in enumerate(models):
+            part = slice(k, k + 1) if len(models) > 1 else slice(None)
+            mu, logvar = m.encode(x[part])
+            params = m.decode(z[part])
+            (mu.sum() + logvar.sum() + m.nll(params, x[part]).sum()).backward()
+            parts.append((mu, logvar, params))
+        stacked = [torch.cat(t) for t in zip(*parts, strict=True)]
+        return [*stacked, *(p.grad.clone() for p in model.parameters())]
 
-    loop = outputs()
+    loop = outputs(packing.member_views(model))
     monkeypatch.setattr(packing, "batched", lambda device: True)
-    batched = outputs()
+    batched = outputs([model])
     for a, b in zip(loop, batched, strict=True):
         assert a.shape == b.shape
         torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)

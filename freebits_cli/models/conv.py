@@ -22,7 +22,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..errors import SpecError
-from . import packing
 from .likelihoods import Likelihood
 from .mlp import ACTIVATIONS, PackedLinear
 
@@ -71,27 +70,12 @@ class PackedConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         members, batch = x.shape[:2]
-        if not packing.batched(x.device):
-            return torch.stack(
-                [self._conv(x[k], self.weight[k], self.bias[k], 1) for k in range(members)]
-            )
-        # One grouped convolution: member k's channels form group k.
+        # One grouped convolution: member k's channels form group k. (On a CPU members arrive one
+        # at a time, see `packing`, and this is a plain convolution.)
         grouped = x.transpose(0, 1).reshape(batch, -1, *x.shape[-2:])
         weight = self.weight.reshape(-1, *self.weight.shape[2:])
         y = self._conv(grouped, weight, self.bias.reshape(-1), members)
         return y.reshape(batch, members, -1, *y.shape[-2:]).transpose(0, 1)
-
-
-class MemberLinear(PackedLinear):
-    """PackedLinear whose members run one by one on a CPU (one `addmm` each), like the convs, so
-    a member's numbers never depend on how many members share the batched matmul."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if packing.batched(x.device):
-            return super().forward(x)
-        return torch.stack(
-            [torch.addmm(self.bias[k], x[k], self.weight[k]) for k in range(x.shape[0])]
-        )
 
 
 def feature_sizes(height: int, width: int, layers: int) -> list[tuple[int, int]]:
@@ -156,10 +140,10 @@ class PackedConvVAE(nn.Module):
             self.from_z: nn.Module = PackedConv2d(members, latent_maps, last, 1, 1, 0)
             self.dense_layers: list[nn.Module] = [self.to_stats, self.from_z]
         else:
-            self.enc_dense = MemberLinear(members, self.flat, dense)
-            self.to_stats = MemberLinear(members, dense, 2 * latent_dim)
-            self.from_z = MemberLinear(members, latent_dim, dense)
-            self.to_maps = MemberLinear(members, dense, self.flat)
+            self.enc_dense = PackedLinear(members, self.flat, dense)
+            self.to_stats = PackedLinear(members, dense, 2 * latent_dim)
+            self.from_z = PackedLinear(members, latent_dim, dense)
+            self.to_maps = PackedLinear(members, dense, self.flat)
             self.dense_layers = [self.enc_dense, self.to_stats, self.from_z, self.to_maps]
 
     def reset(self, generators: Sequence[torch.Generator]) -> None:
