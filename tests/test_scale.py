@@ -267,8 +267,8 @@ def test_sigterm_stops_every_worker_and_the_sweep_resumes_exactly(
     time.sleep(2)
     assert workers and not [p for p in workers if _alive(p)]
     assert len(list(tmp_path.glob("default/runs/*/summary.json"))) < 2, "stopped too late"
-    again = subprocess.run(command, env=ENV, capture_output=True)
-    assert again.returncode == 0, again.stderr
+    again = sweep_cli(tmp_path, "--lambdas", "0,1", "--epochs", "3")  # resumed in this process
+    assert again.exit_code == 0, again.output
     same_numbers(summaries(reference), summaries(tmp_path / "default"))
 
 
