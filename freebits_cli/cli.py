@@ -259,7 +259,7 @@ def _run_sweep(spec: Any, out: Path, o: SweepOptions) -> int:
         executor.check_ready(plan, devices)
         executor.prepare(plan, spec)
         with interrupt.handling_signals():
-            _train_with_progress(plan, spec.train.device, o.pack_size, jobs, len(todo))
+            _train_with_progress(plan, spec.train.device, o.pack_size, jobs, len(todo), say)
     rows = _result_rows(plan)
     _print_rows(rows, o.json_lines)
     failed = [r for r in rows if r["state"] == "failed"]
@@ -346,7 +346,9 @@ def _watch(plan: Any, sub: Any, say: Console) -> None:
     say.print()
 
 
-def _train_with_progress(plan: Any, device: str, pack_size: int, jobs: int, total: int) -> None:
+def _train_with_progress(
+    plan: Any, device: str, pack_size: int, jobs: int, total: int, say: Console
+) -> None:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -364,7 +366,7 @@ def _train_with_progress(plan: Any, device: str, pack_size: int, jobs: int, tota
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=say, transient=False) as progress:
         runs_task = progress.add_task("runs done", total=total)
         epoch_task = progress.add_task("pack epoch", total=None, visible=jobs == 1)
 

@@ -192,6 +192,13 @@ def test_status_and_sweep_json_and_wide_tables(reference: Path) -> None:
     assert {x["run_id"] for x in lines} == {r["run_id"] for r in rows}
 
 
+def test_sweep_json_keeps_progress_off_stdout(tmp_path: Path) -> None:
+    result = sweep_cli(tmp_path, "--lambdas", "0", "--epochs", "1", "--json")
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.strip().splitlines()  # only the run, as JSON
+    assert json.loads(line)["state"] == "done" and "runs done" in result.stderr
+
+
 def test_version() -> None:
     import torch
 
