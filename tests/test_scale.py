@@ -196,6 +196,13 @@ def test_status_and_sweep_json_and_wide_tables(reference: Path) -> None:
     assert {x["run_id"] for x in lines} == {r["run_id"] for r in rows}
 
 
+def test_sweep_json_keeps_progress_off_stdout(tmp_path: Path) -> None:
+    result = sweep_cli(tmp_path, "--lambdas", "0", "--epochs", "1", "--json")
+    assert result.exit_code == 0, result.output
+    (line,) = result.stdout.strip().splitlines()  # only the run, as JSON
+    assert json.loads(line)["state"] == "done" and "runs done" in result.stderr
+
+
 def test_version() -> None:
     import torch
 
@@ -271,8 +278,8 @@ def test_sigterm_stops_every_worker_and_the_sweep_resumes_exactly(
     time.sleep(2)
     assert workers and not [p for p in workers if _alive(p)]
     assert len(list(tmp_path.glob("default/runs/*/summary.json"))) < 2, "stopped too late"
-    again = subprocess.run(command, env=ENV, capture_output=True)
-    assert again.returncode == 0, again.stderr
+    again = sweep_cli(tmp_path, "--lambdas", "0,1", "--epochs", "3")  # resumed in this process
+    assert again.exit_code == 0, again.output
     same_numbers(summaries(reference), summaries(tmp_path / "default"))
 
 

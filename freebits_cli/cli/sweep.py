@@ -245,7 +245,7 @@ def _train_here(spec: Any, out: Path, plan: Any, jobs: int, o: SweepOptions, say
         while True:
             try:
                 outcomes = _train_with_progress(
-                    plan, spec.train.device, o.pack_size, jobs, o.max_failures, failures
+                    plan, spec.train.device, o.pack_size, jobs, o.max_failures, failures, say
                 )
             except _TooManyFailures as exc:
                 err_console.print(f"[red]stopped:[/] {exc}", highlight=False)
@@ -276,8 +276,15 @@ def _train_here(spec: Any, out: Path, plan: Any, jobs: int, o: SweepOptions, say
 
 
 def _train_with_progress(
-    plan: Any, device: str, pack_size: int, jobs: int, max_failures: int, failed: list[str]
+    plan: Any,
+    device: str,
+    pack_size: int,
+    jobs: int,
+    max_failures: int,
+    failed: list[str],
+    say: Console,
 ) -> list[Any]:
+    """Train with a progress display on `say` (stderr under --json: stdout holds only JSON)."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -295,7 +302,7 @@ def _train_with_progress(
         TextColumn("eta"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=say, transient=False) as progress:
         runs_task = progress.add_task("runs done", total=len(plan.todo))
         epoch_task = progress.add_task("pack epoch", total=None, visible=jobs == 1)
 
