@@ -261,14 +261,17 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def test_sigterm_stops_every_worker_and_the_sweep_resumes_exactly(
-    reference: Path, tmp_path: Path
-) -> None:
-    args = ["--lambdas", "0,1", "--epochs", "3", "--jobs", "2"]
-    command = [sys.executable, "-m", "freebits_cli", "sweep", "--out", str(tmp_path), *TINY, *args]
+def test_sigterm_stops_every_worker_and_the_sweep_resumes_exactly(tmp_path: Path) -> None:
+    # Small batches make epochs long enough that the signal lands mid-sweep on a fast machine too.
+    args = ["--lambdas", "0,1", "--epochs", "5", "--set", "train.batch_size=4"]
+    alone = sweep_cli(tmp_path / "reference", *args, "--jobs", "1")
+    assert alone.exit_code == 0, alone.output
+    out = tmp_path / "stopped"
+    command = [sys.executable, "-m", "freebits_cli", "sweep", "--out", str(out), *TINY, *args]
+    command += ["--jobs", "2"]
     proc = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
-    while time.time() < deadline and not list(tmp_path.glob("default/runs/*/metrics.csv")):
+    while time.time() < deadline and not list(out.glob("default/runs/*/metrics.csv")):
         time.sleep(0.05)
     workers = [p for p in _children(proc.pid) if _alive(p)]
     proc.send_signal(signal.SIGTERM)
@@ -277,10 +280,10 @@ def test_sigterm_stops_every_worker_and_the_sweep_resumes_exactly(
     assert b"SIGTERM" in err and b"Traceback" not in err
     time.sleep(2)
     assert workers and not [p for p in workers if _alive(p)]
-    assert len(list(tmp_path.glob("default/runs/*/summary.json"))) < 2, "stopped too late"
-    again = sweep_cli(tmp_path, "--lambdas", "0,1", "--epochs", "3")  # resumed in this process
+    assert len(list(out.glob("default/runs/*/summary.json"))) < 2, "stopped too late"
+    again = sweep_cli(out, *args)  # resumed in this process
     assert again.exit_code == 0, again.output
-    same_numbers(summaries(reference), summaries(tmp_path / "default"))
+    same_numbers(summaries(tmp_path / "reference" / "default"), summaries(out / "default"))
 
 
 def test_two_shards_in_two_processes_share_one_folder(reference: Path, tmp_path: Path) -> None:
