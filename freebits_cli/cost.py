@@ -45,25 +45,28 @@ def pixels(image_shape: Sequence[int]) -> int:
     return math.prod(image_shape)
 
 
-def count_parameters(model: ModelSpec, image_shape: Sequence[int]) -> int:
+def count_parameters(model: ModelSpec, image_shape: Sequence[int], vocab_size: int = 0) -> int:
     """The real parameter count of one member, from the model built on the meta device."""
     import torch
 
     from .models import build_model
 
     with torch.device("meta"):
-        packed = build_model(model, tuple(image_shape), 1)
+        packed = build_model(model, tuple(image_shape), 1, vocab_size)
     return sum(p.numel() for p in packed.parameters())
 
 
 def estimate_memory(
-    run: RunConfig, image_shape: Sequence[int], n_train: int, n_test: int
+    run: RunConfig, image_shape: Sequence[int], n_train: int, n_test: int, vocab_size: int = 0
 ) -> Memory:
     p, d = pixels(image_shape), run.model.latent_dim
     hidden = sum(run.model.hidden)
-    params = count_parameters(run.model, image_shape)
+    params = count_parameters(run.model, image_shape, vocab_size)
     weights = 16 * params  # weights + grads + Adam m and v, float32
     activations = 4 * (2 * p + 2 * hidden + 3 * d) * run.train.batch_size
+    if vocab_size:  # text: per token, logits and their softmax, LSTM gates and states, embeddings
+        per_token = 3 * vocab_size + 12 * hidden + 4 * run.model.embedding_dim
+        activations = 4 * (p * per_token + 3 * d) * run.train.batch_size
     evaluation = max(
         4 * (2 * p + hidden + 3 * d) * min(n_test, EVAL_CHUNK),
         4 * 4 * IWAE_ELEMENTS if run.eval.iwae_samples else 0,  # logits, targets, log-probs, z
@@ -122,7 +125,9 @@ def pack_flops(run: RunConfig, params: int, members: int, n_train: int, n_test: 
     return members * per_member
 
 
-def pilot_flop_rate(run: RunConfig, image_shape: Sequence[int], members: int, device: str) -> float:
+def pilot_flop_rate(
+    run: RunConfig, image_shape: Sequence[int], members: int, device: str, vocab_size: int = 0
+) -> float:
     """Measured FLOP/s of a few training steps (forward, backward, Adam) of a pack of `members`
     on `device`, with random data: the rate the time estimates divide by."""
     import torch
@@ -131,17 +136,21 @@ def pilot_flop_rate(run: RunConfig, image_shape: Sequence[int], members: int, de
 
     dev = torch.device(device)
     p = pixels(image_shape)
-    model = build_model(run.model, tuple(image_shape), members).to(dev)
+    model = build_model(run.model, tuple(image_shape), members, vocab_size).to(dev)
     gen = torch.Generator(device=dev).manual_seed(0)
     model.reset([gen] * members)
     optimizer = torch.optim.Adam(model.parameters(), lr=run.train.lr)
-    x = torch.rand(members, run.train.batch_size, p, device=dev, generator=gen)
+    shape = (members, run.train.batch_size, p)
+    if vocab_size:  # token ids of full-length sentences (no padding: the dearest batch)
+        x = torch.randint(4, vocab_size, shape, device=dev, generator=gen)
+    else:
+        x = torch.rand(*shape, device=dev, generator=gen)
 
     def step() -> None:
         mu, logvar = model.encode(x)
         z = mu + torch.randn(mu.shape, device=dev, generator=gen) * (0.5 * logvar).exp()
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1 - logvar).sum(-1)
-        loss = (model.nll(model.decode(z), x) + kl).mean(-1).sum()
+        loss = (model.nll(model.decode(z, x), x) + kl).mean(-1).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

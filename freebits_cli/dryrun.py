@@ -59,7 +59,7 @@ def estimate(
         run = pack[0].run
         data = dataset(run.dataset)
         n_train, n_test = len(data.x_train), len(data.x_test)
-        memory = cost.estimate_memory(run, data.image_shape, n_train, n_test)
+        memory = cost.estimate_memory(run, data.image_shape, n_train, n_test, data.vocab_size)
         remaining = run.train.epochs - pack[0].start_epoch
         full = cost.pack_flops(run, memory.parameters, len(pack), n_train, n_test)
         flops = full * remaining / max(1, run.train.epochs)
@@ -67,7 +67,9 @@ def estimate(
         if pilot_device is not None:
             key = (run.model, run.train.batch_size, len(pack), data.image_shape)
             if key not in rates:
-                rates[key] = cost.pilot_flop_rate(run, data.image_shape, len(pack), pilot_device)
+                rates[key] = cost.pilot_flop_rate(
+                    run, data.image_shape, len(pack), pilot_device, data.vocab_size
+                )
             seconds = flops / rates[key]
         out.append(
             PackEstimate(

@@ -171,7 +171,9 @@ def memory_fit(devices: Sequence[str]) -> Callable[[RunConfig], int]:
     @cache
     def fits(run: RunConfig) -> int:
         data = dataset(run.dataset)
-        memory = cost.estimate_memory(run, data.image_shape, len(data.x_train), len(data.x_test))
+        memory = cost.estimate_memory(
+            run, data.image_shape, len(data.x_train), len(data.x_test), data.vocab_size
+        )
         count = cost.members_that_fit(memory, free)
         if count < 1:
             raise SpecError(

@@ -1,6 +1,6 @@
 """Held-out measurements of a pack: ELBO, KL per dimension, active units, IWAE NLL, mutual information.
 
-All values are in nats per example. Every function takes the whole pack and returns one value per
+All values are in nats per example (text: per sentence). Every function takes the whole pack and returns one value per
 member (leading K axis): on a GPU computed for the pack at once, on a CPU member by member (see
 `models.packing`). Randomness comes from per-member generators, so a member's numbers do not depend
 on its pack.
@@ -68,11 +68,11 @@ def _evaluate(
     recon_sum = torch.zeros(model.members, device=x.device, dtype=torch.float64)
     kl_sum = torch.zeros(model.members, model.latent_dim, device=x.device, dtype=torch.float64)
     means = []
-    for chunk in x.split(EVAL_CHUNK):
-        xs = chunk.expand(model.members, *chunk.shape)  # (K, n, P)
+    for chunk in x.split(_eval_chunk(model)):
+        xs = trim(chunk).expand(model.members, -1, -1)  # (K, n, P)
         mu, logvar = model.encode(xs)
         z = mu + draw_noise(mu.shape[1:], generators, x.device) * (0.5 * logvar).exp()
-        recon_sum += model.nll(model.decode(z), xs).double().sum(-1)
+        recon_sum += model.nll(model.decode(z, xs), xs).double().sum(-1)
         kl_sum += gaussian_kl_per_dim(mu, logvar).double().sum(-2)
         means.append(mu)
     n = x.shape[0]
@@ -94,12 +94,43 @@ def active_units(variance: torch.Tensor, threshold: float) -> torch.Tensor:
 MEMBER_BUDGET = 64 * 2**20
 
 
+#: Text decodes hold logits over the vocabulary for every token: a larger budget per member keeps
+#: their chunks from shrinking to a few sentences.
+TEXT_MEMBER_BUDGET = 8 * MEMBER_BUDGET
+
+
 def _floats_per_sample(model: PackedVAE) -> int:
     """float32 values one decoded (sample, example) pair holds at once, per member: the noise and
-    z, the decoder's activations (`hidden_units` where a model states them), its output and the
-    element-wise log-likelihood."""
+    z, the decoder's activations (`hidden_units` where a model states them, `floats_per_example`
+    for a text model), its output and the element-wise log-likelihood."""
+    decoded = getattr(model, "floats_per_example", None)
+    if decoded:
+        return 3 * model.latent_dim + decoded
     hidden = getattr(model, "hidden_units", 2 * model.input_dim)
     return 3 * model.latent_dim + hidden + 3 * model.input_dim
+
+
+def _budget(model: Any, budget: int) -> int:
+    """The IWAE budget of a model: text models get `TEXT_MEMBER_BUDGET / MEMBER_BUDGET` times it."""
+    if getattr(model, "floats_per_example", None):
+        return budget * (TEXT_MEMBER_BUDGET // MEMBER_BUDGET)
+    return budget
+
+
+def _eval_chunk(model: Any) -> int:
+    """Examples per evaluation chunk: `EVAL_CHUNK` images; text as many as `TEXT_MEMBER_BUDGET`
+    holds."""
+    if not getattr(model, "floats_per_example", None):
+        return EVAL_CHUNK
+    return max(1, min(EVAL_CHUNK, TEXT_MEMBER_BUDGET // (4 * _floats_per_sample(model))))
+
+
+def trim(x: torch.Tensor) -> torch.Tensor:
+    """Token sequences (n, T) cut after the longest one's last real token (no metric reads
+    padding); images unchanged."""
+    if x.is_floating_point():
+        return x
+    return x[:, : max(1, int((x != 0).sum(-1).max()))]
 
 
 @torch.no_grad()
@@ -124,11 +155,12 @@ def _iwae(
     model: Any, x: torch.Tensor, samples: int, generators: Sequence[torch.Generator], budget: int
 ) -> torch.Tensor:
     members = model.members
-    per_chunk = max(1, budget // (4 * _floats_per_sample(model)))  # (sample, example) pairs
+    per_chunk = max(1, _budget(model, budget) // (4 * _floats_per_sample(model)))  # pairs
     sample_chunk = min(samples, per_chunk)
     example_chunk = max(1, per_chunk // sample_chunk)
     total = torch.zeros(members, dtype=torch.float64, device=x.device)
     for chunk in x.split(example_chunk):
+        chunk = trim(chunk)
         n = chunk.shape[0]
         mu, logvar = model.encode(chunk.expand(members, *chunk.shape))  # (K, n, D)
         std = (0.5 * logvar).exp().unsqueeze(1)
@@ -137,8 +169,14 @@ def _iwae(
             s = min(sample_chunk, samples - start)
             eps = draw_noise((s, n, model.latent_dim), generators, x.device)  # (K, s, n, D)
             z = mu.unsqueeze(1) + eps * std
-            params = model.decode(z.reshape(members, s * n, -1)).reshape(members, s, n, -1)
-            log_px_z = -model.nll(params, chunk.expand(members, s, n, -1))  # no copy of x
+            if chunk.is_floating_point():
+                params = model.decode(z.reshape(members, s * n, -1))
+                params = params.reshape(members, s, n, -1)
+                log_px_z = -model.nll(params, chunk.expand(members, s, n, -1))  # no copy of x
+            else:  # an autoregressive decoder reads the sentence: one copy per sample
+                xs = chunk.expand(members, s, n, -1).reshape(members, s * n, -1)
+                params = model.decode(z.reshape(members, s * n, -1), xs)
+                log_px_z = -model.nll(params, xs).reshape(members, s, n)
             # log p(z) - log q(z|x) with z - μ = σ·ε: the Gaussian terms in closed form.
             log_pz_qz = 0.5 * (eps.pow(2) - z.pow(2) + logvar.unsqueeze(1)).sum(-1)
             log_w = (log_px_z + log_pz_qz).double()  # (K, s, n)

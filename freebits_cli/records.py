@@ -26,6 +26,8 @@ FINAL_METRICS = (
     "binding_share",
     "test_bits_per_dim",
     "test_iwae_bits_per_dim",
+    "test_ppl",
+    "test_elbo_ppl",
 )
 
 

@@ -41,24 +41,65 @@ GRID_ALIASES = {
 @dataclass(frozen=True)
 class DatasetSpec:
     name: str = "digits"
-    """`digits` (bundled), `mnist`, `fashion-mnist`, or a path to a `.npz` with x_train/x_test."""
+    """`digits` (bundled), `mnist`, `fashion-mnist`, `cifar10`, a path to a `.npz` with
+    x_train/x_test, or `text` (a sentence corpus: `data_dir` or `train`/`valid`/`test`)."""
     data_dir: str | None = None
-    """Folder holding the raw IDX files (gzipped or not); None: default places, then download."""
+    """Folder holding the raw IDX files (gzipped or not), CIFAR-10's batches, or a text corpus's
+    train.txt/valid.txt/test.txt; None: default places, then download (images)."""
     binarize: str = "none"
     """`none` (grayscale targets), `dynamic` (re-sampled every batch), `static` (sampled once)."""
     dequantize: str = "none"
     """`none`, or `uniform`: 8-bit pixels k become (k + u)/256, u ~ U[0, 1), fresh every batch
     (the test set once); required by, and only allowed with, the `gaussian` likelihood."""
+    train_size: int | None = None
+    """Train on a seeded random subset of this many training examples (the same for every run);
+    None: all of them."""
+    test_size: int | None = None
+    """Evaluate on a seeded random subset of this many test examples; None: all of them."""
+    train: str | None = None
+    """text: the training file (one whitespace-tokenised sentence per line); None: `data_dir`'s
+    train.txt or ptb.train.txt."""
+    valid: str | None = None
+    """text: the validation file; None: `data_dir`'s valid.txt or ptb.valid.txt."""
+    test: str | None = None
+    """text: the test file; None: `data_dir`'s test.txt or ptb.test.txt."""
+    strip_label: bool = False
+    """text: drop each line's `label<TAB>` prefix (the Yelp and Yahoo files of He et al. 2019)."""
+    max_vocab: int | None = None
+    """text: at most this many tokens in the vocabulary, `<pad> <s> </s> <unk>` included, the most
+    frequent training tokens kept; None: every training token (as the papers do)."""
+    min_count: int = 1
+    """text: tokens seen fewer times in the training file become `<unk>`."""
+    max_length: int | None = None
+    """text: longest sentence in words (`</s>` not counted); longer ones are dropped or cut
+    (`long_sentences`), and loading says how many. None: keep every sentence."""
+    long_sentences: str = "drop"
+    """text: `drop` sentences longer than `max_length`, or `cut` them to `max_length` words."""
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     arch: str = "mlp"
-    """`mlp` (dense layers `hidden`, data flattened) or `conv` (conv layers `channels`, kernel 4,
-    stride 2, a dense layer of width `dense`; images keep their C×H×W shape). Ignored when
-    `module` is set."""
+    """`mlp` (dense layers `hidden`, data flattened), `conv` (conv layers `channels`, kernel 4,
+    stride 2, a dense layer of width `dense`; images keep their C×H×W shape) or `lstm` (text:
+    LSTM encoder and autoregressive LSTM decoder). On text the default `mlp` stands for `lstm`.
+    Ignored when `module` is set."""
     hidden: tuple[int, ...] = (256, 128)
-    """Hidden layer widths of the MLP encoder; the decoder mirrors them."""
+    """Hidden layer widths of the MLP encoder (the decoder mirrors them); lstm: one LSTM layer of
+    H units per entry, in the encoder and in the decoder. On text the default stands for [256]
+    (Li et al. 2019's PTB size; He et al. 2019 use [1024])."""
+    embedding_dim: int = 256
+    """lstm: width of the word embeddings (encoder and decoder each have their own)."""
+    dropout: float = 0.0
+    """lstm: dropout on the decoder's input embeddings and on its LSTM outputs (He et al. 2019:
+    0.5)."""
+    word_dropout: float = 0.0
+    """lstm: share of decoder input words replaced by `<unk>` while training (Bowman et al. 2016;
+    Texar's PTB VAE keeps 0.5 of them)."""
+    z_to: tuple[str, ...] = ("input", "state")
+    """lstm: where z enters the decoder: `input` (concatenated to every input embedding), `state`
+    (initial cell c₀ = W z, h₀ = tanh c₀), both (He et al. 2019), or neither ([]: a language model
+    that ignores z, the baseline of the papers)."""
     channels: tuple[int, ...] = (32, 32, 64, 64)
     """Output channels of the conv encoder's layers (each halves H and W); the decoder mirrors
     them with transposed convolutions (disentanglement_lib's 32-32-64-64)."""
@@ -76,7 +117,9 @@ class ModelSpec:
     pixel's training-set mean, as Burda et al. 2015; MLP with a Bernoulli decoder only)."""
     likelihood: str = "bernoulli"
     """p(x|z): `bernoulli` (logits), `logistic` (discretized logistic, 8-bit images),
-    `logistic_mixture` (`mixtures` components), `gaussian` (with `dataset.dequantize: uniform`)."""
+    `logistic_mixture` (`mixtures` components), `gaussian` (with `dataset.dequantize: uniform`),
+    `categorical` (text: a softmax over the vocabulary per token; on text the default `bernoulli`
+    stands for it)."""
     mixtures: int = 5
     """Components per pixel of the `logistic_mixture` likelihood."""
     module: str | None = None
@@ -92,7 +135,14 @@ class TrainSpec:
     batch_size: int = 128
     """Examples per optimisation step."""
     lr: float = 1e-3
-    """Adam learning rate."""
+    """Learning rate."""
+    optimizer: str = "adam"
+    """`adam` (fused; Kingma & Ba 2015) or `sgd` (with `momentum`; He et al. 2019: lr 1.0)."""
+    momentum: float = 0.0
+    """Momentum of `sgd`."""
+    grad_clip: float = 0.0
+    """Clip each run's own gradient to this L2 norm before each update (He et al. 2019: 5.0);
+    0: no clipping. Per run, never over the pack."""
     adam_eps: float = 1e-8
     """Adam's ε (Burda et al. 2015 used 1e-4)."""
     lr_schedule: str = "constant"
@@ -159,6 +209,13 @@ class EvalSpec:
 #: GPU or data folder (or from `cuda` to `auto`, or graphs off) does not retrain it. Resuming on
 #: another device *type* is still refused.
 PLACEMENT_FIELDS = (("train", "device"), ("dataset", "data_dir"), ("train", "cuda_graph"))
+#: What stands for the image defaults on text (`dataset.name: text`), so `--dataset text` alone
+#: trains the text model: field -> (image default, text value).
+TEXT_DEFAULTS = {
+    "arch": ("mlp", "lstm"),
+    "likelihood": ("bernoulli", "categorical"),
+    "hidden": ((256, 128), (256,)),
+}
 
 
 @dataclass(frozen=True)
@@ -215,6 +272,8 @@ def identity_of(config: dict[str, Any]) -> dict[str, Any]:
     }
     for section, key in PLACEMENT_FIELDS:
         if isinstance(tree.get(section), dict):
+            if (section, key) == ("dataset", "data_dir") and tree[section].get("name") == "text":
+                continue  # "text" names no corpus: the folder it is read from does
             tree[section].pop(key, None)
     return tree
 
@@ -417,9 +476,21 @@ def _parse_run(tree: dict[str, Any], where: str = "") -> RunConfig:
     sections = {f.name: f for f in dataclasses.fields(RunConfig)}
     hints = typing.get_type_hints(RunConfig)
     kwargs = {name: _parse_section(hints[name], tree.get(name), name) for name in sections}
-    run = RunConfig(**kwargs)
+    run = with_text_defaults(RunConfig(**kwargs))
     validate_run(run)
     return run
+
+
+def with_text_defaults(run: RunConfig) -> RunConfig:
+    """On text, the model fields still at their image defaults take the text model's values."""
+    if run.dataset.name != "text":
+        return run
+    changes = {
+        name: text
+        for name, (image, text) in TEXT_DEFAULTS.items()
+        if getattr(run.model, name) == image
+    }
+    return dataclasses.replace(run, model=dataclasses.replace(run.model, **changes))
 
 
 def parse_spec(raw: Any, source: str = "spec") -> SweepSpec:

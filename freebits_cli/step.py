@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 from torch.optim.adam import adam
+from torch.optim.sgd import sgd
 
 from .models import packing
 from .objective import gaussian_kl_per_dim
@@ -92,16 +93,69 @@ class MemberAdam(torch.optim.Adam):
                 count.copy_(updated)
 
 
+class MemberSGD(torch.optim.SGD):
+    """torch's SGD (with momentum) over stacked parameters, each member's slice updated as its own
+    tensor, for the reason `MemberAdam` gives. Momentum buffers start at zero, which with no
+    dampening gives torch's first step (buffer = gradient) exactly."""
+
+    leaves: dict[torch.Tensor, list[torch.nn.Parameter]] | None = None
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:  # type: ignore[override]
+        for group in self.param_groups:
+            params, grads, buffers = [], [], []
+            for param in group["params"]:
+                if self.leaves is not None and param in self.leaves:
+                    member_grads = [leaf.grad for leaf in self.leaves[param]]
+                elif param.grad is not None:
+                    member_grads = list(param.grad.unbind(0))
+                else:
+                    continue
+                if any(g is None for g in member_grads):
+                    continue
+                params += param.unbind(0)
+                grads += member_grads
+                if group["momentum"]:
+                    state = self.state[param]
+                    if not state:
+                        state["momentum_buffer"] = torch.zeros_like(param)
+                    buffers += state["momentum_buffer"].unbind(0)
+                else:
+                    buffers += [None] * param.shape[0]
+            sgd(
+                params,
+                grads,
+                buffers,
+                weight_decay=0.0,
+                momentum=group["momentum"],
+                lr=group["lr"],
+                dampening=0.0,
+                nesterov=False,
+                maximize=False,
+                foreach=False,
+            )
+
+
 def make_optimizer(
-    params: Any, lr: float, eps: float, device: torch.device, capturable: bool
-) -> torch.optim.Adam:
-    """Adam over the stacked parameters with the fused kernel (one kernel for all parameters).
+    params: Any,
+    lr: float,
+    eps: float,
+    device: torch.device,
+    capturable: bool,
+    kind: str = "adam",
+    momentum: float = 0.0,
+) -> torch.optim.Optimizer:
+    """Adam (fused: one kernel for all parameters) or SGD over the stacked parameters.
 
     Where a pack runs as one batched model (CUDA) the whole stacked tensors go to the kernel, and
-    `capturable` keeps the step count and learning rate on the device so a CUDA graph can replay
-    the update. Where it runs member by member (CPU), `MemberAdam` keeps a member's update
-    bit-identical to a lone run's.
+    `capturable` keeps Adam's step count and learning rate on the device so a CUDA graph can
+    replay the update. Where it runs member by member (CPU), `MemberAdam` / `MemberSGD` keep a
+    member's update bit-identical to a lone run's.
     """
+    if kind == "sgd":
+        if not packing.batched(device):
+            return MemberSGD(params, lr=lr, momentum=momentum)
+        return torch.optim.SGD(params, lr=lr, momentum=momentum)
     if not packing.batched(device):
         return MemberAdam(params, lr=lr, eps=eps, fused=True)
     if capturable:
@@ -119,12 +173,15 @@ def set_learning_rate(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 class PackStep:
-    """The training step of a pack over static buffers: a batch (K, b, P), noise (K, b, D), β (K,).
+    """The training step of a pack over static buffers: a batch (K, b, P), noise (K, b, D), β (K,),
+    and for models that declare a `noise_width` W (text dropout) uniform numbers (K, b, P, W).
 
-    Fill `batch(b)`, `noise(b)` and `beta`, call `run(b)`; per-member sums over the epoch of
-    recon + β·free-bits KL, recon, the true KL and the binding share (each summed over examples)
-    accumulate in `sums` (4, K), float64. A partial batch (b < B) uses the front of the same
-    storage, contiguous, so batches are gathered in place whatever their size.
+    Fill `batch(b)`, `noise(b)`, `masks(b)` and `beta`, call `run(b, lengths)`; per-member sums
+    over the epoch of recon + β·free-bits KL, recon, the true KL and the binding share (each summed
+    over examples) accumulate in `sums` (4, K), float64. A partial batch (b < B) uses the front of
+    the same storage, contiguous, so batches are gathered in place whatever their size. Token
+    sequences (P = T) are read up to each member's `lengths[k]` tokens (its batch's longest
+    sentence): past that a batch holds only padding, which no loss sees.
     """
 
     def __init__(
@@ -136,23 +193,30 @@ class PackStep:
         device: torch.device,
         precision: str = "fp32",
         graph: bool = False,
+        dtype: torch.dtype = torch.float32,
+        grad_clip: float = 0.0,
     ) -> None:
         k, pixels, latent = model.members, model.input_dim, model.latent_dim
         self.model, self.optimizer, self.free_bits = model, optimizer, free_bits
         self.batch_size, self.device, self.precision = batch_size, device, precision
         self.members, self.pixels, self.latent = k, pixels, latent
-        self._x = torch.zeros(k * batch_size * pixels, device=device)
+        self.width, self.grad_clip = getattr(model, "noise_width", 0), grad_clip
+        self._x = torch.zeros(k * batch_size * pixels, dtype=dtype, device=device)
         self._noise = torch.zeros(k * batch_size * latent, device=device)
+        self._masks = torch.zeros(k * batch_size * pixels * self.width, device=device)
         self.beta = torch.zeros(k, device=device)
         self.sums = torch.zeros(len(TERMS), k, dtype=torch.float64, device=device)
         self.want_graph = graph and device.type == "cuda"
         self.leaves: dict[str, list[torch.nn.Parameter]] = {}
         if not packing.batched(device):
             self.leaves = packing.member_leaves(model)
-            if isinstance(optimizer, MemberAdam):
+            if isinstance(optimizer, MemberAdam | MemberSGD):
                 named = dict(model.named_parameters())
                 optimizer.leaves = {named[n]: ls for n, ls in self.leaves.items()}
-        self.graph: torch.cuda.CUDAGraph | None = None
+        #: One CUDA graph per step shape (a full batch, and for text each batch length), sharing
+        #: one memory pool.
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self._pool: Any = None
 
     def batch(self, rows: int) -> torch.Tensor:
         """The batch buffer for a step of `rows` examples per member: (K, rows, P), contiguous."""
@@ -162,20 +226,32 @@ class PackStep:
         """The reparameterisation-noise buffer: (K, rows, D), contiguous."""
         return self._noise[: self.members * rows * self.latent].view(self.members, rows, -1)
 
+    def masks(self, rows: int) -> torch.Tensor | None:
+        """The dropout buffer of uniform numbers: (K, rows, P, W), or None (no dropout)."""
+        if not self.width:
+            return None
+        size = self.members * rows * self.pixels * self.width
+        return self._masks[:size].view(self.members, rows, self.pixels, self.width)
+
     def _autocast(self) -> AbstractContextManager[Any]:
         if self.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
     def _losses(
-        self, model: Any, x: torch.Tensor, noise: torch.Tensor, member: int | None
+        self,
+        model: Any,
+        x: torch.Tensor,
+        noise: torch.Tensor,
+        masks: torch.Tensor | None,
+        member: int | None,
     ) -> tuple[torch.Tensor, ...]:
         """Loss, recon, KL and binding share of a pack (member None) or of one member view."""
         with self._autocast():
             mu, logvar = model.encode(x)
             # Reparameterisation (Kingma & Welling 2014): z = μ + σ·ε.
             z = mu + noise * (0.5 * logvar).exp()
-            params = model.decode(z)
+            params = model.decode(z, x, masks)
         mu, logvar, params = mu.float(), logvar.float(), params.float()
         recon = model.nll(params, x).mean(-1)  # (k,)
         kl = gaussian_kl_per_dim(mu, logvar)  # (k, b, D)
@@ -183,16 +259,20 @@ class PackStep:
         beta = self.beta if member is None else self.beta[member : member + 1]
         return recon + beta * fb, recon, kl, share
 
-    def _step(self, rows: int) -> None:
-        x, noise = self.batch(rows), self.noise(rows)
+    def _step(self, rows: int, lengths: tuple[int, ...] | None = None) -> None:
+        x, noise, masks = self.batch(rows), self.noise(rows), self.masks(rows)
         if packing.batched(self.device):
-            loss, recon, kl, share = self._losses(self.model, x, noise, None)
+            if lengths is not None:  # the pack's longest: shorter sentences end in padding
+                x, masks = _first_tokens(x, masks, max(lengths))
+            loss, recon, kl, share = self._losses(self.model, x, noise, masks, None)
             kl_sum = kl.detach().sum((-2, -1))
         else:  # member by member: bit-identical to a pack of one (see models.packing)
-            parts = [
-                self._losses(view, x[k : k + 1], noise[k : k + 1], k)
-                for k, view in enumerate(packing.member_views(self.model, self.leaves))
-            ]
+            parts = []
+            for k, view in enumerate(packing.member_views(self.model, self.leaves)):
+                xk, mk = x[k : k + 1], None if masks is None else masks[k : k + 1]
+                if lengths is not None:
+                    xk, mk = _first_tokens(xk, mk, lengths[k])
+                parts.append(self._losses(view, xk, noise[k : k + 1], mk, k))
             loss, recon, share = (torch.cat([p[i] for p in parts]) for i in (0, 1, 3))
             kl_sum = torch.cat([p[2].detach().sum((-2, -1)) for p in parts])
         self.optimizer.zero_grad(set_to_none=True)
@@ -200,27 +280,45 @@ class PackStep:
             for leaf in leaf_list:
                 leaf.grad = None
         loss.sum().backward()  # members are independent, so one backward serves them all
+        if self.grad_clip:
+            self._clip()
         self.optimizer.step()
         terms = torch.stack([loss.detach() * rows, recon.detach() * rows, kl_sum, share * rows])
         self.sums += terms.double()
 
-    def run(self, rows: int) -> None:
-        """One step on the first `rows` examples of the buffers."""
-        if rows != self.batch_size or not self.want_graph:
-            self._step(rows)
+    def _clip(self) -> None:
+        """Scale each member's gradient to L2 norm ≤ `grad_clip`, its own norm, never the pack's
+        (Pascanu et al. 2013; torch's clip_grad_norm_ per member)."""
+        if self.leaves:
+            for k in range(self.members):
+                own = [ls[k] for ls in self.leaves.values() if ls[k].grad is not None]
+                torch.nn.utils.clip_grad_norm_(own, self.grad_clip)
             return
-        if self.graph is None:
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        norms = torch.stack([g.flatten(1).pow(2).sum(1) for g in grads]).sum(0).sqrt()  # (K,)
+        scale = (self.grad_clip / (norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale.view(-1, *[1] * (g.dim() - 1)))
+
+    def run(self, rows: int, lengths: tuple[int, ...] | None = None) -> None:
+        """One step on the first `rows` examples of the buffers (text: each member's first
+        `lengths[k]` tokens)."""
+        if rows != self.batch_size or not self.want_graph:
+            self._step(rows, lengths)
+            return
+        key = max(lengths) if lengths else 0
+        if key not in self.graphs:
             try:
-                self._capture()
+                self._capture(key, lengths)
             except RuntimeError as exc:  # an op that cannot be captured: stay eager, correctly
                 warnings.warn(f"CUDA graph capture failed, training eagerly: {exc}", stacklevel=2)
-                self.want_graph, self.graph = False, None
-                self._step(rows)
+                self.want_graph = False
+                self.graphs.clear()
+                self._step(rows, lengths)
                 return
-        assert self.graph is not None
-        self.graph.replay()
+        self.graphs[key].replay()
 
-    def _capture(self) -> None:
+    def _capture(self, key: int, lengths: tuple[int, ...] | None) -> None:
         """Capture the full-batch step in a CUDA graph (PyTorch's whole-network capture recipe).
 
         The warm-up steps run on a side stream and are then undone — parameters, Adam state and the
@@ -229,18 +327,21 @@ class PackStep:
         side = torch.cuda.Stream(self.device)
         side.wait_stream(torch.cuda.current_stream(self.device))
         with torch.cuda.stream(side):
-            self.warm_up()
+            self.warm_up(lengths)
         torch.cuda.current_stream(self.device).wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
+        graph = torch.cuda.CUDAGraph()
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
         self.optimizer.zero_grad(set_to_none=True)
-        with torch.cuda.graph(self.graph):
-            self._step(self.batch_size)
+        with torch.cuda.graph(graph, pool=self._pool):
+            self._step(self.batch_size, lengths)
+        self.graphs[key] = graph
 
-    def warm_up(self) -> None:
+    def warm_up(self, lengths: tuple[int, ...] | None = None) -> None:
         """Run `WARMUP_STEPS` full-batch steps on the current buffers, then undo them."""
         saved = self._snapshot()
         for _ in range(WARMUP_STEPS):
-            self._step(self.batch_size)
+            self._step(self.batch_size, lengths)
         self._restore(saved)
 
     def _snapshot(self) -> dict[str, Any]:
@@ -265,3 +366,10 @@ class PackStep:
                 else:
                     value.copy_(before[key])
         self.sums.copy_(saved["sums"])
+
+
+def _first_tokens(
+    x: torch.Tensor, masks: torch.Tensor | None, tokens: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A batch of token sequences (k, b, T) and its dropout numbers cut to their first `tokens`."""
+    return x[..., :tokens], None if masks is None else masks[..., :tokens, :]

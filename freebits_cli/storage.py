@@ -49,11 +49,15 @@ METRICS_COLUMNS = (
     "test_mi",
     "test_bits_per_dim",
     "test_iwae_bits_per_dim",
+    "test_ppl",
+    "test_elbo_ppl",
     "seconds",
 )
 KL_COLUMNS = ("epoch", "dim", "kl")
 CONFIG, METRICS, KL_PER_DIM = "config.json", "metrics.csv", "kl_per_dim.csv"
 SUMMARY, FAILED, CHECKPOINT, SAMPLES = "summary.json", "failed.json", "checkpoint.pt", "samples.npz"
+#: Text runs: their sentences (test, reconstructed, from the prior, along a homotopy) and vocabulary.
+SENTENCES, VOCAB = "samples.json", "vocab.json"
 #: The checkpoint of the epoch being written; promoted to CHECKPOINT once the whole pack has it.
 CHECKPOINT_NEXT = "checkpoint.next.pt"
 

@@ -17,19 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from . import interrupt, records, storage
-from .data import DATA_SEED, Dataset
+from . import batches, interrupt, records, samples, storage
+from .data import Dataset
 from .metrics import active_units, evaluate, iwae_nll, mutual_information
 from .models import build_model
-from .models.likelihoods import bits_per_dim, likelihood
+from .models.likelihoods import bits_per_dim, likelihood, predicted_tokens
 from .objective import beta_at, binding_share, free_bits_kl
 from .spec import RunConfig
 from .step import TERMS, PackStep, make_optimizer, set_learning_rate
 
-STREAMS = ("data", "noise", "binarize", "dequantize")
+STREAMS = ("data", "noise", "binarize", "dequantize", "dropout")
 #: Random numbers drawn per member at once in training (bounds the memory of a block of steps).
 BLOCK_ELEMENTS = 2**20
 
@@ -91,8 +90,11 @@ class PackTrainer:
         self.device = device
         first = members[0].run
         self.config = first
+        self.data = data
         self.x_train = torch.from_numpy(data.x_train).to(device)
         self.x_test = torch.from_numpy(data.x_test).to(device)
+        # Text: each training sentence's tokens, on the host, for batches of similar lengths.
+        self.lengths = (data.x_train != 0).sum(1) if data.is_text else None
         self.dynamic = data.binarize == "dynamic"
         self.dequantize = data.dequantize == "uniform"
         self.n_train = self.x_train.shape[0]
@@ -108,7 +110,7 @@ class PackTrainer:
         """Fresh model + Adam for the current members, loading each member's saved state if any."""
         m = self.config.model
         k = len(self.members)
-        self.model = build_model(m, self.image_shape, k)
+        self.model = build_model(m, self.image_shape, k, self.data.vocab_size)
         self.model.to(self.device)
         self.model.reset(
             [generator(self.device, stream_seed(x.run.train.seed, "init")) for x in self.members]
@@ -121,10 +123,12 @@ class PackTrainer:
                     torch.logit(mean).expand_as(self.model.to_logits.bias)
                 )
         train = self.config.train
-        graph = train.cuda_graph and self.device.type == "cuda"
+        # SGD trains eagerly on CUDA: its learning rate would be baked into a captured graph.
+        graph = train.cuda_graph and self.device.type == "cuda" and train.optimizer == "adam"
         self.optimizer = make_optimizer(
-            self.model.parameters(), train.lr, train.adam_eps, self.device, capturable=graph
-        )
+            self.model.parameters(), train.lr, train.adam_eps, self.device, graph,
+            train.optimizer, train.momentum,
+        )  # fmt: skip
         for member, state in zip(self.members, states, strict=True):
             if state is None:
                 member.generators = {
@@ -148,6 +152,8 @@ class PackTrainer:
             self.device,
             precision=train.precision,
             graph=graph,
+            dtype=self.x_train.dtype,
+            grad_clip=train.grad_clip,
         )
 
     def member_state(self, index: int) -> dict[str, Any]:
@@ -161,9 +167,9 @@ class PackTrainer:
         for name, param in self.model.named_parameters():
             params[name] = param.detach().cpu()
             state = self.optimizer.state.get(param)
-            if state:
-                moments[name] = {key: state[key].cpu() for key in ("exp_avg", "exp_avg_sq")}
-                step = float(state["step"])
+            if state:  # Adam's moments or SGD's momentum buffer; Adam's step count once
+                moments[name] = {key: v.cpu() for key, v in state.items() if key != "step"}
+                step = float(state.get("step", 0.0))
         pack = [self.members[i].run.run_id for i in indices]
         out = []
         for index in indices:
@@ -194,17 +200,18 @@ class PackTrainer:
                 for i, state in enumerate(states):
                     if state is not None:
                         param[i].copy_(state["params"][name])
-                if states[0] is not None and states[0]["adam"]:
-                    self.optimizer.state[param] = {
-                        # Fused Adam keeps its step count as a float32 tensor beside the weights.
-                        "step": torch.tensor(
-                            states[0]["adam_step"], dtype=torch.float32, device=self.device
-                        ),
-                        **{
-                            key: torch.stack([s["adam"][name][key] for s in states]).to(self.device)
-                            for key in ("exp_avg", "exp_avg_sq")
-                        },
+                saved = states[0]["adam"].get(name) if states[0] is not None else None
+                if saved:  # the optimizer's state ("adam" names Adam's and SGD's alike)
+                    entry = {
+                        key: torch.stack([s["adam"][name][key] for s in states]).to(self.device)
+                        for key in saved
                     }
+                    if self.config.train.optimizer == "adam":
+                        # Fused Adam keeps its step count as a float32 tensor beside the weights.
+                        entry["step"] = torch.tensor(
+                            states[0]["adam_step"], dtype=torch.float32, device=self.device
+                        )
+                    self.optimizer.state[param] = entry
         for member, state in zip(self.members, states, strict=True):
             assert state is not None
             member.generators = {}
@@ -274,12 +281,14 @@ class PackTrainer:
         """
         set_learning_rate(self.optimizer, learning_rate(self.config, epoch))
         size, steps, step_fn = self.config.train.batch_size, self.steps_per_epoch, self.step
-        order = torch.stack(
-            [
-                torch.randperm(self.n_train, generator=m.generators["data"], device=self.device)
-                for m in self.members
-            ]
-        )  # (K, N)
+        data_streams = [m.generators["data"] for m in self.members]
+        order = batches.permutations(self.n_train, data_streams, self.device)  # (K, N)
+        step_lengths: list[tuple[int, ...]] | list[None] = [None] * steps
+        if self.lengths is not None:  # text: batches of similar lengths, each read to its longest
+            round_to = batches.GRAPH_LENGTH_STEP if step_fn.want_graph else 1
+            order, step_lengths = batches.by_length(
+                order, self.lengths, size, data_streams, round_to
+            )
         first = epoch * steps
         betas = torch.tensor(
             [
@@ -313,11 +322,22 @@ class PackTrainer:
                     # 8-bit k (stored as k/255) -> (k + u)/256 (Theis et al. 2016), fresh per batch.
                     x.copy_((torch.round(x * 255) + jitter[:, at]) / 256)
                 step_fn.noise(b).copy_(noise[:, at])
+                masks = step_fn.masks(b)
+                if masks is not None:  # dropout: uniform numbers from each member's own stream
+                    self._draw_masks(masks, step_lengths[step] or (pixels,) * len(self.members))
                 step_fn.beta.copy_(betas[step])
-                step_fn.run(b)
+                step_fn.run(b, step_lengths[step])
         out = dict(zip(TERMS, step_fn.sums / self.n_train, strict=True))
         out["beta"] = betas[-1]
         return out
+
+    def _draw_masks(self, masks: torch.Tensor, lengths: tuple[int, ...]) -> None:
+        """Member k's dropout numbers for its batch's first `lengths[k]` tokens: (b, T_k, W)."""
+        rows, width = masks.shape[1], masks.shape[3]
+        for k, (member, tokens) in enumerate(zip(self.members, lengths, strict=True)):
+            stream = member.generators["dropout"]
+            fresh = torch.rand(rows, tokens, width, generator=stream, device=self.device)
+            masks[k, :, :tokens].copy_(fresh)
 
     def _eval_generators(self, stream: str, epoch: int) -> list[torch.Generator]:
         return [
@@ -414,6 +434,8 @@ class PackTrainer:
                 if iwae is None
                 else bits_per_dim(torch.tensor(iwae, dtype=torch.float64), dims).tolist()
             )
+        if self.data.is_text:
+            values.update(self._perplexities(ev.elbo, iwae))
         kl_per_dim = ev.kl_per_dim.tolist()
         rows = []
         for i, member in enumerate(self.members):
@@ -428,12 +450,23 @@ class PackTrainer:
             rows.append(row)
         return rows
 
+    def _perplexities(
+        self, elbo: torch.Tensor, iwae: list[float] | None
+    ) -> dict[str, list[float] | None]:
+        """Test perplexity exp(Σ NLL / Σ predicted tokens) (`</s>` counted, `<s>` not), from the
+        IWAE NLL and, a bound (never below it), from -ELBO (Bowman et al. 2016; He et al. 2019)."""
+        per_token = self.x_test.shape[0] / float(predicted_tokens(self.x_test).sum())
+        from_elbo = torch.exp(-elbo.double() * per_token).tolist()
+        from_iwae = None if iwae is None else [math.exp(v * per_token) for v in iwae]
+        return {"test_ppl": from_iwae, "test_elbo_ppl": from_elbo}
+
     def _finish(self) -> list[Outcome]:
         """Save samples, then write each member's summary.json last, and drop its checkpoints.
 
         A kill in here resumes at the final epoch and comes back here: samples already written
         are kept (remade in another pack, they could differ in the last bits on a GPU)."""
-        self._save_samples()
+        folders = [m.folder for m in self.members]
+        samples.save_samples(self.model, self.data, self.x_test, folders, self.config.eval.samples)
         outcomes = []
         for member in self.members:
             extra = {
@@ -446,33 +479,3 @@ class PackTrainer:
             )
             outcomes.append(Outcome(member.run.run_id, "done", summary=summary))
         return outcomes
-
-    @torch.no_grad()
-    def _save_samples(self) -> None:
-        """The same test images and prior draws for every run, so the report compares like with like."""
-        count = self.config.eval.samples
-        if not count:
-            return
-        rng = np.random.default_rng(DATA_SEED)
-        pick = torch.from_numpy(rng.permutation(self.x_test.shape[0])[:count]).to(self.device)
-        originals = self.x_test[pick]
-        k = len(self.members)
-        mu, _ = self.model.encode(originals.expand(k, *originals.shape))
-        recons = self.model.mean(self.model.decode(mu))  # Bernoulli means at the posterior mean
-        prior = torch.randn(
-            count,
-            self.config.model.latent_dim,
-            generator=generator(self.device, DATA_SEED),
-            device=self.device,
-        )
-        samples = self.model.mean(self.model.decode(prior.expand(k, *prior.shape)))
-        for i, member in enumerate(self.members):
-            if (member.folder / storage.SAMPLES).exists():
-                continue
-            records.write_samples(
-                member.folder,
-                self.image_shape,
-                originals=originals.cpu().numpy(),
-                reconstructions=recons[i].cpu().numpy(),
-                prior_samples=samples[i].cpu().numpy(),
-            )

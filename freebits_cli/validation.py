@@ -27,10 +27,15 @@ FREE_BITS_MODES = ("batch", "example", "total", "group")
 SCHEDULES = ("none", "linear", "sigmoid", "cyclical")
 BINARIZE = ("none", "dynamic", "static")
 OUTPUT_BIASES = ("default", "data_mean")
-ARCHS = ("mlp", "conv")
-LIKELIHOODS = ("bernoulli", "logistic", "logistic_mixture", "gaussian")
+ARCHS = ("mlp", "conv", "lstm")
+LIKELIHOODS = ("bernoulli", "logistic", "logistic_mixture", "gaussian", "categorical")
 DEQUANTIZE = ("none", "uniform")
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "text")
+LONG_SENTENCES = ("drop", "cut")
+Z_TO = ("input", "state")
+OPTIMIZERS = ("adam", "sgd")
+#: Token ids every vocabulary reserves (<pad> <s> </s> <unk>): a vocabulary needs one more.
+SPECIAL_TOKENS = 4
 MODULE_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "softplus", "leaky_relu")
 PRECISIONS = ("fp32", "tf32", "bf16")
@@ -65,6 +70,7 @@ def validate_run(run: RunLike) -> None:
     if not d.name.endswith(".npz"):
         _one_of(d.name, DATASETS, "dataset.name")
     _one_of(d.binarize, BINARIZE, "dataset.binarize")
+    _validate_data_sizes(d)
     _validate_model(d, m)
     _check(
         len(m.hidden) > 0 and all(h > 0 for h in m.hidden),
@@ -83,6 +89,17 @@ def validate_run(run: RunLike) -> None:
         f"must be a finite number > 0, got {t.adam_eps}",
     )
     _one_of(t.lr_schedule, LR_SCHEDULES, "train.lr_schedule")
+    _one_of(t.optimizer, OPTIMIZERS, "train.optimizer")
+    _check(
+        _finite(t.momentum) and 0 <= t.momentum < 1,
+        "train.momentum",
+        f"must lie in [0, 1), got {t.momentum}",
+    )
+    _check(
+        _finite(t.grad_clip) and t.grad_clip >= 0,
+        "train.grad_clip",
+        f"must be a finite number >= 0 (0: no clipping), got {t.grad_clip}",
+    )
     _check(t.seed >= 0, "train.seed", f"must be >= 0, got {t.seed}")
     _check(
         bool(DEVICE_PATTERN.match(t.device)),
@@ -134,12 +151,68 @@ def validate_run(run: RunLike) -> None:
     _check(e.samples >= 0, "eval.samples", f"must be >= 0, got {e.samples}")
 
 
+def _validate_data_sizes(d: Any) -> None:
+    for name in ("train_size", "test_size", "max_length"):
+        value = getattr(d, name)
+        _check(value is None or value > 0, f"dataset.{name}", f"must be > 0, got {value}")
+    _check(
+        d.max_vocab is None or d.max_vocab > SPECIAL_TOKENS,
+        "dataset.max_vocab",
+        f"must be > {SPECIAL_TOKENS} (<pad> <s> </s> <unk> and at least one word), "
+        f"got {d.max_vocab}",
+    )
+    _check(d.min_count >= 1, "dataset.min_count", f"must be >= 1, got {d.min_count}")
+    _one_of(d.long_sentences, LONG_SENTENCES, "dataset.long_sentences")
+    text_only = ("train", "valid", "test", "max_vocab", "max_length")
+    for name in text_only:
+        _check(
+            getattr(d, name) is None or d.name == "text",
+            f"dataset.{name}",
+            f"is for text corpora (dataset.name: text), not {d.name}",
+        )
+
+
+def _validate_text_model(d: Any, m: Any) -> None:
+    """Token sequences need a sequence model and the categorical likelihood, and vice versa."""
+    text = d.name == "text"
+    if text:
+        _check(
+            m.arch == "lstm" or m.module is not None,
+            "model.arch",
+            f"{m.arch} models images; text needs lstm (or a model.module for sequences)",
+        )
+        _check(
+            m.likelihood == "categorical",
+            "model.likelihood",
+            f"{m.likelihood} models pixels; text needs categorical (a softmax over the vocabulary)",
+        )
+        _check(d.binarize == "none", "dataset.binarize", "text has no pixels to binarise")
+    else:
+        _check(m.arch != "lstm" or m.module is not None, "model.arch",
+               f"lstm models token sequences; {d.name} holds images (use mlp or conv)")  # fmt: skip
+        _check(
+            m.likelihood != "categorical",
+            "model.likelihood",
+            f"categorical models tokens; {d.name} holds images",
+        )
+    _check(m.embedding_dim > 0, "model.embedding_dim", f"must be > 0, got {m.embedding_dim}")
+    for name in ("dropout", "word_dropout"):
+        value = getattr(m, name)
+        _check(
+            _finite(value) and 0 <= value < 1, f"model.{name}", f"must lie in [0, 1), got {value}"
+        )
+    for i, where in enumerate(m.z_to):
+        _one_of(where, Z_TO, f"model.z_to[{i}]")
+    _check(len(set(m.z_to)) == len(m.z_to), "model.z_to", f"names a place twice: {list(m.z_to)}")
+
+
 def _validate_model(d: Any, m: Any) -> None:
     """Architecture and likelihood fields, and the pairings of likelihood and data a run refuses
     (those that need the data's shape or bit depth are checked by `models.check_model`)."""
     _one_of(m.arch, ARCHS, "model.arch")
     _one_of(m.likelihood, LIKELIHOODS, "model.likelihood")
     _one_of(d.dequantize, DEQUANTIZE, "dataset.dequantize")
+    _validate_text_model(d, m)
     _check(
         len(m.channels) > 0 and all(c > 0 for c in m.channels),
         "model.channels",

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from freebits_cli import data
 from freebits_cli.cli import app
+from freebits_cli.data import images as image_data
 from freebits_cli.data import load_dataset, read_idx, torchvision_images
 from freebits_cli.errors import DataError
 from freebits_cli.spec import DatasetSpec
@@ -64,7 +65,7 @@ def no_default_places(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     cache = tmp_path / "cache"
     cache.mkdir()
     monkeypatch.setenv("FREEBITS_DATA", str(cache))
-    monkeypatch.setattr(data, "SYSTEM_DIRS", {"mnist": [], "fashion-mnist": []})
+    monkeypatch.setattr(image_data, "SYSTEM_DIRS", {"mnist": [], "fashion-mnist": []})
     return cache
 
 
@@ -244,7 +245,7 @@ def test_nothing_local_and_no_download_asks_for_data_dir(
         calls.append((name_, Path(root), download))
         raise OSError("network unreachable")
 
-    monkeypatch.setattr(data, "torchvision_images", offline)
+    monkeypatch.setattr(image_data, "torchvision_images", offline)
     with pytest.raises(DataError) as info:
         load_dataset(DatasetSpec(name=name))
     message = str(info.value)
@@ -261,7 +262,7 @@ def test_files_in_the_cache_are_used_without_torchvision(
     def must_not_run(*args: object, **kwargs: object) -> None:
         raise AssertionError("torchvision should not be needed when the files are cached")
 
-    monkeypatch.setattr(data, "torchvision_images", must_not_run)
+    monkeypatch.setattr(image_data, "torchvision_images", must_not_run)
     train, test = tiny_images(4, seed=10), tiny_images(2, seed=11)
     write_split_files(no_default_places / "MNIST" / "raw", train, test, gz=True)
     ds = load_dataset(DatasetSpec(name="mnist"))
@@ -276,7 +277,7 @@ def test_system_folder_is_searched_before_the_cache(
     system_train = tiny_images(3, seed=12)
     write_split_files(system, system_train, tiny_images(1, seed=13), gz=True)
     write_split_files(no_default_places, tiny_images(3, seed=14), tiny_images(1, seed=15), gz=True)
-    monkeypatch.setattr(data, "SYSTEM_DIRS", {"mnist": [], "fashion-mnist": [str(system)]})
+    monkeypatch.setattr(image_data, "SYSTEM_DIRS", {"mnist": [], "fashion-mnist": [str(system)]})
     ds = load_dataset(DatasetSpec(name="fashion-mnist"))
     np.testing.assert_array_equal(ds.x_train, expected_pixels(system_train))
 

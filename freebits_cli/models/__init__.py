@@ -1,10 +1,13 @@
 """Packed VAE families: K runs as one model whose parameters carry a leading K axis.
 
-Every model takes flat data (K, B, P) and offers `encode(x) -> (μ, log σ²)` each (K, B, D),
-`decode(z) -> likelihood parameters` (K, B, Q·P), `nll(params, x) -> (K, B)` and
-`mean(params) -> (K, B, P)`, with attributes `members`, `input_dim` (P) and `latent_dim` (D).
-One module per architecture (`mlp`, `conv`, a user's `module`), the likelihoods in `likelihoods`,
-and how a pack runs per device in `packing`.
+Every model takes a pack's data (K, B, P) — images flat, text as token ids with P = T — and offers
+`encode(x) -> (μ, log σ²)` each (K, B, D), `decode(z, x=None, noise=None) -> likelihood parameters`
+((K, B, Q·P); text (K, B, T, V)), `nll(params, x) -> (K, B)` and `mean(params)`, with attributes
+`members`, `input_dim` (P) and `latent_dim` (D). `decode` reads x where the decoder is
+autoregressive (teacher forcing) and `noise` (K, B, T, `noise_width`) while training, when a model
+declares a `noise_width` (dropout masks drawn from each member's own stream); image models ignore
+both. One module per architecture (`mlp`, `conv`, `lstm`, a user's `module`), the likelihoods in
+`likelihoods`, and how a pack runs per device in `packing`.
 """
 
 from __future__ import annotations
@@ -19,13 +22,16 @@ from ..errors import SpecError
 from ..spec import ModelSpec
 from .conv import PackedConvVAE
 from .likelihoods import Likelihood, likelihood
+from .lstm import PackedLSTMVAE
 from .mlp import PackedVAE
 from .module import PackedModule
 
 if TYPE_CHECKING:
     from ..data import Dataset
 
-__all__ = ["PackedConvVAE", "PackedModel", "PackedModule", "PackedVAE", "build_model"]
+__all__ = [
+    "PackedConvVAE", "PackedLSTMVAE", "PackedModel", "PackedModule", "PackedVAE", "build_model",
+]  # fmt: skip
 
 
 class PackedModel(Protocol):
@@ -36,7 +42,9 @@ class PackedModel(Protocol):
     latent_dim: int
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]: ...
-    def decode(self, z: torch.Tensor) -> torch.Tensor: ...
+    def decode(
+        self, z: torch.Tensor, x: torch.Tensor | None = None, noise: torch.Tensor | None = None
+    ) -> torch.Tensor: ...
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor: ...
     def mean(self, params: torch.Tensor) -> torch.Tensor: ...
 
@@ -68,19 +76,41 @@ def _conv(spec: ModelSpec, shape: Sequence[int], members: int, lik: Likelihood) 
     )  # fmt: skip
 
 
-#: `model.arch` -> builder(spec, image_shape, members, likelihood).
-ARCHITECTURES: dict[str, Callable[[ModelSpec, Sequence[int], int, Likelihood], torch.nn.Module]]
-ARCHITECTURES = {"mlp": _mlp, "conv": _conv}
+def _lstm(
+    spec: ModelSpec, shape: Sequence[int], members: int, lik: Likelihood, vocab: int
+) -> torch.nn.Module:
+    if not vocab:
+        raise SpecError("model.arch", "lstm models token sequences; the data are images")
+    return PackedLSTMVAE(
+        members, vocab, math.prod(shape), spec.embedding_dim, spec.hidden, spec.latent_dim,
+        spec.dropout, spec.word_dropout, spec.z_to, lik,
+    )  # fmt: skip
 
 
-def build_model(spec: ModelSpec, image_shape: Sequence[int], members: int) -> PackedVAE:
-    """The packed model a run's `model:` section asks for, for data of `image_shape`."""
+#: `model.arch` -> builder(spec, example shape, members, likelihood, vocabulary size).
+Builder = Callable[[ModelSpec, Sequence[int], int, Likelihood, int], torch.nn.Module]
+ARCHITECTURES: dict[str, Builder] = {
+    "mlp": lambda spec, shape, k, lik, _: _mlp(spec, shape, k, lik),
+    "conv": lambda spec, shape, k, lik, _: _conv(spec, shape, k, lik),
+    "lstm": _lstm,
+}
+
+
+def build_model(
+    spec: ModelSpec, image_shape: Sequence[int], members: int, vocab_size: int = 0
+) -> PackedVAE:
+    """The packed model a run's `model:` section asks for, for examples of `image_shape` (text:
+    (T,) token ids over a vocabulary of `vocab_size`)."""
     lik = likelihood(spec.likelihood, spec.mixtures)
     if spec.module:
-        shape = channels_first(image_shape) or tuple(image_shape)
-        model = PackedModule(members, spec.module, shape, spec.latent_dim, lik, spec.kwargs)
+        shape = (
+            tuple(image_shape) if vocab_size else channels_first(image_shape) or tuple(image_shape)
+        )
+        model = PackedModule(
+            members, spec.module, shape, spec.latent_dim, lik, spec.kwargs, vocab_size
+        )
     else:
-        model = ARCHITECTURES[spec.arch](spec, image_shape, members, lik)
+        model = ARCHITECTURES[spec.arch](spec, image_shape, members, lik, vocab_size)
     return model  # type: ignore[return-value]  # every family offers PackedModel's interface
 
 
@@ -102,6 +132,6 @@ def check_model(spec: ModelSpec, data: Dataset) -> None:
             f"bernoulli on {data.name}'s colour 8-bit images without binarisation is no "
             "likelihood; use logistic, logistic_mixture or gaussian, or dataset.binarize",
         )
-    model = build_model(spec, data.image_shape, 1)
+    model = build_model(spec, data.image_shape, 1, data.vocab_size)
     if isinstance(model, PackedModule):
         model.check()

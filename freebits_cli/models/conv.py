@@ -163,7 +163,9 @@ class PackedConvVAE(nn.Module):
         mu, logvar = self.to_stats(h).chunk(2, dim=-1)
         return mu, logvar
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(
+        self, z: torch.Tensor, x: torch.Tensor | None = None, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(K, B, D) -> likelihood parameters (K, B, Q·P), Q blocks of C×H×W."""
         k, b = z.shape[:2]
         fh, fw = self.sizes[-1]

@@ -5,6 +5,7 @@ Data arrive flat, (..., P) in [0, 1]; decoder outputs arrive flat too, (..., Q·
 blocks of P (one block per parameter: Q = 1 Bernoulli, 2 logistic and Gaussian, 3M mixture), so
 the metrics can reshape any model's outputs the same way. 8-bit pixels k are stored as k/255 and
 mapped back to the integer exactly (rounding), so a discretized likelihood sees the true bins.
+Text is the exception: token ids (..., T) and logits (..., T, V), scored by `categorical_nll`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from dataclasses import dataclass
 
 import torch
 from torch.nn import functional as F
+
+from ..data.dataset import PAD
 
 #: PixelCNN++ (Salimans et al. 2017, openai/pixel-cnn `nn.py`): log-scales are floored at -7.
 LOG_SCALE_MIN = -7.0
@@ -118,6 +121,26 @@ def gaussian_mean(params: torch.Tensor) -> torch.Tensor:
     return mean.clamp(0, 1)
 
 
+def categorical_nll(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """-log p(x|z) of a sentence: Σ_t -log Cat(x_t | logits_t) over its words and `</s>`, padding
+    (id 0) left out: (..., T, V), (..., T) -> (...) (Bowman et al. 2016)."""
+    flat = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), x.reshape(-1), ignore_index=PAD, reduction="none"
+    )
+    return flat.view(x.shape).sum(-1)
+
+
+def categorical_mode(logits: torch.Tensor) -> torch.Tensor:
+    """The most likely token at each position: (..., T, V) -> (..., T)."""
+    return logits.argmax(-1)
+
+
+def predicted_tokens(x: torch.Tensor) -> torch.Tensor:
+    """Tokens a sentence's likelihood predicts: its words and `</s>` (`<s>` is given): (..., T) ->
+    (...). Perplexity is exp(Σ NLL / Σ predicted tokens)."""
+    return (x != PAD).sum(-1)
+
+
 @dataclass(frozen=True)
 class Likelihood:
     """A decoder likelihood: parameters per pixel, -log p(x|z) and the mean image."""
@@ -145,6 +168,8 @@ def likelihood(name: str, mixtures: int = 5) -> Likelihood:
         )
     if name == "gaussian":
         return Likelihood(name, 2, gaussian_nll, gaussian_mean, True)
+    if name == "categorical":  # outputs: one logit per vocabulary entry and token
+        return Likelihood(name, 0, categorical_nll, categorical_mode, False)
     raise ValueError(f"unknown likelihood {name!r}")
 
 

@@ -30,20 +30,24 @@ ACTIVATIONS = {
 class PackedLinear(nn.Module):
     """K independent affine maps: (K, B, in) -> (K, B, out)."""
 
-    def __init__(self, members: int, fan_in: int, fan_out: int) -> None:
+    def __init__(self, members: int, fan_in: int, fan_out: int, bias: bool = True) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(members, fan_in, fan_out))
-        self.bias = nn.Parameter(torch.empty(members, 1, fan_out))
+        self.bias = nn.Parameter(torch.empty(members, 1, fan_out)) if bias else None
 
-    def reset(self, generators: Sequence[torch.Generator]) -> None:
-        """nn.Linear's default init, U(±1/√fan_in) for weight and bias, drawn per member."""
-        bound = 1.0 / math.sqrt(self.weight.shape[1])
+    def reset(self, generators: Sequence[torch.Generator], bound: float | None = None) -> None:
+        """nn.Linear's default init, U(±1/√fan_in) for weight and bias (or U(±bound)), drawn per
+        member."""
+        bound = 1.0 / math.sqrt(self.weight.shape[1]) if bound is None else bound
         with torch.no_grad():
             for k, gen in enumerate(generators):
                 self.weight[k].uniform_(-bound, bound, generator=gen)
-                self.bias[k].uniform_(-bound, bound, generator=gen)
+                if self.bias is not None:
+                    self.bias[k].uniform_(-bound, bound, generator=gen)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bias is None:
+            return torch.bmm(x, self.weight)
         return torch.baddbmm(self.bias, x, self.weight)
 
 
@@ -90,7 +94,9 @@ class PackedVAE(nn.Module):
         mu, logvar = self.to_stats(h).chunk(2, dim=-1)
         return mu, logvar
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
+    def decode(
+        self, z: torch.Tensor, x: torch.Tensor | None = None, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(K, B, D) -> likelihood parameters (K, B, Q·P) (Bernoulli: logits (K, B, P))."""
         h = z
         for layer in self.decoder:

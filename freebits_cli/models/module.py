@@ -4,6 +4,10 @@ The contract (README, "Your own model"): `Class(input_shape, latent_dim, outputs
 an `nn.Module` without buffers whose `encode(x)` maps a batch (B, *input_shape) to (μ, log σ²),
 each (B, latent_dim), and whose `decode(z)` maps (B, latent_dim) to the likelihood's parameters,
 any shape with B·outputs·P elements, read as `outputs` blocks of the P pixels (C, H, W order).
+On text (README, "Text"), `input_shape` is (T,), `outputs` the vocabulary size V, `encode(x)` gets
+token ids (B, T) (0 pads the end of a sentence) and `decode(z, x)` returns next-token logits
+(B, T, V): position t predicts x[:, t] from z and x[:, :t] (the decoder's input is `<s>` = 1 then
+x shifted right by one).
 Each member runs its own slice through the module with `torch.func.functional_call` (CPU: bit
 for bit a lone module) or all members at once with `torch.func.vmap` (CUDA); see `packing`.
 """
@@ -50,8 +54,8 @@ class _Call(nn.Module):
         super().__init__()
         self.inner = inner
 
-    def forward(self, method: str, x: torch.Tensor) -> Any:
-        return getattr(self.inner, method)(x)
+    def forward(self, method: str, *args: torch.Tensor) -> Any:
+        return getattr(self.inner, method)(*args)
 
 
 class PackedModule(nn.Module):
@@ -65,10 +69,13 @@ class PackedModule(nn.Module):
         latent_dim: int,
         lik: Likelihood,
         kwargs: dict[str, Any],
+        vocab_size: int = 0,
     ) -> None:
         super().__init__()
         self.path, self.kwargs, self.shape = path, dict(kwargs), tuple(shape)
         self.members, self.latent_dim, self.likelihood = members, latent_dim, lik
+        self.vocab_size = vocab_size
+        self.outputs = vocab_size or lik.outputs
         self.input_dim = math.prod(self.shape)
         self.cls = load_class(path)
         template = self._construct()
@@ -91,7 +98,7 @@ class PackedModule(nn.Module):
             return self.cls(
                 input_shape=self.shape,
                 latent_dim=self.latent_dim,
-                outputs=self.likelihood.outputs,
+                outputs=self.outputs,
                 **self.kwargs,
             )
         except Exception as exc:
@@ -108,24 +115,24 @@ class PackedModule(nn.Module):
                 for name, param in zip(self.names, self.stacked, strict=True):
                     param[k].copy_(fresh[name])
 
-    def _run(self, method: str, x: torch.Tensor) -> Any:
-        """Member k's module on x[k], for all k: outputs stacked on a leading K axis."""
+    def _run(self, method: str, *args: torch.Tensor) -> Any:
+        """Member k's module on args[i][k], for all k: outputs stacked on a leading K axis."""
         names = [f"inner.{n}" for n in self.names]
-        if packing.batched(x.device):
+        if packing.batched(args[0].device):
 
-            def one(params: tuple[torch.Tensor, ...], xs: torch.Tensor) -> Any:
+            def one(params: tuple[torch.Tensor, ...], *xs: torch.Tensor) -> Any:
                 return functional_call(
-                    self.caller, dict(zip(names, params, strict=True)), (method, xs)
+                    self.caller, dict(zip(names, params, strict=True)), (method, *xs)
                 )
 
-            return vmap(one)(tuple(self.stacked), x)
+            return vmap(one)(tuple(self.stacked), *args)
         outs = [
             functional_call(
                 self.caller,
                 {n: p[k] for n, p in zip(names, self.stacked, strict=True)},
-                (method, x[k]),
+                (method, *(a[k] for a in args)),
             )
-            for k in range(x.shape[0])
+            for k in range(args[0].shape[0])
         ]
         if isinstance(outs[0], tuple):
             return tuple(torch.stack(parts) for parts in zip(*outs, strict=True))
@@ -134,12 +141,19 @@ class PackedModule(nn.Module):
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(K, B, P) -> μ, log σ², each (K, B, D)."""
         k, b = x.shape[:2]
+        if self.vocab_size:  # token ids (K, B, T), T up to the batch's longest sentence
+            return self._run("encode", x)
         mu, logvar = self._run("encode", x.reshape(k, b, *self.shape))
         return mu, logvar
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        """(K, B, D) -> likelihood parameters (K, B, Q·P)."""
+    def decode(
+        self, z: torch.Tensor, x: torch.Tensor | None = None, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(K, B, D) -> likelihood parameters (K, B, Q·P); text: logits (K, B, T, V) of x."""
         k, b = z.shape[:2]
+        if self.vocab_size:
+            assert x is not None, "a text decoder reads the sentence it scores"
+            return self._run("decode", z, x).reshape(*x.shape, self.vocab_size)
         return self._run("decode", z).reshape(k, b, -1)
 
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -150,7 +164,10 @@ class PackedModule(nn.Module):
 
     def check(self) -> None:
         """Run a batch of 2 through the module and name what its outputs get wrong (SpecError)."""
-        x = torch.zeros(1, 2, self.input_dim)
+        dtype = torch.long if self.vocab_size else torch.float32
+        x = torch.zeros(1, 2, self.input_dim, dtype=dtype)
+        if self.vocab_size:
+            x[..., 0] = 2  # a sentence of one token, `</s>`
         expect_z = f"each (B, latent_dim) = (2, {self.latent_dim})"
         try:
             out = self._run("encode", x.reshape(1, 2, *self.shape))
@@ -166,10 +183,11 @@ class PackedModule(nn.Module):
                 f"{self.path}.encode must return (mu, logvar), {expect_z}; got {got}",
             )
         try:
-            params = self._run("decode", torch.zeros(1, 2, self.latent_dim))
+            z = torch.zeros(1, 2, self.latent_dim)
+            params = self._run("decode", z, x) if self.vocab_size else self._run("decode", z)
         except Exception as exc:
             raise SpecError("model.module", f"{self.path}.decode failed: {_why(exc)}") from None
-        want = self.likelihood.outputs * self.input_dim
+        want = self.outputs * self.input_dim
         if (
             not isinstance(params, torch.Tensor)
             or params.shape[1] != 2
@@ -177,7 +195,7 @@ class PackedModule(nn.Module):
         ):
             raise SpecError(
                 "model.module",
-                f"{self.path}.decode must return (B, ...) with {self.likelihood.outputs}·"
+                f"{self.path}.decode must return (B, ...) with {self.outputs}·"
                 f"{self.input_dim} = {want} values per example for {self.likelihood.name}; "
                 f"got {tuple(_shapes(params)[0][1:])}",
             )

@@ -50,10 +50,14 @@ class MemberView:
 
     members = 1
 
-    def __init__(self, model: Any, params: dict[str, torch.Tensor]) -> None:
-        self.model, self.params = model, params
-        self.input_dim, self.latent_dim = model.input_dim, model.latent_dim
-        self.hidden_units = getattr(model, "hidden_units", 2 * model.input_dim)
+    def __init__(self, model: Any, params: dict[str, torch.Tensor], index: int = 0) -> None:
+        self.model, self.params, self.index = model, params, index
+
+    def __getattr__(self, name: str) -> Any:
+        """The model's plain attributes (`input_dim`, `latent_dim`, `noise_width`, …)."""
+        if name in ("model", "params", "index"):
+            raise AttributeError(name)
+        return getattr(self.model, name)
 
     def _call(self, name: str, *args: Any) -> Any:
         return functional_call(_Method(self.model, name), self.params, args)
@@ -61,8 +65,10 @@ class MemberView:
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self._call("encode", x)
 
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return self._call("decode", z)
+    def decode(
+        self, z: torch.Tensor, x: torch.Tensor | None = None, noise: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return self._call("decode", z, x, noise)
 
     def nll(self, params: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return self.model.nll(params, x)
@@ -91,6 +97,6 @@ def member_views(
         leaves = {n: list(p.unbind(0)) for n, p in model.named_parameters()}
     members = len(next(iter(leaves.values())))
     return [
-        MemberView(model, {f"model.{n}": ls[k].unsqueeze(0) for n, ls in leaves.items()})
+        MemberView(model, {f"model.{n}": ls[k].unsqueeze(0) for n, ls in leaves.items()}, k)
         for k in range(members)
     ]

@@ -1,29 +1,24 @@
-"""Data sets as two float arrays in [0, 1], flattened, with their image shape: the bundled digits,
-(Fashion-)MNIST, CIFAR-10, `.npz`.
+"""Image data sets as two float arrays in [0, 1], flattened, with their image shape: the bundled
+digits, (Fashion-)MNIST, CIFAR-10, `.npz`.
 
-The trainer puts a whole data set on the device as one tensor, so this module returns NumPy arrays
-and never a DataLoader. 8-bit sources keep their values exactly, as k/255 (`eight_bit`), so a
-discretized likelihood can recover the integer k; images keep their shape ((H, W) or (C, H, W)),
-which an MLP ignores and a conv net uses.
+8-bit sources keep their values exactly, as k/255 (`eight_bit`), so a discretized likelihood can
+recover the integer k; images keep their shape ((H, W) or (C, H, W)), which an MLP ignores and a
+conv net uses.
 """
 
 from __future__ import annotations
 
 import gzip
-import os
 import pickle
 import struct
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DataError
-from .spec import DatasetSpec
+from ..errors import DataError
+from ..spec import DatasetSpec
+from .dataset import DATA_SEED, Dataset, cache_dir, subset
 
-#: Seed of everything fixed at the data-set level (digits split, static binarisation, test-set
-#: binarisation), so every run of a sweep sees the same data whatever its own seed.
-DATA_SEED = 20_141_220
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
@@ -36,25 +31,8 @@ CIFAR_TEST = ("test_batch",)
 CIFAR_SHAPE = (3, 32, 32)
 
 
-@dataclass(frozen=True)
-class Dataset:
-    """Train and test images, float32 in [0, 1], shape (N, P), P = prod(image_shape)."""
-
-    name: str
-    x_train: np.ndarray
-    x_test: np.ndarray
-    image_shape: tuple[int, ...]  # (H, W), (C, H, W), or (P,) for flat data
-    binarize: str
-    eight_bit: bool = False  # every pixel is k/255 for an integer k (before binarisation)
-    dequantize: str = "none"  # uniform: the test set holds (k + u)/256, training adds its own u
-
-
-def cache_dir() -> Path:
-    """Where downloads go: $FREEBITS_DATA, else ~/.cache/freebits."""
-    return Path(os.environ.get("FREEBITS_DATA", Path.home() / ".cache" / "freebits"))
-
-
-def load_dataset(spec: DatasetSpec) -> Dataset:
+def load_images(spec: DatasetSpec) -> Dataset:
+    """An image data set as float arrays in [0, 1], subset, binarised or dequantised as asked."""
     eight_bit = True
     if spec.name == "digits":
         x_train, x_test, shape = _load_digits()
@@ -65,6 +43,8 @@ def load_dataset(spec: DatasetSpec) -> Dataset:
         x_train, x_test, shape = _load_cifar10(spec.data_dir)
     else:
         x_train, x_test, shape = _load_idx_dataset(spec.name, spec.data_dir)
+    x_train = subset(x_train, spec.train_size, "train_size")
+    x_test = subset(x_test, spec.test_size, "test_size")
     rng = np.random.default_rng(DATA_SEED)
     if spec.dequantize == "uniform":
         # The test set is dequantised once, identically for every run: (k + u)/256 (Theis et al.

@@ -1,0 +1,69 @@
+"""What every data set is: train, test (and, for text, validation) examples as NumPy arrays, and a
+description of one example that models, the step, the metrics and the report read instead of
+assuming pixels.
+
+The trainer puts a whole data set on the device as one tensor, so loaders return arrays and never
+a DataLoader.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+#: Seed of everything fixed at the data-set level (digits split, static binarisation, test-set
+#: binarisation, subsets), so every run of a sweep sees the same data whatever its own seed.
+DATA_SEED = 20_141_220
+#: Token ids every vocabulary starts with; padding is id 0, so a sequence's mask is `x != PAD`.
+PAD, BOS, EOS, UNK = 0, 1, 2, 3
+SPECIALS = ("<pad>", "<s>", "</s>", "<unk>")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Examples of one data set.
+
+    Images: float32 (N, P) in [0, 1], P = prod(image_shape). Text: int64 (N, T) token ids of each
+    sentence's words and its `</s>`, padded with `PAD` (0) to the longest sentence, T; the
+    decoder's inputs (`<s>` and the words) are built from these by the model.
+    """
+
+    name: str
+    x_train: np.ndarray
+    x_test: np.ndarray
+    image_shape: tuple[int, ...]  # one example: (H, W), (C, H, W), (P,) flat; text (T,)
+    binarize: str = "none"
+    eight_bit: bool = False  # every pixel is k/255 for an integer k (before binarisation)
+    dequantize: str = "none"  # uniform: the test set holds (k + u)/256, training adds its own u
+    vocab: tuple[str, ...] = ()  # text: the token of each id, SPECIALS first; () for images
+    x_valid: np.ndarray | None = None  # text: valid.txt, as x_test
+    notes: tuple[str, ...] = ()  # what loading changed that a user should hear (one line each)
+
+    @property
+    def is_text(self) -> bool:
+        return bool(self.vocab)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+
+def cache_dir() -> Path:
+    """Where downloads go: $FREEBITS_DATA, else ~/.cache/freebits."""
+    return Path(os.environ.get("FREEBITS_DATA", Path.home() / ".cache" / "freebits"))
+
+
+def subset(x: np.ndarray, size: int | None, field: str) -> np.ndarray:
+    """A seeded random subset of `size` examples (in their original order), the same for every run
+    of a sweep; None keeps them all."""
+    if size is None or size == len(x):
+        return x
+    if size > len(x):
+        raise DataError(f"dataset.{field}: {size} is more than the {len(x)} examples there are")
+    keep = np.random.default_rng([DATA_SEED, len(x)]).permutation(len(x))[:size]
+    return x[np.sort(keep)]

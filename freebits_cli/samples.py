@@ -1,0 +1,118 @@
+"""What a finished run shows of itself: test examples, their reconstructions and draws from the
+prior, the same for every run of a sweep so the report compares like with like.
+
+Images: decoder means, in samples.npz. Text: sentences in samples.json — test sentences, their
+greedy reconstructions from the posterior mean, greedy decodes of prior draws, and a homotopy
+(decodes along the line between two test sentences' posterior means, Bowman et al. 2016) — and
+the vocabulary in vocab.json.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from . import records, storage
+from .data import BOS, DATA_SEED, EOS, PAD, Dataset, detokenize
+from .models import packing
+
+#: Points along a homotopy, its two ends included (Bowman et al. 2016 show 5 to 7).
+HOMOTOPY_POINTS = 7
+
+
+def _per_member(model: Any, fn: Callable[[Any], torch.Tensor]) -> torch.Tensor:
+    """fn(model) for the whole pack (GPU) or member by member (CPU, as the metrics do)."""
+    if packing.batched(next(model.parameters()).device):
+        return fn(model)
+    return torch.cat([fn(view) for view in packing.member_views(model)])
+
+
+@torch.no_grad()
+def save_samples(
+    model: Any, data: Dataset, x_test: torch.Tensor, folders: Sequence[Path], count: int
+) -> None:
+    """Write each member's samples into its folder; files already there are kept (a run resumed
+    after a kill in here keeps what it wrote)."""
+    if not count:
+        return
+    device = x_test.device
+    pick = torch.from_numpy(np.random.default_rng(DATA_SEED).permutation(len(x_test))[:count])
+    originals = x_test[pick.to(device)]
+    k = len(folders)
+    prior = torch.randn(
+        count, model.latent_dim, generator=torch.Generator(device).manual_seed(DATA_SEED),
+        device=device,
+    ).expand(k, count, -1)  # fmt: skip
+    mu = _per_member(model, lambda m: m.encode(originals.expand(m.members, *originals.shape))[0])
+    if data.is_text:
+        _save_sentences(model, data, originals, mu, prior, folders)
+        return
+    recons = _per_member(model, lambda m: m.mean(m.decode(mu[_rows(m, mu)])))
+    drawn = _per_member(model, lambda m: m.mean(m.decode(prior[_rows(m, prior)])))
+    for i, folder in enumerate(folders):
+        if (folder / storage.SAMPLES).exists():
+            continue
+        records.write_samples(
+            folder, data.image_shape, originals=originals.cpu().numpy(),
+            reconstructions=recons[i].cpu().numpy(), prior_samples=drawn[i].cpu().numpy(),
+        )  # fmt: skip
+
+
+def greedy_decode(model: Any, z: torch.Tensor, steps: int) -> torch.Tensor:
+    """The most likely token at each step given z (K, B, D) and the tokens so far: ids (K, B,
+    steps), `<pad>` after each `</s>`. Any text model's `decode(z, x)` serves: each step rescores
+    the prefix (T² work, fine for the few sentences a report shows)."""
+    x = torch.full((*z.shape[:2], steps), PAD, dtype=torch.long, device=z.device)
+    done = torch.zeros(z.shape[:2], dtype=torch.bool, device=z.device)
+    for t in range(steps):
+        logits = model.decode(z, x)[..., t, :]
+        logits[..., [PAD, BOS]] = -torch.inf  # never a next token: no target is either
+        best = logits.argmax(-1)
+        x[..., t] = torch.where(done, PAD, best)
+        done |= best == EOS
+        if bool(done.all()):
+            break
+    return x
+
+
+def _rows(model: Any, tensor: torch.Tensor) -> slice:
+    """The slice of a pack-wide (K, …) tensor a model (the pack, or one member's view) owns."""
+    if model.members == tensor.shape[0]:
+        return slice(None)
+    return slice(model.index, model.index + 1)
+
+
+def _save_sentences(
+    model: Any,
+    data: Dataset,
+    originals: torch.Tensor,
+    mu: torch.Tensor,
+    prior: torch.Tensor,
+    folders: Sequence[Path],
+) -> None:
+    steps = data.image_shape[0]
+    # Homotopy between the posterior means of the first two test sentences picked.
+    weights = torch.linspace(0, 1, HOMOTOPY_POINTS, device=mu.device).view(1, -1, 1)
+    line = (1 - weights) * mu[:, :1] + weights * mu[:, 1:2] if mu.shape[1] > 1 else mu[:, :1]
+    decoded = {
+        "reconstructions": _per_member(model, lambda m: greedy_decode(m, mu[_rows(m, mu)], steps)),
+        "prior_samples": _per_member(
+            model, lambda m: greedy_decode(m, prior[_rows(m, prior)], steps)
+        ),
+        "homotopy": _per_member(model, lambda m: greedy_decode(m, line[_rows(m, line)], steps)),
+    }
+    vocab = data.vocab
+    test = [detokenize(row, vocab) for row in originals.cpu().numpy()]
+    for i, folder in enumerate(folders):
+        if not (folder / storage.VOCAB).exists():
+            storage.write_json(folder / storage.VOCAB, {"tokens": list(vocab)})
+        if (folder / storage.SENTENCES).exists():
+            continue
+        record = {"originals": test}
+        for key, ids in decoded.items():
+            record[key] = [detokenize(row, vocab) for row in ids[i].cpu().numpy()]
+        storage.write_json(folder / storage.SENTENCES, record)
