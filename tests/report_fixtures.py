@@ -112,6 +112,8 @@ def write_run(
                     "",
                     "",  # test_bits_per_dim: not an image likelihood
                     "",  # test_iwae_bits_per_dim
+                    "",  # test_ppl: not text
+                    "",  # test_elbo_ppl
                     e * 0.1,
                 ]
             )

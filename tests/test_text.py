@@ -437,3 +437,37 @@ def test_a_users_text_module_trains_packed(corpus: Path, tmp_path: Path) -> None
     packed = rows(tmp_path / "packed")
     assert packed == rows(tmp_path / "single") and len(packed) == 2
     assert all(math.isfinite(float(r[-1]["test_ppl"])) for r in packed.values())
+
+
+def test_a_killed_text_sweep_resumes_to_the_same_numbers(
+    corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stopped before a write (checkpoints, rows, promotions, sentences, vocabulary, summaries) as
+    a kill there would, then resumed: every number equals an uninterrupted sweep's."""
+    from test_resume_faults import Kill, count_writes
+
+    spec = small(corpus, ("model.dropout", 0.2), ("grid.lambda", [0, 1]))
+
+    def outputs(out: Path) -> dict[str, Any]:
+        found = {}
+        for folder in sorted((out / "default" / "runs").iterdir()):
+            summary = json.loads((folder / "summary.json").read_text())
+            for key in ("seconds", "device"):
+                summary.pop(key)
+            sentences = (folder / "samples.json").read_text()
+            found[folder.name] = (summary, rows(out)[folder.name], sentences)
+        return found
+
+    with monkeypatch.context() as patch:
+        writes = count_writes(patch, None)
+        train(spec, tmp_path / "straight")
+    expected = outputs(tmp_path / "straight")
+    kill_points = sorted({4, len(writes) // 2, len(writes) - 2})  # mid-epoch 1, 2, finish
+    for kill_at in kill_points:
+        out = tmp_path / f"kill{kill_at}"
+        with monkeypatch.context() as patch:
+            count_writes(patch, kill_at)
+            with pytest.raises(Kill):
+                train(spec, out)
+        train(spec, out)
+        assert outputs(out) == expected, f"killed before write {kill_at}: {writes[kill_at - 1]}"
