@@ -56,6 +56,9 @@ class DatasetSpec:
     None: all of them."""
     test_size: int | None = None
     """Evaluate on a seeded random subset of this many test examples; None: all of them."""
+    valid_size: int | None = None
+    """Images: hold this many training examples out as a validation set (seeded, the same for
+    every run) for `eval.select: best_valid`; text has its valid.txt. None: no hold-out."""
     train: str | None = None
     """text: the training file (one whitespace-tokenised sentence per line); None: `data_dir`'s
     train.txt or ptb.train.txt."""
@@ -202,6 +205,10 @@ class EvalSpec:
     """Estimate the mutual information I(x;z) at the end of a run."""
     samples: int = 8
     """Test reconstructions and prior samples saved per run for the report."""
+    select: str = "last"
+    """`last`: report the last epoch; `best_valid`: also keep each run's parameters at its best
+    validation ELBO and report their test numbers beside the last epoch's (summary.json
+    `best_valid`), as He et al. 2019 do. Needs a validation set (text, or dataset.valid_size)."""
 
 
 #: Fields that say where a run trains, where its data lives or how its step is launched, not what

@@ -51,6 +51,7 @@ METRICS_COLUMNS = (
     "test_iwae_bits_per_dim",
     "test_ppl",
     "test_elbo_ppl",
+    "valid_elbo",
     "seconds",
 )
 KL_COLUMNS = ("epoch", "dim", "kl")

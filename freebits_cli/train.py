@@ -19,11 +19,10 @@ from typing import Any
 
 import torch
 
-from . import batches, interrupt, records, samples, storage
+from . import batches, interrupt, records, samples, scores, selection, storage
 from .data import Dataset
-from .metrics import active_units, evaluate, iwae_nll, mutual_information
+from .metrics import evaluate
 from .models import build_model
-from .models.likelihoods import bits_per_dim, likelihood, predicted_tokens
 from .objective import beta_at, binding_share, free_bits_kl
 from .spec import RunConfig
 from .step import TERMS, PackStep, make_optimizer, set_learning_rate
@@ -44,6 +43,7 @@ class Member:
     kl_history: list[list[float]] = field(default_factory=list)
     last_row: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    best: dict[str, Any] | None = None  # eval.select best_valid: see `selection`
 
 
 @dataclass(frozen=True)
@@ -93,6 +93,9 @@ class PackTrainer:
         self.data = data
         self.x_train = torch.from_numpy(data.x_train).to(device)
         self.x_test = torch.from_numpy(data.x_test).to(device)
+        self.x_valid = None
+        if first.eval.select == "best_valid" and data.x_valid is not None:
+            self.x_valid = torch.from_numpy(data.x_valid).to(device)
         # Text: each training sentence's tokens, on the host, for batches of similar lengths.
         self.lengths = (data.x_train != 0).sum(1) if data.is_text else None
         self.dynamic = data.binarize == "dynamic"
@@ -190,6 +193,7 @@ class PackTrainer:
                     "kl_history": torch.tensor(member.kl_history, dtype=torch.float64),
                     "last_row": member.last_row,
                     "seconds": member.seconds,
+                    "best": member.best,
                 }
             )
         return out
@@ -221,6 +225,7 @@ class PackTrainer:
             member.kl_history = state["kl_history"].tolist()
             member.last_row = dict(state["last_row"])
             member.seconds = float(state["seconds"])
+            member.best = state.get("best")
         self.start_epoch = int(states[0]["epoch"])
 
     def resume(self, states: list[dict[str, Any]]) -> None:
@@ -339,6 +344,12 @@ class PackTrainer:
             fresh = torch.rand(rows, tokens, width, generator=stream, device=self.device)
             masks[k, :, :tokens].copy_(fresh)
 
+    def _best_generators(self, stream: str, bests: Sequence[Any]) -> list[torch.Generator]:
+        return [
+            generator(self.device, stream_seed(m.run.train.seed, stream, best["epoch"]))
+            for m, best in zip(self.members, bests, strict=True)
+        ]
+
     def _eval_generators(self, stream: str, epoch: int) -> list[torch.Generator]:
         return [
             generator(self.device, stream_seed(m.run.train.seed, stream, epoch))
@@ -398,44 +409,21 @@ class PackTrainer:
             storage.promote_checkpoint(self.members[i].folder)
 
     def _evaluate_epoch(self, epoch: int, train: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
-        """Test-set metrics of every member after `epoch` (1-based), as metrics.csv rows."""
-        ev = evaluate(self.model, self.x_test, self._eval_generators("eval", epoch))
-        final = epoch == self.config.train.epochs
-        spec = self.config.eval
-        iwae = mi = None
-        if spec.iwae_samples and (final or (spec.iwae_every and epoch % spec.iwae_every == 0)):
-            iwae = iwae_nll(
-                self.model, self.x_test, spec.iwae_samples, self._eval_generators("iwae", epoch)
-            ).tolist()
-        if spec.mi and final:
-            mi = mutual_information(self.model, self.x_test, self._eval_generators("mi", epoch))
-            mi = mi.tolist()
-        # One device-to-host transfer per quantity, not one per member and value.
-        values = {
-            "beta": train["beta"].tolist(),
-            "train_loss": train["loss"].tolist(),
-            "train_recon": train["recon"].tolist(),
-            "train_kl": train["kl"].tolist(),
-            "test_elbo": ev.elbo.tolist(),
-            "test_recon": ev.recon.tolist(),
-            "test_kl": ev.kl.tolist(),
-            "active_units": active_units(ev.au_variance, spec.au_threshold).tolist(),
-            "active_units_kl": (ev.kl_per_dim > spec.kl_threshold).sum(-1).tolist(),
-            "binding_share": train["binding"].tolist(),
-            "test_iwae_nll": iwae,
-            "test_mi": mi,
-        }
-        if likelihood(self.config.model.likelihood).eight_bit:
-            # Bits per dimension, NLL / (C·H·W · ln 2), from the true KL (the ELBO) and the IWAE.
-            dims = self.model.input_dim
-            values["test_bits_per_dim"] = bits_per_dim(-ev.elbo, dims).tolist()
-            values["test_iwae_bits_per_dim"] = (
-                None
-                if iwae is None
-                else bits_per_dim(torch.tensor(iwae, dtype=torch.float64), dims).tolist()
-            )
-        if self.data.is_text:
-            values.update(self._perplexities(ev.elbo, iwae))
+        """Held-out metrics of every member after `epoch` (1-based), as metrics.csv rows."""
+        values, ev = scores.test_scores(
+            self.model, self.x_test, self.config, lambda s: self._eval_generators(s, epoch),
+            epoch, self.data.is_text,
+        )  # fmt: skip
+        values.update(
+            {
+                "beta": train["beta"].tolist(),
+                "train_loss": train["loss"].tolist(),
+                "train_recon": train["recon"].tolist(),
+                "train_kl": train["kl"].tolist(),
+                "binding_share": train["binding"].tolist(),
+                "valid_elbo": self._validate(epoch),
+            }
+        )
         kl_per_dim = ev.kl_per_dim.tolist()
         rows = []
         for i, member in enumerate(self.members):
@@ -450,15 +438,38 @@ class PackTrainer:
             rows.append(row)
         return rows
 
-    def _perplexities(
-        self, elbo: torch.Tensor, iwae: list[float] | None
-    ) -> dict[str, list[float] | None]:
-        """Test perplexity exp(Σ NLL / Σ predicted tokens) (`</s>` counted, `<s>` not), from the
-        IWAE NLL and, a bound (never below it), from -ELBO (Bowman et al. 2016; He et al. 2019)."""
-        per_token = self.x_test.shape[0] / float(predicted_tokens(self.x_test).sum())
-        from_elbo = torch.exp(-elbo.double() * per_token).tolist()
-        from_iwae = None if iwae is None else [math.exp(v * per_token) for v in iwae]
-        return {"test_ppl": from_iwae, "test_elbo_ppl": from_elbo}
+    def _validate(self, epoch: int) -> list[float] | None:
+        """Validation ELBOs (eval.select: best_valid), each member's best state kept."""
+        if self.x_valid is None:
+            return None
+        ev = evaluate(self.model, self.x_valid, self._eval_generators("valid", epoch))
+        elbos = ev.elbo.tolist()
+        for i, member in enumerate(self.members):
+            if selection.improved(member.best, elbos[i]):
+                member.best = selection.snapshot(self.model, i, epoch, elbos[i])
+        return elbos
+
+    def _best_scores(self) -> list[dict[str, Any] | None]:
+        """Each member's test numbers at its best validation epoch (eval.select: best_valid)."""
+        if self.x_valid is None or any(m.best is None for m in self.members):
+            return [None] * len(self.members)
+        bests = [m.best for m in self.members]
+        model = build_model(self.config.model, self.image_shape, len(bests), self.data.vocab_size)
+        model.to(self.device).eval()
+        selection.load_best(model, bests)  # type: ignore[arg-type]
+        # Each member's streams of its best epoch: its numbers there are that epoch's row again.
+        values, _ = scores.test_scores(
+            model, self.x_test, self.config, lambda s: self._best_generators(s, bests),
+            self.config.train.epochs, self.data.is_text,
+        )  # fmt: skip
+        return [
+            {
+                "epoch": best["epoch"],
+                "valid_elbo": best["valid_elbo"],
+                **{key: None if v is None else v[i] for key, v in values.items()},
+            }
+            for i, best in enumerate(bests)  # type: ignore[arg-type]
+        ]
 
     def _finish(self) -> list[Outcome]:
         """Save samples, then write each member's summary.json last, and drop its checkpoints.
@@ -468,12 +479,14 @@ class PackTrainer:
         folders = [m.folder for m in self.members]
         samples.save_samples(self.model, self.data, self.x_test, folders, self.config.eval.samples)
         outcomes = []
-        for member in self.members:
+        for member, best in zip(self.members, self._best_scores(), strict=True):
             extra = {
                 "seconds": member.seconds,
                 "device": str(self.device),
                 "setting": member.setting,
             }
+            if best is not None:
+                extra["best_valid"] = best
             summary = records.write_summary(
                 member.folder, member.run, member.last_row, member.kl_history, extra
             )

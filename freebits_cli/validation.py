@@ -34,6 +34,7 @@ DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "text")
 LONG_SENTENCES = ("drop", "cut")
 Z_TO = ("input", "state")
 OPTIMIZERS = ("adam", "sgd")
+SELECT = ("last", "best_valid")
 #: Token ids every vocabulary reserves (<pad> <s> </s> <unk>): a vocabulary needs one more.
 SPECIAL_TOKENS = 4
 MODULE_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
@@ -149,10 +150,22 @@ def validate_run(run: RunLike) -> None:
     _check(e.iwae_samples >= 0, "eval.iwae_samples", f"must be >= 0, got {e.iwae_samples}")
     _check(e.iwae_every >= 0, "eval.iwae_every", f"must be >= 0, got {e.iwae_every}")
     _check(e.samples >= 0, "eval.samples", f"must be >= 0, got {e.samples}")
+    _one_of(e.select, SELECT, "eval.select")
+    _check(
+        e.select == "last" or d.name == "text" or d.valid_size is not None,
+        "eval.select",
+        "best_valid needs a validation set: set dataset.valid_size (images hold one out of the "
+        "training set; text reads valid.txt)",
+    )
+    _check(
+        d.valid_size is None or d.name != "text",
+        "dataset.valid_size",
+        "text has its own validation file (dataset.valid or valid.txt)",
+    )
 
 
 def _validate_data_sizes(d: Any) -> None:
-    for name in ("train_size", "test_size", "max_length"):
+    for name in ("train_size", "test_size", "valid_size", "max_length"):
         value = getattr(d, name)
         _check(value is None or value > 0, f"dataset.{name}", f"must be > 0, got {value}")
     _check(

@@ -114,6 +114,7 @@ def write_run(
                     "",  # test_iwae_bits_per_dim
                     "",  # test_ppl: not text
                     "",  # test_elbo_ppl
+                    "",  # valid_elbo
                     e * 0.1,
                 ]
             )

@@ -446,7 +446,9 @@ def test_a_killed_text_sweep_resumes_to_the_same_numbers(
     a kill there would, then resumed: every number equals an uninterrupted sweep's."""
     from test_resume_faults import Kill, count_writes
 
-    spec = small(corpus, ("model.dropout", 0.2), ("grid.lambda", [0, 1]))
+    spec = small(
+        corpus, ("model.dropout", 0.2), ("eval.select", "best_valid"), ("grid.lambda", [0, 1])
+    )
 
     def outputs(out: Path) -> dict[str, Any]:
         found = {}

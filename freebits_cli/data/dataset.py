@@ -41,7 +41,7 @@ class Dataset:
     eight_bit: bool = False  # every pixel is k/255 for an integer k (before binarisation)
     dequantize: str = "none"  # uniform: the test set holds (k + u)/256, training adds its own u
     vocab: tuple[str, ...] = ()  # text: the token of each id, SPECIALS first; () for images
-    x_valid: np.ndarray | None = None  # text: valid.txt, as x_test
+    x_valid: np.ndarray | None = None  # text: valid.txt; images: dataset.valid_size held out
     notes: tuple[str, ...] = ()  # what loading changed that a user should hear (one line each)
 
     @property
@@ -67,3 +67,13 @@ def subset(x: np.ndarray, size: int | None, field: str) -> np.ndarray:
         raise DataError(f"dataset.{field}: {size} is more than the {len(x)} examples there are")
     keep = np.random.default_rng([DATA_SEED, len(x)]).permutation(len(x))[:size]
     return x[np.sort(keep)]
+
+
+def hold_out(x: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(the rest, a seeded random validation set of `size` examples), each in original order."""
+    if size >= len(x):
+        raise DataError(
+            f"dataset.valid_size: {size} leaves none of the {len(x)} training examples to train on"
+        )
+    order = np.random.default_rng([DATA_SEED, len(x), 1]).permutation(len(x))
+    return x[np.sort(order[size:])], x[np.sort(order[:size])]

@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..spec import DatasetSpec
-from .dataset import DATA_SEED, Dataset, cache_dir, subset
+from .dataset import DATA_SEED, Dataset, cache_dir, hold_out, subset
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
@@ -43,6 +43,9 @@ def load_images(spec: DatasetSpec) -> Dataset:
         x_train, x_test, shape = _load_cifar10(spec.data_dir)
     else:
         x_train, x_test, shape = _load_idx_dataset(spec.name, spec.data_dir)
+    x_valid = None
+    if spec.valid_size is not None:  # held out of the training set, before any subset
+        x_train, x_valid = hold_out(x_train, spec.valid_size)
     x_train = subset(x_train, spec.train_size, "train_size")
     x_test = subset(x_test, spec.test_size, "test_size")
     rng = np.random.default_rng(DATA_SEED)
@@ -58,7 +61,10 @@ def load_images(spec: DatasetSpec) -> Dataset:
     if spec.binarize == "static":
         # One fixed Bernoulli sample of the grayscale images (stochastic binarisation, sampled once).
         x_train = (rng.random(x_train.shape, dtype=np.float32) < x_train).astype(np.float32)
-    return Dataset(spec.name, x_train, x_test, shape, spec.binarize, eight_bit, spec.dequantize)
+    return Dataset(
+        spec.name, x_train, x_test, shape, spec.binarize, eight_bit, spec.dequantize,
+        x_valid=x_valid,
+    )  # fmt: skip
 
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
