@@ -220,11 +220,13 @@ def prepare(plan_: Plan, spec: SweepSpec, replace_sweep: bool = False) -> None:
         ) from None
 
 
-def check_ready(plan_: Plan, devices: Sequence[str]) -> None:
+def check_ready(plan_: Plan, devices: Sequence[str]) -> list[str]:
     """Fail before anything is written: load every data set the plan needs, and refuse to resume a
-    run on another kind of device than it was checkpointed on (RNG states do not carry over)."""
+    run on another kind of device than it was checkpointed on (RNG states do not carry over).
+    Returns what loading changed that the user should hear (e.g. long sentences dropped)."""
+    notes = []
     for spec in {item.run.dataset for item in plan_.todo}:
-        dataset(spec)
+        notes += dataset(spec).notes
     from .models import check_model  # models: a likelihood or module that cannot run on the data
 
     for model, spec in {(item.run.model, item.run.dataset) for item in plan_.todo}:
@@ -236,6 +238,7 @@ def check_ready(plan_: Plan, devices: Sequence[str]) -> None:
                 f"{item.folder}: checkpointed on {item.checkpoint_device}, cannot resume on {kind}; "
                 "resume it there, or re-run with --force"
             )
+    return sorted(set(notes))
 
 
 PackCallback = Callable[[Sequence["Outcome"]], None]

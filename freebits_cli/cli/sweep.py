@@ -216,13 +216,15 @@ def _run_sweep(spec: Any, out: Path, o: SweepOptions) -> int:
     if not todo:
         say.print("nothing to train: every run is complete (use --force to re-run)")
     elif on_cluster:
-        executor.check_ready(plan, devices if devices[0] != "auto" else ["cuda"])
+        for note in executor.check_ready(plan, devices if devices[0] != "auto" else ["cuda"]):
+            warn(note)
         executor.prepare(plan, spec if replace else sweep_folder.grown(sweep_dir, spec), replace)
         code = submit(spec, plan, packs, o, submitter)
         if code is not None:
             return code
     else:
-        executor.check_ready(plan, devices)
+        for note in executor.check_ready(plan, devices):
+            warn(note)
         executor.prepare(plan, spec if replace else sweep_folder.grown(sweep_dir, spec), replace)
         stopped = _train_here(spec, out, plan, jobs, o, say)
     rows = result_rows(executor.plan(spec, out, shard=o.shard))  # every run, as the files say
