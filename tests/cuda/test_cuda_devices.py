@@ -47,7 +47,12 @@ def test_packs_are_placed_on_both_gpus(images: Path, tmp_path: Path) -> None:
 # -- memory ----------------------------------------------------------------------------------------
 
 #: The benchmark model with the evaluation defaults (IWAE with 100 samples, MI).
-BENCHMARK = [("model.hidden", [512, 256]), ("model.latent_dim", 32), ("train.epochs", 1)]
+BENCHMARK = [
+    ("model.hidden", [512, 256]),
+    ("model.latent_dim", 32),
+    ("train.epochs", 1),
+    ("grid.lambda", [0.5]),
+]
 
 
 @pytest.fixture

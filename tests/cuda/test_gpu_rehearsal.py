@@ -4,18 +4,21 @@ capture path of the training step under a fake graph, and the statistics of pack
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
 from fake_graph import FakeCUDAGraph, install
+from gpu_sweeps import same_files, train
 from scipy import stats
 from seed_stats import compare_means
 
 from freebits_cli.models import build_model
 from freebits_cli.objective import binding_share, free_bits_kl
-from freebits_cli.spec import ModelSpec
+from freebits_cli.runs import dataset
+from freebits_cli.spec import DatasetSpec, ModelSpec
 from freebits_cli.step import PackStep, make_optimizer, set_learning_rate
 
 K, BATCH = 3, 8
@@ -159,6 +162,42 @@ def test_fake_capture_runs_nothing_and_replays_what_it_recorded() -> None:
     graph.replay()
     assert torch.equal(total, torch.full((3,), 20.0)) and torch.equal(y, torch.full((3,), 10.0))
     assert graph.op_names() == ["aten.mul.Tensor", "aten.add_.Tensor"]
+
+
+def test_a_sweep_with_the_fake_graph_equals_the_eager_sweep(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The trainer around the graph, as on CUDA: capture on the first full batch, replays, the last
+    partial batch of each epoch eager, the learning rate (cosine) changed in place every epoch."""
+    from freebits_cli import train as trainer
+
+    fakes = install(monkeypatch)
+    monkeypatch.setattr(  # what train.py asks for on a CUDA device
+        trainer, "make_optimizer", lambda *args, capturable: make_optimizer(*args, True)
+    )
+    overrides = [
+        ("model.hidden", [16]),
+        ("model.latent_dim", 3),
+        ("train.epochs", 3),
+        ("train.lr_schedule", "cosine"),
+        ("grid.lambda", [0, 1]),
+        ("eval.iwae_samples", 5),
+        ("eval.samples", 2),
+    ]
+    eager = train(tmp_path / "eager", overrides, device="cpu")
+    assert fakes.graphs == []
+
+    class Graphed(PackStep):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.want_graph = True
+
+    monkeypatch.setattr(trainer, "PackStep", Graphed)
+    graphed = train(tmp_path / "graph", overrides, device="cpu")
+    (graph,) = fakes.graphs
+    n_train = len(dataset(DatasetSpec()).x_train)  # digits
+    assert graph.replays == 3 * (n_train // 128) and n_train % 128  # every full batch of 3 epochs
+    same_files(eager, graphed)
 
 
 # -- the statistics of "packed vs alone" -------------------------------------------------------
