@@ -61,6 +61,8 @@ NEEDED = {
     "pytest": "pytest",
 }
 BUDGET_S = 450.0
+#: A step with less time than this left is not started.
+MIN_STEP_S = 5.0
 #: Environment variables the CUDA tests read (see tests/cuda/gpu_sweeps.py).
 RECORD_ENV, DATA_ENV = "FREEBITS_GPU_CHECK_OUT", "FREEBITS_GPU_CHECK_DATA"
 MACHINE = """
@@ -206,7 +208,7 @@ def run_step(step: Step, record: Path, env: dict[str, str], deadline: float) -> 
     earlier of its own limit and the check's deadline."""
     left = deadline - time.monotonic()
     limit = min(left, step.limit_s or left)
-    if limit < 5:
+    if limit < MIN_STEP_S:
         step.status = "skipped: out of time"
         print(f"[{step.name}] skipped: the time budget is spent", flush=True)
         return
