@@ -178,9 +178,9 @@ def test_a_process_killed_between_rows_resumes_exactly(images: Path, tmp_path: P
 
 
 def test_sigterm_mid_epoch_then_resume_gives_the_uninterrupted_numbers(tmp_path: Path) -> None:
-    # Batches of 2: 2,560 steps an epoch, long enough on any GPU for the signal to land inside one.
+    # Batches of 4: 1,280 steps an epoch, long enough on any GPU for the signal to land inside one.
     images = write_npz(tmp_path / "long.npz", 5120, 256)
-    extra = ("--epochs", "3", "--set", "train.batch_size=2")
+    extra = ("--epochs", "3", "--set", "train.batch_size=4")
     args = cli_args(images, tmp_path / "stopped", *extra)
     proc = subprocess.Popen([sys.executable, "-m", "freebits_cli", *args], env=ENV, text=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
