@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format install clean
+.PHONY: demo test lint format install clean gpu-check
 
 $(BIN)/freebits: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,18 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+# The GPU checks (benchmarks/gpu_check.py) with the Python already there: no venv, no install.
+# PYTHON=... on the command line or in the environment wins; else .venv's if it exists, else python3.
+ifeq ($(origin PYTHON),file)
+CHECK_PYTHON := $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+else
+CHECK_PYTHON := $(PYTHON)
+endif
+
+gpu-check:
+	PYTHONPATH=.$(if $(PYTHONPATH),:$(PYTHONPATH)) $(CHECK_PYTHON) benchmarks/gpu_check.py \
+		$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(DRY_RUN),--dry-run) $(GPU_CHECK_ARGS)
 
 format: install
 	$(BIN)/ruff format .

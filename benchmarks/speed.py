@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from speed_report import BATCH, HIDDEN, LATENT, WAYS, report
+from speed_report import BATCH, HIDDEN, LATENT, WAYS, markdown, report
 
 HERE = Path(__file__).resolve().parent
 LAMBDAS, ANNEAL = "0,0.1,0.5,1,2", "none,linear"
@@ -259,6 +259,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="extra freebits override for (a) and (b), e.g. eval.mi=false (repeatable)",
     )
     parser.add_argument("--json", type=Path, default=None, help="save all figures here")
+    parser.add_argument("--markdown", type=Path, default=None, help="save the tables here")
     args = parser.parse_args(argv)
     cuda = args.device.startswith("cuda")
     if args.quick:
@@ -305,6 +306,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     report(figures, args)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=1))
+    if args.markdown:
+        args.markdown.write_text(markdown(figures, args))
     return 0
 
 

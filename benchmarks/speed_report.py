@@ -113,40 +113,74 @@ def scaling_rows(figures: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
+def _header(figures: dict[str, Any], args: argparse.Namespace) -> list[str]:
     machine, ways = figures["machine"], figures["ways"]
-    cuda = args.device.startswith("cuda")
     train, evaluation = matmul_flops()
-    print()
-    print(f"device: {args.device} — {machine['device_name']}")
-    print(f"torch {machine['torch']}, {machine['threads']} CPU threads")
-    print(
+    return [
+        f"device: {args.device} — {machine['device_name']}",
+        f"torch {machine['torch']}, {machine['threads']} CPU threads",
         f"fp32 matmul peak measured now: {machine['peak_gflops']:.0f} GFLOP/s (torch.mm); "
-        f"load average before {figures['load_before'][0]:.1f}, after {figures['load_after'][0]:.1f}"
-    )
-    print(
+        f"load average before {figures['load_before'][0]:.1f}, after {figures['load_after'][0]:.1f}",
         f"sweep: {ways['runs']} runs × {ways['epochs']} epoch(s), {ways['n_train']} training / "
         f"{ways['n_test']} test images, MLP 784-512-256-32, batch 128; useful FLOPs per example: "
-        f"{train / 1e6:.2f} M training, {evaluation / 1e6:.2f} M test ELBO"
+        f"{train / 1e6:.2f} M training, {evaluation / 1e6:.2f} M test ELBO",
+    ]
+
+
+def _packed_vs_alone(ways: dict[str, Any]) -> str | None:
+    if "a" not in ways or "b" not in ways:
+        return None
+    a, b = ways["a"]["test_elbo"], ways["b"]["test_elbo"]
+    delta = max((abs(a[r] - b[r]) for r in a.keys() & b.keys()), default=math.nan)
+    return f"max |Δ final test ELBO| of a run, (a) vs (b): {delta:.3g} nats"
+
+
+def _scaling_title(scale: dict[str, Any]) -> str:
+    return (
+        f"scaling: packs of K runs, {scale['n_train'] // 128} steps of batch 128 "
+        f"({scale['n_train']} images) + test ELBO on {scale['n_test']}; MI and IWAE off"
     )
+
+
+LEGEND = (
+    "vs (c), vs (d): that way's speed over the plain torchvision / tensor loop (>1: faster). "
+    "GFLOP/s: the MLP's matmul FLOPs\n(6·weights − 2·first-layer weights per training "
+    "example, 2·weights per test example) over wall seconds."
+)
+
+
+def markdown(figures: dict[str, Any], args: argparse.Namespace) -> str:
+    """The whole report as a Markdown document (what `--markdown FILE` writes)."""
+    ways = figures["ways"]
+    parts = ["\n".join(f"- {line}" for line in _header(figures, args))]
     if any(k in ways for k in WAYS):
-        header, rows = way_rows(figures, cuda)
-        print()
-        print(_table(header, rows, markdown=False))
-        if "a" in ways and "b" in ways:
-            a, b = ways["a"]["test_elbo"], ways["b"]["test_elbo"]
-            common = a.keys() & b.keys()
-            delta = max((abs(a[r] - b[r]) for r in common), default=math.nan)
-            print(f"max |Δ final test ELBO| of a run, (a) vs (b): {delta:.3g} nats")
+        parts.append(_table(*way_rows(figures, args.device.startswith("cuda")), markdown=True))
+        if (line := _packed_vs_alone(ways)) is not None:
+            parts.append(line)
     if "scaling" in figures:
-        scale = figures["scaling"]
+        parts.append(_scaling_title(figures["scaling"]))
+        parts.append(_table(*scaling_rows(figures), markdown=True))
+    commands = ways.get("commands", {})
+    if commands:
+        parts.append("\n".join(f"- {WAYS[w]}: `{c}`" for w, c in commands.items()))
+    parts.append(LEGEND.replace("\n", " "))
+    return "\n\n".join(parts) + "\n"
+
+
+def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
+    ways = figures["ways"]
+    cuda = args.device.startswith("cuda")
+    print()
+    print("\n".join(_header(figures, args)))
+    if any(k in ways for k in WAYS):
         print()
-        print(
-            f"scaling: packs of K runs, {scale['n_train'] // 128} steps of batch 128 "
-            f"({scale['n_train']} images) + test ELBO on {scale['n_test']}; MI and IWAE off"
-        )
-        header, rows = scaling_rows(figures)
-        print(_table(header, rows, markdown=False))
+        print(_table(*way_rows(figures, cuda), markdown=False))
+        if (line := _packed_vs_alone(ways)) is not None:
+            print(line)
+    if "scaling" in figures:
+        print()
+        print(_scaling_title(figures["scaling"]))
+        print(_table(*scaling_rows(figures), markdown=False))
     print()
     print("markdown:")
     print()
@@ -156,8 +190,4 @@ def report(figures: dict[str, Any], args: argparse.Namespace) -> None:
     if "scaling" in figures:
         print(_table(*scaling_rows(figures), markdown=True))
         print()
-    print(
-        "vs (c), vs (d): that way's speed over the plain torchvision / tensor loop (>1: faster). "
-        "GFLOP/s: the MLP's matmul FLOPs\n(6·weights − 2·first-layer weights per training "
-        "example, 2·weights per test example) over wall seconds."
-    )
+    print(LEGEND)

@@ -94,8 +94,13 @@ def _train_group(
     if threads:
         torch.set_num_threads(threads)
     first = pack[0].run
-    # Process-wide switch: set it for every pack so one tf32 pack cannot leak into the next.
-    torch.backends.cuda.matmul.allow_tf32 = first.train.precision == "tf32"
+    # Process-wide switches, set for every pack so one pack's settings cannot leak into the next:
+    # TensorFloat-32 only when asked for (cuDNN's convolutions allow it by default); and the same
+    # command on the same GPU gives the same numbers: no cuDNN autotuning, and only deterministic
+    # cuDNN algorithms (some of its faster convolution backward kernels sum with atomics).
+    tf32 = first.train.precision == "tf32"
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     data = dataset(first.dataset)
     members, states = [], []
     for item in pack:
