@@ -129,8 +129,8 @@ class PackTrainer:
         # SGD trains eagerly on CUDA: its learning rate would be baked into a captured graph.
         graph = train.cuda_graph and self.device.type == "cuda" and train.optimizer == "adam"
         self.optimizer = make_optimizer(
-            self.model.parameters(), train.lr, train.adam_eps, self.device, graph,
-            train.optimizer, train.momentum,
+            self.model.parameters(), train.lr, train.adam_eps, self.device, capturable=graph,
+            kind=train.optimizer, momentum=train.momentum,
         )  # fmt: skip
         for member, state in zip(self.members, states, strict=True):
             if state is None:

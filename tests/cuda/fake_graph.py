@@ -165,5 +165,6 @@ def install(monkeypatch: pytest.MonkeyPatch) -> Installed:
     monkeypatch.setattr(torch.cuda, "Stream", FakeStream)
     monkeypatch.setattr(torch.cuda, "stream", stream)
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: current)
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: ("fake pool",))
     monkeypatch.setattr(packing, "batched", lambda device: True)
     return installed

@@ -73,7 +73,7 @@ def test_step_replay_equals_eager_after_50_steps(arch: str) -> None:
     eager, graphed = make_step(arch, graph=False), make_step(arch, graph=True)
     run_steps(eager)
     run_steps(graphed)
-    assert graphed.graph is not None, "the step was not captured"
+    assert graphed.graphs, "the step was not captured"
     for (name, p), q in zip(
         eager.model.named_parameters(), graphed.model.parameters(), strict=True
     ):
