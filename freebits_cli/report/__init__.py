@@ -24,7 +24,13 @@ from freebits_cli.report.html import (
     varying,
     write_index,
 )
-from freebits_cli.report.load import Runs, find_run_dirs, load_runs, read_kl_history, read_samples
+from freebits_cli.report.load import (
+    Runs,
+    find_run_dirs,
+    read_kl_history,
+    read_results,
+    read_samples,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -240,23 +246,8 @@ def build_report(
     fmts = parse_formats(formats)
     if isinstance(keep_share, bool) or not 0 < keep_share <= 1:
         raise ResultsError(f"keep share: {keep_share!r} is not a share in (0, 1]")
-    if not results_dir.exists():
-        raise ResultsError(f"{results_dir}: no such folder")
-    if not results_dir.is_dir():
-        raise ResultsError(f"{results_dir}: not a folder")
     out = Path(out_dir).expanduser() if out_dir is not None else results_dir / "report"
-    run_dirs = find_run_dirs(results_dir, skip=out)
-    if not run_dirs:
-        raise ResultsError(
-            f"{results_dir}: no runs found (expected <sweep>/runs/<run-id>/ folders holding "
-            "config.json, summary.json or failed.json)"
-        )
-    runs, readable = load_runs(results_dir, run_dirs)
-    if not readable:
-        raise ResultsError(
-            f"{results_dir}: none of the {len(run_dirs)} run folder(s) could be read "
-            f"(first problem: {runs.warnings[0] if runs.warnings else 'no files'})"
-        )
+    runs = read_results(results_dir, skip=out)
     by_setting = by_setting_table(runs)
     examples = [p for p in by_setting.pop("_example") if isinstance(p, str)]
     strategies = strategies_table(by_setting, runs.keys)
