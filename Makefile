@@ -9,7 +9,7 @@ $(BIN)/freebits: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "torch>=2.1,<3" "torchvision>=0.16"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,tensorboard,mlflow]"
 	touch $@
 
 install: $(BIN)/freebits
