@@ -232,20 +232,24 @@ def build_report(
     out_dir: Path | None = None,
     formats: Sequence[str] = ("png",),
     keep_share: float = 0.9,
+    style: str = "default",
+    width: float | None = None,
 ) -> ReportResult:
     """Report every run below `results_dir` into `out_dir` (default results_dir/report).
 
     `results_dir` may be a results root, one sweep folder or any folder above run folders.
     `keep_share` is the share of latent units the recommended setting must keep active.
+    `style`: default, paper, talk or a .mplstyle file; `width`: inches of a one-panel figure.
     Raises ResultsError (one line) when the folder is missing, not a folder, or has no readable run.
     """
-    from freebits_cli.report.draw import draw_all
+    from freebits_cli.report.draw import draw_all, style_sheets
     from freebits_cli.report.figures import FigureInput
 
     results_dir = Path(results_dir).expanduser()
     fmts = parse_formats(formats)
     if isinstance(keep_share, bool) or not 0 < keep_share <= 1:
         raise ResultsError(f"keep share: {keep_share!r} is not a share in (0, 1]")
+    style_sheets(style, width)  # a bad style or width fails before anything is read
     out = Path(out_dir).expanduser() if out_dir is not None else results_dir / "report"
     runs = read_results(results_dir, skip=out)
     by_setting = by_setting_table(runs)
@@ -279,7 +283,7 @@ def build_report(
         for name, df in csvs.items():
             df.to_csv(tmp / name, index=False)
             written.append(tmp / name)
-        figures = draw_all(figure_input, tmp, fmts)
+        figures = draw_all(figure_input, tmp, fmts, style, width)
         written += [
             *figures.files,
             write_index(tmp, results_dir, runs, csvs, recommendation, figures, keep_share),
