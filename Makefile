@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format install clean
+.PHONY: demo test docs lint format install clean
 
 $(BIN)/freebits: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest
+
+docs: install  # the spec reference, from the spec's field docstrings
+	$(BIN)/python -m freebits_cli.spec_docs
 
 format: install
 	$(BIN)/ruff format .
