@@ -1,5 +1,6 @@
 """Export to TensorBoard and MLflow, read back with the libraries' own readers: TensorBoard's event
-reader and its HParams backend (what the dashboard shows), MLflow's client on a sqlite store."""
+reader and its HParams backend (what the dashboard shows), MLflow's client on a sqlite store.
+Both libraries are the optional extras, which `make test` installs: these tests need them."""
 
 from __future__ import annotations
 
@@ -18,9 +19,6 @@ from freebits_cli.cli import app
 from freebits_cli.export import Target, export, parse_targets
 from freebits_cli.export.live import LiveExport
 from freebits_cli.report.load import read_csv
-
-pytest.importorskip("tensorboard", reason="the [tensorboard] extra (make test installs it)")
-pytest.importorskip("mlflow", reason="the [mlflow] extra (make test installs it)")
 
 runner = CliRunner()
 EPOCHS = 3
