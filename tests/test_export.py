@@ -309,13 +309,19 @@ def test_a_failing_logger_warns_and_never_raises(results: Path) -> None:
     assert len(said) == 1 and "--log tensorboard: export failed" in said[0]
 
 
-def test_sweep_log_exports_each_epoch_while_training(tmp_path: Path, empty_store: Path) -> None:
+def test_sweep_log_exports_each_epoch_while_training(
+    tmp_path: Path, empty_store: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     uri = store(empty_store, tmp_path / "m.db")
+    signals: list[int] = []  # the trainer's calls: after each committed epoch, and the pack
+    real = LiveExport.epoch_done
+    monkeypatch.setattr(LiveExport, "epoch_done", lambda self: (signals.append(1), real(self)))
     quick = ["--epochs", "2", "--set", "model.hidden=[16]", "--latent-dim", "2"]
     quick += ["--device", "cpu", "--set", "eval.iwae_samples=2", "--set", "eval.mi=false"]
     args = ["sweep", "--lambdas", "0,1", "--out", str(tmp_path), *quick]
     result = runner.invoke(app, [*args, "--log", f"tensorboard,mlflow={uri}"])
     assert result.exit_code == 0, result.output
+    assert len(signals) == 2 + 1  # epochs 1 and 2 of the one pack, then the pack's end
     runs = sorted((tmp_path / "default" / "runs").iterdir())
     for run in runs:
         scalars = tb_scalars(tmp_path / "tensorboard" / "default" / run.name)
