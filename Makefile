@@ -3,13 +3,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint format install clean gpu-check
+.PHONY: demo test docs lint format install clean gpu-check
 
 $(BIN)/freebits: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet "torch>=2.1,<3" "torchvision>=0.16"
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[dev,tensorboard,mlflow]"
 	touch $@
 
 install: $(BIN)/freebits
@@ -34,6 +34,9 @@ endif
 gpu-check:
 	PYTHONPATH=.$(if $(PYTHONPATH),:$(PYTHONPATH)) $(CHECK_PYTHON) benchmarks/gpu_check.py \
 		$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(DRY_RUN),--dry-run) $(GPU_CHECK_ARGS)
+
+docs: install  # the spec reference, from the spec's field docstrings
+	$(BIN)/python -m freebits_cli.spec_docs
 
 format: install
 	$(BIN)/ruff format .

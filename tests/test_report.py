@@ -27,7 +27,7 @@ from freebits_cli.report import (
     strategies_table,
     t975,
 )
-from freebits_cli.report.load import find_run_dirs, load_runs, read_csv
+from freebits_cli.report.load import find_run_dirs, read_csv, read_runs
 
 FIGURES = ("active_units", "elbo", "pareto", "rate_distortion", "kl_per_dim", "kl_trajectories")
 FIGURES += ("curves", "reconstructions", "samples")
@@ -36,7 +36,7 @@ MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF-", ".svg": b"<?xml"}
 
 def tables(root: Path, keep: float = 0.9) -> tuple[pd.DataFrame, pd.DataFrame, str, pd.DataFrame]:
     """by_setting, strategies, recommendation, pareto without drawing anything."""
-    runs, _ = load_runs(root, find_run_dirs(root, skip=root / "report"))
+    runs, _ = read_runs(root, find_run_dirs(root, skip=root / "report"))
     by_setting = by_setting_table(runs).drop(columns="_example")
     text, pareto = recommend(by_setting, runs.keys, keep)
     return by_setting, strategies_table(by_setting, runs.keys), text, pareto

@@ -12,6 +12,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import FreebitsError
 
@@ -57,7 +58,7 @@ def _main(
 
 
 def fail(message: str, code: int) -> None:
-    message = " ".join(message.splitlines())  # one line, whatever the error quotes
+    message = escape(" ".join(message.splitlines()))  # one line; [brackets] kept as text
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
@@ -82,7 +83,7 @@ def guarded(action: Callable[[], int], interrupted: str = RESUME_HINT) -> None:
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
 def fmt(value: Any, digits: int = 2) -> str:

@@ -21,6 +21,15 @@ def report(
     keep_share: float = typer.Option(
         0.9, "--keep-share", help="Share of units to keep active for the λ recommendation."
     ),
+    style: str = typer.Option(
+        "default",
+        "--style",
+        help="Figure style: default (screen), paper (one 3.25 in column, 8 pt serif, TrueType "
+        "fonts in PDF), talk (slides), or a .mplstyle file.",
+    ),
+    width: float | None = typer.Option(
+        None, "--width", help="Width of a one-panel figure in inches (default: the style's)."
+    ),
 ) -> None:
     """Figures, tables and index.html from the files of every run below RESULTS_DIR."""
 
@@ -29,7 +38,7 @@ def report(
 
         started = time.perf_counter()
         fmt_list = [f.strip() for f in formats.split(",") if f.strip()]
-        result = build_report(results_dir, out, fmt_list, keep_share)
+        result = build_report(results_dir, out, fmt_list, keep_share, style, width)
         for warning in result.warnings:
             err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
         headers, rows = by_setting_rows(result.by_setting)

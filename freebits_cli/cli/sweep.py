@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +117,12 @@ def sweep(
     json_lines: bool = typer.Option(
         False, "--json", help="Print the results table as JSON lines (other output to stderr)."
     ),
+    log: str | None = typer.Option(
+        None,
+        "--log",
+        help="Export while training: tensorboard[=DIR], mlflow[=URI] or both, comma-separated "
+        "(as freebits export; default places under --out).",
+    ),
 ) -> None:
     """Train every run of a sweep not yet complete, then show the results table."""
 
@@ -137,6 +143,7 @@ def sweep(
             raise SpecError(
                 "--executor", f"{executor_kind!r} is not local, slurm or submitit-local"
             )
+        targets = _log_targets(log, executor_kind)
         options = SweepOptions(
             jobs,
             pack_size,
@@ -148,6 +155,7 @@ def sweep(
             not no_pilot,
             json_lines,
             max_failures,
+            targets,
         )
         return _run_sweep(spec, out, options)
 
@@ -170,6 +178,19 @@ class SweepOptions:
     pilot: bool
     json_lines: bool
     max_failures: int = 0
+    log: Sequence[Any] = ()  # export targets for --log
+
+
+def _log_targets(log: str | None, executor_kind: str) -> list[Any]:
+    """--log's export targets, checked (and their extras) before anything trains."""
+    if log is None:
+        return []
+    if executor_kind != "local":
+        raise SpecError("--log", "exports as a local sweep trains; after cluster jobs finish, "
+                        "run freebits export on the results")  # fmt: skip
+    from ..export import parse_targets
+
+    return parse_targets(log.split(","), "--log")
 
 
 def _run_sweep(spec: Any, out: Path, o: SweepOptions) -> int:
@@ -226,7 +247,7 @@ def _run_sweep(spec: Any, out: Path, o: SweepOptions) -> int:
         for note in executor.check_ready(plan, devices):
             warn(note)
         executor.prepare(plan, spec if replace else sweep_folder.grown(sweep_dir, spec), replace)
-        stopped = _train_here(spec, out, plan, jobs, o, say)
+        stopped = _train_logged(spec, out, plan, jobs, o, say)
     rows = result_rows(executor.plan(spec, out, shard=o.shard))  # every run, as the files say
     print_rows(rows, o.json_lines)
     failed = [r for r in rows if r["state"] == "failed"]
@@ -235,7 +256,30 @@ def _run_sweep(spec: Any, out: Path, o: SweepOptions) -> int:
     return 1 if failed or stopped else 0
 
 
-def _train_here(spec: Any, out: Path, plan: Any, jobs: int, o: SweepOptions, say: Console) -> bool:
+def _train_logged(
+    spec: Any, out: Path, plan: Any, jobs: int, o: SweepOptions, say: Console
+) -> bool:
+    """_train_here, exporting (--log) after each committed epoch from a background thread."""
+    if not o.log:
+        return _train_here(spec, out, plan, jobs, o, say)
+    from ..export.live import LiveExport
+
+    live = LiveExport(out, spec.name, o.log, warn)
+    try:
+        return _train_here(spec, out, plan, jobs, o, say, live.epoch_done)
+    finally:
+        live.close()  # the last epochs and the finished runs
+
+
+def _train_here(
+    spec: Any,
+    out: Path,
+    plan: Any,
+    jobs: int,
+    o: SweepOptions,
+    say: Console,
+    after_epoch: Callable[[], None] | None = None,
+) -> bool:
     """Train the plan in this process (and its workers); wait for runs another process holds.
     Returns True when the sweep stopped early (--max-failures)."""
     from dataclasses import replace as replaced
@@ -247,7 +291,14 @@ def _train_here(spec: Any, out: Path, plan: Any, jobs: int, o: SweepOptions, say
         while True:
             try:
                 outcomes = _train_with_progress(
-                    plan, spec.train.device, o.pack_size, jobs, o.max_failures, failures, say
+                    plan,
+                    spec.train.device,
+                    o.pack_size,
+                    jobs,
+                    o.max_failures,
+                    failures,
+                    say,
+                    after_epoch,
                 )
             except _TooManyFailures as exc:
                 err_console.print(f"[red]stopped:[/] {exc}", highlight=False)
@@ -285,6 +336,7 @@ def _train_with_progress(
     max_failures: int,
     failed: list[str],
     say: Console,
+    after_epoch: Callable[[], None] | None = None,
 ) -> list[Any]:
     """Train with a progress display on `say` (stderr under --json: stdout holds only JSON)."""
     from rich.progress import (
@@ -315,9 +367,13 @@ def _train_with_progress(
                 total=epochs,
                 description=f"pack of {len(run_ids)}: epoch",
             )
+            if after_epoch is not None:  # --log: the epoch's rows are committed
+                after_epoch()
 
         def on_pack(outcomes: Sequence[Any]) -> None:
             progress.advance(runs_task, sum(o.state != "busy" for o in outcomes))
+            if after_epoch is not None:  # the pack's runs are finished (summaries written)
+                after_epoch()
             failed.extend(o.run_id for o in outcomes if o.state == "failed")
             if max_failures and len(failed) >= max_failures:
                 raise _TooManyFailures(

@@ -24,7 +24,13 @@ from freebits_cli.report.html import (
     varying,
     write_index,
 )
-from freebits_cli.report.load import Runs, find_run_dirs, load_runs, read_kl_history, read_samples
+from freebits_cli.report.load import (
+    Runs,
+    find_run_dirs,
+    read_kl_history,
+    read_results,
+    read_samples,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -226,37 +232,26 @@ def build_report(
     out_dir: Path | None = None,
     formats: Sequence[str] = ("png",),
     keep_share: float = 0.9,
+    style: str = "default",
+    width: float | None = None,
 ) -> ReportResult:
     """Report every run below `results_dir` into `out_dir` (default results_dir/report).
 
     `results_dir` may be a results root, one sweep folder or any folder above run folders.
     `keep_share` is the share of latent units the recommended setting must keep active.
+    `style`: default, paper, talk or a .mplstyle file; `width`: inches of a one-panel figure.
     Raises ResultsError (one line) when the folder is missing, not a folder, or has no readable run.
     """
-    from freebits_cli.report.draw import draw_all
+    from freebits_cli.report.draw import draw_all, style_sheets
     from freebits_cli.report.figures import FigureInput
 
     results_dir = Path(results_dir).expanduser()
     fmts = parse_formats(formats)
     if isinstance(keep_share, bool) or not 0 < keep_share <= 1:
         raise ResultsError(f"keep share: {keep_share!r} is not a share in (0, 1]")
-    if not results_dir.exists():
-        raise ResultsError(f"{results_dir}: no such folder")
-    if not results_dir.is_dir():
-        raise ResultsError(f"{results_dir}: not a folder")
+    style_sheets(style, width)  # a bad style or width fails before anything is read
     out = Path(out_dir).expanduser() if out_dir is not None else results_dir / "report"
-    run_dirs = find_run_dirs(results_dir, skip=out)
-    if not run_dirs:
-        raise ResultsError(
-            f"{results_dir}: no runs found (expected <sweep>/runs/<run-id>/ folders holding "
-            "config.json, summary.json or failed.json)"
-        )
-    runs, readable = load_runs(results_dir, run_dirs)
-    if not readable:
-        raise ResultsError(
-            f"{results_dir}: none of the {len(run_dirs)} run folder(s) could be read "
-            f"(first problem: {runs.warnings[0] if runs.warnings else 'no files'})"
-        )
+    runs = read_results(results_dir, skip=out)
     by_setting = by_setting_table(runs)
     examples = [p for p in by_setting.pop("_example") if isinstance(p, str)]
     strategies = strategies_table(by_setting, runs.keys)
@@ -288,7 +283,7 @@ def build_report(
         for name, df in csvs.items():
             df.to_csv(tmp / name, index=False)
             written.append(tmp / name)
-        figures = draw_all(figure_input, tmp, fmts)
+        figures = draw_all(figure_input, tmp, fmts, style, width)
         written += [
             *figures.files,
             write_index(tmp, results_dir, runs, csvs, recommendation, figures, keep_share),

@@ -1,12 +1,18 @@
 """Draw every figure of the report into its folder: the figures over settings (report.figures)
-and those with one mark per run (report.run_figures), in the formats asked for."""
+and those with one mark per run (report.run_figures), in the formats and the style asked for.
+
+Styles are matplotlib style sheets shipped in report/styles/ (default, paper, talk; or the path
+of a user's own .mplstyle): sizes, fonts, line widths and PDF font embedding live there, not in
+the drawing code, which gives sizes relative to the style (report.figures.size, "small" fonts).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from freebits_cli.errors import ResultsError
 from freebits_cli.report import run_figures as images
 from freebits_cli.report.figures import (
     CAPTIONS,
@@ -22,8 +28,51 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 
-def draw_all(inp: FigureInput, out: Path, formats: Sequence[str]) -> FigureOutput:
-    """Draw every figure into `out` in each format (plus PNG for the page if only PDF is asked)."""
+STYLES = ("default", "paper", "talk")
+STYLE_DIR = Path(__file__).parent / "styles"
+
+
+def style_sheets(style: str, width: float | None = None) -> list[Any]:
+    """The style sheets for `style` (a shipped name or a .mplstyle path), on top of the default
+    one; `width` (inches) overrides the width of a one-panel figure, keeping its proportions.
+    Raises ResultsError naming an unknown style or a bad width."""
+    from matplotlib import rc_params_from_file
+
+    if style in STYLES:
+        path = STYLE_DIR / f"{style}.mplstyle"
+    elif style.endswith(".mplstyle") and Path(style).expanduser().is_file():
+        path = Path(style).expanduser()
+    else:
+        raise ResultsError(
+            f"--style: {style!r} is neither {', '.join(STYLES)} nor an existing .mplstyle file"
+        )
+    sheets: list[Any] = [STYLE_DIR / "default.mplstyle", path]
+    if width is not None:
+        if not 0.5 <= width <= 50:
+            raise ResultsError(f"--width: {width!r} inches is not between 0.5 and 50")
+        styled = rc_params_from_file(path, use_default_template=False)
+        base = rc_params_from_file(STYLE_DIR / "default.mplstyle", use_default_template=False)
+        w, h = styled.get("figure.figsize", base["figure.figsize"])
+        sheets.append({"figure.figsize": (width, width * h / w)})
+    return sheets
+
+
+def draw_all(
+    inp: FigureInput,
+    out: Path,
+    formats: Sequence[str],
+    style: str = "default",
+    width: float | None = None,
+) -> FigureOutput:
+    """Draw every figure into `out` in each format (plus PNG for the page if only PDF is asked),
+    in `style` (see style_sheets)."""
+    from matplotlib.style import context
+
+    with context(style_sheets(style, width)):
+        return _draw_all(inp, out, formats)
+
+
+def _draw_all(inp: FigureInput, out: Path, formats: Sequence[str]) -> FigureOutput:
     figures: list[tuple[str, Callable[[FigureInput], Figure | str]]] = [
         ("active_units", fig_active_units),
         ("elbo", fig_elbo),
@@ -52,7 +101,7 @@ def draw_all(inp: FigureInput, out: Path, formats: Sequence[str]) -> FigureOutpu
             result.skipped.append(f"{stem} ({fig})")
             continue
         for fmt in fmts:
-            fig.savefig(out / f"{stem}.{fmt}", dpi=130, facecolor="white")
+            fig.savefig(out / f"{stem}.{fmt}")  # dpi, background, bbox: from the style
             result.files.append(out / f"{stem}.{fmt}")
         others = [f"{stem}.{f}" for f in fmts if f != web]
         result.shown.append((f"{stem}.{web}", *CAPTIONS[stem], others))

@@ -99,6 +99,9 @@ class FigureOutput:
     warnings: list[str] = field(default_factory=list)
 
 
+DESIGN = (8.0, 5.0)  # inches: a one-panel figure in the default style (styles/default.mplstyle)
+
+
 def _context(inp: FigureInput) -> str:
     """What was swept, e.g. "sweep demo: λ ∈ {0, 0.5, 1} × schedule ∈ {none, linear} × 3 seeds"."""
     runs = inp.runs
@@ -155,13 +158,29 @@ def _lambda_axis(ax: Axes, lams: Sequence[float]) -> None:
     ax.set_xlabel("free-bits threshold λ (nats)")
 
 
+def size(width: float, height: float) -> tuple[float, float]:
+    """A figure designed at width × height inches for the default style, scaled so that a
+    one-panel figure (designed 8 × 5 in) gets the active style's `figure.figsize`."""
+    from matplotlib import rcParams
+
+    style_width, style_height = rcParams["figure.figsize"]
+    return width * style_width / DESIGN[0], height * style_height / DESIGN[1]
+
+
 def title(fig: Figure, main: str, inp: FigureInput) -> int:
-    """Title: what the figure shows, then what was swept, wrapped to the figure; its line count."""
+    """Title: what the figure shows, then what was swept, wrapped to the figure; its line count.
+    A style with `figure.titlesize: 0` (paper: the caption is the paper's) draws none."""
     import textwrap
 
-    chars = int(fig.get_figwidth() * 11)  # about 11 characters per inch at 11.5 pt
+    from matplotlib import rcParams
+    from matplotlib.font_manager import FontProperties
+
+    if rcParams["figure.titlesize"] == 0:
+        return 0
+    points = FontProperties(size=rcParams["figure.titlesize"]).get_size_in_points()
+    chars = int(fig.get_figwidth() * 11 * 11.5 / points)  # about 11 characters per inch at 11.5 pt
     lines = textwrap.wrap(main, chars) + textwrap.wrap(inp.context, chars)
-    fig.suptitle("\n".join(lines), fontsize=11.5)
+    fig.suptitle("\n".join(lines))  # size: the style's figure.titlesize
     return len(lines)
 
 
@@ -172,7 +191,7 @@ def _by_lambda(ax: Axes, inp: FigureInput, metric: str, ylabel: str) -> str:
     for i, (label, g) in enumerate(lines):
         x, y = g["lambda"].to_numpy(float), g[f"{metric}_mean"].to_numpy(float)
         ci = g[f"{metric}_ci95"].to_numpy(float)
-        ax.plot(x, y, label=label or None, linewidth=1.8, markersize=6, **_style(i))
+        ax.plot(x, y, label=label or None, **_style(i))  # width and size: the style's
         ax.fill_between(x, y - ci, y + ci, color=_style(i)["color"], alpha=0.16, linewidth=0)
     _lambda_axis(ax, done["lambda"])
     # Frame the means, not the bands: with 2-3 seeds a t-based CI can be ten times the spread
@@ -185,7 +204,7 @@ def _by_lambda(ax: Axes, inp: FigureInput, metric: str, ylabel: str) -> str:
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if len(lines) > 1:
-        ax.legend(title=legend, fontsize=9)
+        ax.legend(title=legend, fontsize="small")
     return legend
 
 
@@ -195,7 +214,7 @@ def fig_active_units(inp: FigureInput) -> Figure | str:
     done = inp.by_setting[inp.by_setting["n"] > 0]
     if done.empty:
         return "no finished run"
-    fig = Figure(figsize=(8, 5), layout="constrained")
+    fig = Figure(figsize=size(8, 5), layout="constrained")
     ax = fig.subplots()
     _by_lambda(ax, inp, "active_units", "active units (count)")
     dims = sorted({int(d) for d in done["latent_dim"].dropna()})
@@ -206,7 +225,7 @@ def fig_active_units(inp: FigureInput) -> Figure | str:
             (0.01, d),
             xycoords=("axes fraction", "data"),
             va="bottom",
-            fontsize=9,
+            fontsize="small",
             color="0.25",
         )
     ax.set_ylim(0, max(dims, default=1) * 1.08)
@@ -222,19 +241,19 @@ def fig_elbo(inp: FigureInput) -> Figure | str:
         return "no finished run"
     iwae = "test_iwae_nll_mean" in done and done["test_iwae_nll_mean"].notna().any()
     bits = "test_bits_per_dim_mean" in done and done["test_bits_per_dim_mean"].notna().any()
-    fig = Figure(figsize=(8 + 5 * (iwae + bits), 5), layout="constrained")
+    fig = Figure(figsize=size(8 + 5 * (iwae + bits), 5), layout="constrained")
     axes = fig.subplots(1, 1 + iwae + bits, squeeze=False)[0]
     _by_lambda(axes[0], inp, "test_elbo", "test ELBO (nats per example; higher is better)")
     if iwae:
         k = inp.runs["iwae_samples"].dropna()
         k_text = f", k = {int(k.max())}" if len(k) else ""
         _by_lambda(axes[1], inp, "test_iwae_nll", f"IWAE NLL{k_text} (nats; lower is better)")
-        axes[1].set_title("importance-weighted NLL (Burda et al. 2015)", fontsize=10)
+        axes[1].set_title("importance-weighted NLL (Burda et al. 2015)", fontsize="medium")
     if bits:  # image likelihoods: NLL / (C·H·W · ln 2), the IWAE bound's when there is one
         both = iwae and done["test_iwae_bits_per_dim_mean"].notna().any()
         metric = "test_iwae_bits_per_dim" if both else "test_bits_per_dim"
         _by_lambda(axes[-1], inp, metric, "bits per dimension (lower is better)")
-        axes[-1].set_title(f"{'IWAE' if both else 'ELBO'} bound in bits/dim", fontsize=10)
+        axes[-1].set_title(f"{'IWAE' if both else 'ELBO'} bound in bits/dim", fontsize="medium")
     title(fig, "Test ELBO vs free-bits λ (mean over seeds, band: 95% CI)", inp)
     return fig
 
@@ -293,7 +312,7 @@ def two_legends(top: Axes, bottom: Axes, colors: dict[float, Any], schedules: li
                 labels,
                 title=name,
                 loc=loc,
-                fontsize=9,
+                fontsize="small",
                 bbox_to_anchor=(1.02, y),
                 borderaxespad=0,
             )
@@ -307,7 +326,7 @@ def fig_pareto(inp: FigureInput) -> Figure | str:
     ok = bs[(bs["n"] > 0) & bs["test_elbo_mean"].notna() & bs["active_units_mean"].notna()]
     if ok.empty:
         return "no finished run"
-    fig = Figure(figsize=(8.5, 5.5), layout="constrained")
+    fig = Figure(figsize=size(8.5, 5.5), layout="constrained")
     ax = fig.subplots()
     ax.errorbar(
         ok["active_units_mean"],
@@ -353,7 +372,7 @@ def fig_pareto(inp: FigureInput) -> Figure | str:
     ax.set_xlabel("active units (mean over seeds)")
     ax.set_ylabel("test ELBO (nats, mean over seeds; higher is better)")
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=9)
+    ax.legend(loc="best", fontsize="small")
     two_legends(ax, ax, colors, handles)
     title(fig, "ELBO vs active units per setting (bars: 95% CI): the Pareto front", inp)
     return fig

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from freebits_cli.errors import ResultsError
 from freebits_cli.report.settings import flat_config, split_by_config
 
 if TYPE_CHECKING:
@@ -266,7 +267,32 @@ def read_kl_history(run_dir: Path, warn: Callable[[str], None]) -> pd.DataFrame 
     return hist if hist is not None and not hist.empty and "kl" in hist else None
 
 
-def load_runs(root: Path, run_dirs: Sequence[Path]) -> tuple[Runs, int]:
+def read_results(results_dir: Path, skip: Path | None = None) -> Runs:
+    """Every run below `results_dir` (a results root, one sweep folder or one run folder), never
+    reading inside `skip` (the report's own folder). The one reader behind `freebits report` and
+    the Python API. Raises ResultsError (one line) when the folder is missing, not a folder, or
+    has no readable run."""
+    results_dir = Path(results_dir).expanduser()
+    if not results_dir.exists():
+        raise ResultsError(f"{results_dir}: no such folder")
+    if not results_dir.is_dir():
+        raise ResultsError(f"{results_dir}: not a folder")
+    run_dirs = find_run_dirs(results_dir, skip=skip)
+    if not run_dirs:
+        raise ResultsError(
+            f"{results_dir}: no runs found (expected <sweep>/runs/<run-id>/ folders holding "
+            "config.json, summary.json or failed.json)"
+        )
+    runs, readable = read_runs(results_dir, run_dirs)
+    if not readable:
+        raise ResultsError(
+            f"{results_dir}: none of the {len(run_dirs)} run folder(s) could be read "
+            f"(first problem: {runs.warnings[0] if runs.warnings else 'no files'})"
+        )
+    return runs
+
+
+def read_runs(root: Path, run_dirs: Sequence[Path]) -> tuple[Runs, int]:
     """Read every run folder; returns the runs and how many folders held anything readable."""
     import pandas as pd
 

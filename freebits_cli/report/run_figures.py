@@ -17,6 +17,7 @@ from freebits_cli.report.figures import (
     natural,
     scatter_runs,
     series,
+    size,
     title,
     two_legends,
 )
@@ -45,7 +46,7 @@ def fig_rate_distortion(inp: FigureInput) -> Figure | str:
     done = done[done["lambda"].notna()]
     if done.empty:
         return "no finished run"
-    fig = Figure(figsize=(8.5, 5.5), layout="constrained")
+    fig = Figure(figsize=size(8.5, 5.5), layout="constrained")
     ax = fig.subplots()
     colors = lambda_colors(done["lambda"])
     handles = scatter_runs(ax, done, "test_kl", "test_recon", colors)
@@ -81,7 +82,7 @@ def fig_kl_per_dim(inp: FigureInput) -> Figure | str:
         mat[i, : len(kl)] = np.maximum(kl, FLOOR)
     many = len(runs) > 40
     fig = Figure(
-        figsize=(
+        figsize=size(
             min(max(5 + 0.22 * width, 9), 13),
             2.2 + (min(0.06 * len(runs), 11) if many else 0.26 * len(runs)),
         ),
@@ -103,7 +104,7 @@ def fig_kl_per_dim(inp: FigureInput) -> Figure | str:
     else:
         shown = varying(inp.by_setting, inp.keys) if len(inp.by_setting) else ["lambda"]
         labels = [f"{short_label(r, shown)} · s{r['seed']}" for _, r in runs.iterrows()]
-        ax.set_yticks(range(len(runs)), labels=labels, fontsize=8.5)
+        ax.set_yticks(range(len(runs)), labels=labels, fontsize="small")
     ax.set_xticks(
         range(0, width, max(width // 16, 1)),
         labels=[str(i + 1) for i in range(0, width, max(width // 16, 1))],
@@ -131,7 +132,7 @@ def fig_kl_trajectories(inp: FigureInput) -> Figure | str:
     lams = sorted(set(examples["lambda"].dropna()))
     lines = lines[: max(48 // max(len(lams), 1), 1)]  # at most ~48 panels stay legible
     width, height = 2.4 + 2.5 * len(lams), 1.5 + 2.0 * len(lines)
-    fig = Figure(figsize=(width, height))
+    fig = Figure(figsize=size(width, height))
     # Fixed margins (inches) instead of constrained layout: with dozens of log axes it is 3x faster.
     heading = "KL per latent unit over training (lowest seed; dashed: λ; ×: unit collapsed)"
     lines_up = title(fig, heading + (f"; rows: {rows_by}" if rows_by else ""), inp)
@@ -169,9 +170,9 @@ def fig_kl_trajectories(inp: FigureInput) -> Figure | str:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.autoscale_view()
             ax.grid(alpha=0.25)
-            ax.set_title(f"λ = {lam:g}", fontsize=9.5)
+            ax.set_title(f"λ = {lam:g}", fontsize="small")
             ax.set_ylabel(f"{label}\nKL (nats)" if j == 0 and label else "KL (nats)" * (j == 0))
-    fig.supxlabel("epoch", fontsize=10)
+    fig.supxlabel("epoch", fontsize="medium")
     fig.colorbar(
         ScalarMappable(norm, "cividis"),
         ax=axes,
@@ -197,7 +198,7 @@ def fig_curves(inp: FigureInput) -> Figure | str:
     schedules = sorted(runs["anneal"].astype(str).unique(), key=natural)
     quantities = [("test_elbo", "test ELBO (nats)"), ("test_kl", "test KL (nats)")]
     quantities += [("active_units", "active units"), ("beta", "β (weight of the KL term)")]
-    fig = Figure(figsize=(12, 7.5), layout="constrained")
+    fig = Figure(figsize=size(12, 7.5), layout="constrained")
     axes = fig.subplots(2, 2)
     for ax, (col, label) in zip(axes.ravel(), quantities, strict=True):
         segs, cols, styles = [], [], []
@@ -266,8 +267,8 @@ def _image_rows(inp: FigureInput, array: str, with_originals: bool) -> Figure | 
         top += padded.shape[0]
     mosaic = np.vstack(blocks)[:-gap]
     inch = 0.62 / unit  # about 0.6 inch per image
-    size = (max(2.4 + width * inch, 9.0), 1.2 + mosaic.shape[0] * inch)  # 9: room for titles
-    fig = Figure(figsize=size, layout="constrained")
+    inches = (max(2.4 + width * inch, 9.0), 1.2 + mosaic.shape[0] * inch)  # 9: room for titles
+    fig = Figure(figsize=size(*inches), layout="constrained")
     ax = fig.subplots()
     cmap = colormaps["gray_r"].with_extremes(bad="#8c96a0")
     if colour:  # RGB cannot show NaN: the rules between images become grey
@@ -275,7 +276,7 @@ def _image_rows(inp: FigureInput, array: str, with_originals: bool) -> Figure | 
     else:
         ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
-    ax.set_yticks(centres, labels=[label for label, _ in rows], fontsize=10)
+    ax.set_yticks(centres, labels=[label for label, _ in rows], fontsize="medium")
     ax.tick_params(length=0)
     for spine in ax.spines.values():
         spine.set_visible(False)
