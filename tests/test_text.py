@@ -473,3 +473,24 @@ def test_a_killed_text_sweep_resumes_to_the_same_numbers(
                 train(spec, out)
         train(spec, out)
         assert outputs(out) == expected, f"killed before write {kill_at}: {writes[kill_at - 1]}"
+
+
+def test_text_runs_export_their_sentences_and_perplexity(corpus: Path, tmp_path: Path) -> None:
+    """TensorBoard gets each run's sentences as text and perplexity as scalars, read back."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(small(corpus, ("train.epochs", 1), ("grid.lambda", [0.5])), tmp_path / "out")
+    result = runner.invoke(
+        app, ["export", str(tmp_path / "out"), "--to", f"tensorboard={tmp_path / 'tb'}"]
+    )
+    assert result.exit_code == 0, result.output
+    (folder,) = (tmp_path / "out" / "default" / "runs").iterdir()
+    sentences = json.loads((folder / "samples.json").read_text())
+    (logdir,) = {p.parent for p in (tmp_path / "tb").rglob("events.out.tfevents.*")}
+    acc = EventAccumulator(str(logdir), size_guidance={"tensors": 0, "scalars": 0})
+    acc.Reload()
+    text = acc.Tensors("samples/originals/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert text.split("\n\n") == sentences["originals"]
+    scalars = {t for t in acc.Tags()["scalars"]}
+    assert any("test_ppl" in t for t in scalars), scalars

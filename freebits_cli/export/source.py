@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from freebits_cli.report.load import read_kl_history, read_results, read_samples
+from freebits_cli.report.load import read_kl_history, read_results, read_samples, read_sentences
 
 if TYPE_CHECKING:
     import numpy as np
@@ -115,20 +115,15 @@ def read_export_runs(
 
 
 def _read_samples(run: ExportRun, warn: Callable[[str], None]) -> None:
-    """samples.npz: images (originals over reconstructions; prior samples) or, for text runs,
-    arrays of sentences. A run without samples exports without them."""
+    """samples.npz: images (originals over reconstructions; prior samples); text runs:
+    samples.json's sentences. A run without samples exports without them."""
     import numpy as np
 
-    path = run.folder / "samples.npz"
-    if not path.is_file():
+    sentences = read_sentences(run.folder, warn)
+    if sentences is not None:
+        run.texts = sentences
         return
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            texts = {k: npz[k] for k in npz.files if npz[k].dtype.kind in "US"}
-    except Exception:  # a torn file: read_samples below says so
-        texts = {}
-    if texts:
-        run.texts = {k: [str(s) for s in np.ravel(v)] for k, v in texts.items()}
+    if not (run.folder / "samples.npz").is_file():
         return
     data = read_samples(run.folder, warn)
     if data is None:

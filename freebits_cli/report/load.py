@@ -342,3 +342,20 @@ def read_samples(run_dir: Path, warn: Callable[[str], None]) -> dict[str, np.nda
         warn("samples.npz does not hold [n, c*h*w] images matching image_shape; ignored")
         return None
     return data
+
+
+#: The sentence lists of a text run's samples.json, in the order a page shows them.
+SENTENCE_KEYS = ("originals", "reconstructions", "prior_samples", "homotopy")
+
+
+def read_sentences(run_dir: Path, warn: Callable[[str], None]) -> dict[str, list[str]] | None:
+    """samples.json of a text run: test sentences, their reconstructions, prior samples and a
+    homotopy, each a list of strings; None (with a warning if damaged) when there is none."""
+    data = read_json(run_dir / "samples.json", warn, "ignored")
+    if data is None:
+        return None
+    found = {k: data[k] for k in SENTENCE_KEYS if isinstance(data.get(k), list)}
+    if not found or not all(isinstance(s, str) for v in found.values() for s in v):
+        warn("samples.json does not hold lists of sentences; ignored")
+        return None
+    return found
