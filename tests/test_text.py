@@ -494,3 +494,18 @@ def test_text_runs_export_their_sentences_and_perplexity(corpus: Path, tmp_path:
     assert text.split("\n\n") == sentences["originals"]
     scalars = {t for t in acc.Tags()["scalars"]}
     assert any("test_ppl" in t for t in scalars), scalars
+
+
+def test_the_report_shows_sentences_and_perplexity(corpus: Path, tmp_path: Path) -> None:
+    from freebits_cli.report import build_report
+
+    train(small(corpus, ("train.epochs", 1), ("grid.lambda", [0, 1])), tmp_path)
+    result = build_report(tmp_path)
+    page = result.index_html.read_text(encoding="utf-8")
+    folder = next((tmp_path / "default" / "runs").iterdir())
+    sentences = json.loads((folder / "samples.json").read_text())
+    assert 'id="sentences"' in page and "Homotopy" in page
+    assert all(s.replace("'", "&#x27;") in page for s in sentences["originals"])
+    summary = (result.out_dir / "summary.csv").read_text().splitlines()
+    assert "test_ppl" in summary[0] and "test_elbo_ppl" in summary[0]
+    assert (result.out_dir / "elbo.png").is_file() and not result.warnings

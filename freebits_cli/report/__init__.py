@@ -24,13 +24,16 @@ from freebits_cli.report.html import (
     varying,
     write_index,
 )
+from freebits_cli.report.labels import short_label
 from freebits_cli.report.load import (
     Runs,
     find_run_dirs,
     read_kl_history,
     read_results,
     read_samples,
+    read_sentences,
 )
+from freebits_cli.report.sentences import sentences_html
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -40,7 +43,7 @@ __all__ = ["ReportResult", "build_report", "by_setting_rows", "find_run_dirs", "
 FORMATS = ("png", "svg", "pdf")
 METRICS = ("test_elbo", "test_recon", "test_kl", "active_units", "active_share")
 METRICS += ("active_units_kl", "test_iwae_nll", "test_mi", "seconds")
-METRICS += ("test_bits_per_dim", "test_iwae_bits_per_dim")
+METRICS += ("test_bits_per_dim", "test_iwae_bits_per_dim", "test_ppl", "test_elbo_ppl")
 STRATEGIES = ("baseline", "annealing only", "free bits only", "both")  # seed text, Exercise 2
 # Student-t 0.975 quantiles for 1..30 degrees of freedom (two-sided 95% CI across seeds).
 T975 = (12.706205, 4.302653, 3.182446, 2.776445, 2.570582, 2.446912, 2.364624, 2.306004)
@@ -256,7 +259,7 @@ def build_report(
     examples = [p for p in by_setting.pop("_example") if isinstance(p, str)]
     strategies = strategies_table(by_setting, runs.keys)
     recommendation, pareto = recommend(by_setting, runs.keys, keep_share)
-    kl_history, samples = {}, {}
+    kl_history, samples, sentences = {}, {}, {}
     for key in examples:  # other runs' kl_per_dim.csv and samples.npz are not shown: not read
 
         def warn(msg: str, key: str = key) -> None:
@@ -264,7 +267,9 @@ def build_report(
 
         if (hist := read_kl_history(runs.dirs[key], warn)) is not None:
             kl_history[key] = hist
-        if (data := read_samples(runs.dirs[key], warn)) is not None:
+        if (lines := read_sentences(runs.dirs[key], warn)) is not None:
+            sentences[key] = lines  # a text run's samples
+        elif (data := read_samples(runs.dirs[key], warn)) is not None:
             samples[key] = data
     csvs = {"summary.csv": runs.table, "by_setting.csv": by_setting}
     csvs |= {"strategies.csv": strategies, "pareto.csv": pareto}
@@ -284,10 +289,12 @@ def build_report(
             df.to_csv(tmp / name, index=False)
             written.append(tmp / name)
         figures = draw_all(figure_input, tmp, fmts, style, width)
-        written += [
-            *figures.files,
-            write_index(tmp, results_dir, runs, csvs, recommendation, figures, keep_share),
-        ]
+        labels = example_labels(runs.table, by_setting, examples, runs.keys)
+        page = write_index(
+            tmp, results_dir, runs, csvs, recommendation, figures, keep_share,
+            sentences_html(sentences, labels),
+        )  # fmt: skip
+        written += [*figures.files, page]
         _swap_in(tmp, out)
     except OSError as exc:
         raise ResultsError(f"{out}: cannot write the report ({exc.strerror or exc})") from exc
@@ -305,6 +312,15 @@ def build_report(
         warnings=tuple(runs.warnings + figures.warnings),
         files=(*files, *figure_files, index),
     )
+
+
+def example_labels(
+    table: pd.DataFrame, by_setting: pd.DataFrame, examples: Sequence[str], keys: Sequence[str]
+) -> dict[str, str]:
+    """Run key of each setting's example run -> the setting's short label, in table order."""
+    shown = varying(by_setting, keys) or ["lambda"]
+    rows = table.set_index("path")
+    return {key: short_label(rows.loc[key], shown) for key in examples if key in rows.index}
 
 
 def _swap_in(tmp: Path, out: Path) -> None:

@@ -241,6 +241,8 @@ def fig_elbo(inp: FigureInput) -> Figure | str:
         return "no finished run"
     iwae = "test_iwae_nll_mean" in done and done["test_iwae_nll_mean"].notna().any()
     bits = "test_bits_per_dim_mean" in done and done["test_bits_per_dim_mean"].notna().any()
+    ppl = "test_elbo_ppl_mean" in done and done["test_elbo_ppl_mean"].notna().any()
+    bits = bits or ppl  # the last panel: bits/dim for images, perplexity for text
     fig = Figure(figsize=size(8 + 5 * (iwae + bits), 5), layout="constrained")
     axes = fig.subplots(1, 1 + iwae + bits, squeeze=False)[0]
     _by_lambda(axes[0], inp, "test_elbo", "test ELBO (nats per example; higher is better)")
@@ -249,7 +251,15 @@ def fig_elbo(inp: FigureInput) -> Figure | str:
         k_text = f", k = {int(k.max())}" if len(k) else ""
         _by_lambda(axes[1], inp, "test_iwae_nll", f"IWAE NLL{k_text} (nats; lower is better)")
         axes[1].set_title("importance-weighted NLL (Burda et al. 2015)", fontsize="medium")
-    if bits:  # image likelihoods: NLL / (C·H·W · ln 2), the IWAE bound's when there is one
+    if ppl:  # text: exp(NLL per predicted token), the IWAE bound's when there is one
+        both = iwae and done["test_ppl_mean"].notna().any()
+        _by_lambda(
+            axes[-1], inp, "test_ppl" if both else "test_elbo_ppl", "perplexity (lower is better)"
+        )
+        axes[-1].set_title(
+            f"test perplexity ({'IWAE' if both else 'ELBO'} bound)", fontsize="medium"
+        )
+    elif bits:  # image likelihoods: NLL / (C·H·W · ln 2), the IWAE bound's when there is one
         both = iwae and done["test_iwae_bits_per_dim_mean"].notna().any()
         metric = "test_iwae_bits_per_dim" if both else "test_bits_per_dim"
         _by_lambda(axes[-1], inp, metric, "bits per dimension (lower is better)")

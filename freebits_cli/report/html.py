@@ -111,6 +111,7 @@ def write_index(
     recommendation: str,
     figures: FigureOutput,
     keep_share: float,
+    sentences: str = "",
 ) -> Path:
     """Write out/index.html: counts, recommendation, problems, tables, figures and specs."""
     esc = html.escape
@@ -169,6 +170,16 @@ def write_index(
     )
     parts += [_strategies(csvs["strategies.csv"], keys), _pareto(csvs["pareto.csv"], keys)]
     parts.append(_figures(figures))
+    if sentences:
+        parts.append(
+            _section(
+                "sentences",
+                "Sentences",
+                sentences,
+                "Text runs: one column per setting (lowest seed), the same test sentences and prior "
+                "draws in every run, decoded greedily.",
+            )
+        )
     parts.append(_all_runs(csvs["summary.csv"], runs.keys))
     for i, (sweep, text) in enumerate(sorted(runs.specs.items())):
         body = f"<details open><summary>spec.yaml</summary><pre>{esc(text)}</pre></details>"
@@ -207,7 +218,7 @@ def _figures(figures: FigureOutput) -> str:
 
 def _all_runs(summary: pd.DataFrame, keys: Sequence[str]) -> str:
     cols = ["run_id", "state", *keys, "seed", "epochs_done", "test_elbo", "test_kl", "active_units"]
-    for extra in ("test_iwae_nll", "test_bits_per_dim", "test_iwae_bits_per_dim"):
+    for extra in ("test_iwae_nll", "test_bits_per_dim", "test_iwae_bits_per_dim", "test_ppl"):
         cols += [extra] * bool(summary[extra].notna().any())
     rows = [
         [fmt_value(round(v, 3) if isinstance(v, float) else v) for v in r]

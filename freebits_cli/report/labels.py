@@ -15,6 +15,8 @@ SHOWN = (("test_elbo", "ELBO (nats)", 2), ("active_units", "active units", 1))
 SHOWN += (("test_kl", "KL (nats)", 2), ("test_iwae_nll", "IWAE NLL (nats)", 2))
 # Image likelihoods (8-bit data) also report NLL / (C·H·W · ln 2).
 SHOWN += (("test_bits_per_dim", "bits/dim", 3), ("test_iwae_bits_per_dim", "IWAE bits/dim", 3))
+# Text: perplexity per predicted token, from the IWAE NLL and from -ELBO.
+SHOWN += (("test_ppl", "PPL", 1), ("test_elbo_ppl", "PPL (ELBO)", 1))
 
 
 def _missing(value: Any) -> bool:

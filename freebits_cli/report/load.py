@@ -30,7 +30,8 @@ TEXT_COLS = {"run_id", "free_bits_mode", "anneal", "binarize"}
 NUMERIC_COLS = {"lambda", "seed", "epoch", "step", "beta", "train_loss", "train_recon", "train_kl"}
 NUMERIC_COLS |= {"test_elbo", "test_recon", "test_kl", "active_units", "active_units_kl"}
 NUMERIC_COLS |= {"binding_share", "test_iwae_nll", "test_mi", "seconds", "dim", "kl"}
-NUMERIC_COLS |= {"test_bits_per_dim", "test_iwae_bits_per_dim"}
+NUMERIC_COLS |= {"test_bits_per_dim", "test_iwae_bits_per_dim", "test_ppl", "test_elbo_ppl"}
+NUMERIC_COLS |= {"valid_elbo"}
 
 
 @dataclass
@@ -229,13 +230,13 @@ def _load_run(root: Path, run_dir: Path, runs: Runs) -> tuple[dict[str, Any], bo
     # Final metrics: summary.json for done runs; the last epoch so far for the others.
     for name in ("test_elbo", "test_recon", "test_kl", "active_units", "active_units_kl"):
         row[name] = _num(_pick(s.get(name), last.get(name)))
-    row["test_bits_per_dim"] = _num(
-        _pick(s.get("test_bits_per_dim"), last.get("test_bits_per_dim"))
-    )
+    for name in ("test_bits_per_dim", "test_elbo_ppl"):
+        row[name] = _num(_pick(s.get(name), last.get(name)))
     for name in (
         "test_iwae_nll",
         "test_mi",
         "test_iwae_bits_per_dim",
+        "test_ppl",
     ):  # only on some epochs: never take a stale one
         col = metrics[name].dropna() if metrics is not None and name in metrics else ()
         row[name] = _num(s.get(name)) if summary else _num(col.iloc[-1] if len(col) else None)
