@@ -69,9 +69,13 @@ def sweep(
     seeds: str | None = typer.Option(None, "--seeds", help="Seeds, e.g. 0,1,2."),
     epochs: int | None = typer.Option(None, "--epochs", help="Training epochs per run."),
     dataset: str | None = typer.Option(
-        None, "--dataset", help="digits, mnist, fashion-mnist or FILE.npz."
+        None,
+        "--dataset",
+        help="digits, mnist, fashion-mnist, cifar10, text (a folder: --data-dir) or FILE.npz.",
     ),
-    data_dir: str | None = typer.Option(None, "--data-dir", help="Folder with the raw IDX files."),
+    data_dir: str | None = typer.Option(
+        None, "--data-dir", help="Folder holding the data set's files."
+    ),
     latent_dim: int | None = typer.Option(None, "--latent-dim", help="Latent dimensions D."),
     free_bits_mode: str | None = typer.Option(
         None, "--free-bits-mode", help="batch, example, total, group (comma list sweeps)."
@@ -101,6 +105,9 @@ def sweep(
         False,
         "--force",
         help="Re-run runs that are already complete; with a changed spec, replace the sweep.",
+    ),
+    yes: bool = typer.Option(
+        False, "--yes", "-y", help="With --force: delete without asking, even on a terminal."
     ),
     max_failures: int = typer.Option(
         0, "--max-failures", min=0, help="Stop once this many runs have failed (0: never)."
