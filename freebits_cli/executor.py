@@ -199,23 +199,28 @@ def prepare(plan_: Plan, spec: SweepSpec, replace_sweep: bool = False) -> None:
                     storage.remove_checkpoints(item.folder)
                 finally:
                     lock.release()
-        if replace_sweep and (plan_.sweep_dir / "runs").is_dir():
-            keep = {run.run_id for run in spec.expand()}  # every shard's runs, not just ours
-            for folder in sorted((plan_.sweep_dir / "runs").iterdir()):
-                if folder.name in keep or not folder.is_dir():
-                    continue
-                lock = locks.try_lock(folder)
-                if lock is not None:  # one being trained by another sweep stays
-                    try:
-                        storage.reset_run(folder)
-                    finally:
-                        lock.release()
-                    (folder / locks.LOCK).unlink(missing_ok=True)
-                    folder.rmdir()
+        for folder in dropped_runs(plan_.sweep_dir, spec) if replace_sweep else ():
+            lock = locks.try_lock(folder)
+            if lock is not None:  # one being trained by another sweep stays
+                try:
+                    storage.reset_run(folder)
+                finally:
+                    lock.release()
+                (folder / locks.LOCK).unlink(missing_ok=True)
+                folder.rmdir()
     except OSError as exc:
         raise ResultsError(
             f"{exc.filename or plan_.sweep_dir}: cannot write ({exc.strerror})"
         ) from None
+
+
+def dropped_runs(sweep: Path, spec: SweepSpec) -> list[Path]:
+    """Run folders of `sweep` that `spec` does not have: what replacing the sweep deletes."""
+    runs = sweep / "runs"
+    if not runs.is_dir():
+        return []
+    keep = {run.run_id for run in spec.expand()}  # every shard's runs, not just ours
+    return [f for f in sorted(runs.iterdir()) if f.is_dir() and f.name not in keep]
 
 
 def check_ready(plan_: Plan, devices: Sequence[str]) -> None:

@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from ..errors import SpecError
+from . import announce
 from .app import app, console, err_console, guarded, warn
 from .submit import print_estimate, submit
 from .tables import plan_table, print_rows, result_rows
@@ -155,6 +156,7 @@ def sweep(
             not no_pilot,
             json_lines,
             max_failures,
+            yes,
         )
         return _run_sweep(spec, out, options)
 
@@ -177,6 +179,7 @@ class SweepOptions:
     pilot: bool
     json_lines: bool
     max_failures: int = 0
+    yes: bool = False
 
 
 def _run_sweep(spec: Any, out: Path, o: SweepOptions) -> int:
@@ -191,7 +194,10 @@ def _run_sweep(spec: Any, out: Path, o: SweepOptions) -> int:
         if not o.force:
             raise
         replace = True  # --force with another spec: this spec replaces the sweep
-    plan = executor.plan(spec, out, force=o.force, shard=o.shard)
+    plan = executor.plan(spec, out, shard=o.shard)
+    retrained = [r.run.run_id for r in plan.runs if r.state == "done"] if o.force else []
+    if o.force:
+        plan = executor.plan(spec, out, force=True, shard=o.shard)
     todo = plan.todo
     on_cluster = o.executor != "local"
     submitter = None
@@ -213,8 +219,13 @@ def _run_sweep(spec: Any, out: Path, o: SweepOptions) -> int:
         f"in {len(packs)} pack(s) -> {plan.sweep_dir}",
         highlight=False,
     )
+    for line in announce.resume_lines(todo):
+        say.print(line, highlight=False)
     for warning in plan.warnings:
         warn(warning)
+    if o.force:
+        dropped = executor.dropped_runs(plan.sweep_dir, spec) if replace else []
+        announce.force_deletions(say, retrained, dropped, o.dry_run, o.yes)
     if o.dry_run:
         say.print(plan_table(plan))
         print_estimate(say, spec, plan, packs, devices, jobs, o)
