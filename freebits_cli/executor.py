@@ -24,7 +24,7 @@ from .spec import RunConfig, SweepSpec
 from .spec_file import dump_spec
 
 if TYPE_CHECKING:  # torch is imported only when training starts
-    from .train import EpochCallback, Outcome
+    from .train import EpochCallback, Outcome, StepCallback
 
 __all__ = ["Plan", "PlannedRun", "dataset", "train_pack"]
 
@@ -251,10 +251,12 @@ def execute(
     jobs: int = 1,
     on_epoch: EpochCallback | None = None,
     on_pack: PackCallback | None = None,
+    on_step: StepCallback | None = None,
 ) -> list[Outcome]:
     """Train every run of the plan that is not done; returns the outcome of each.
 
-    `jobs` 0 picks the default: one worker per GPU, or DEFAULT_CPU_JOBS on the CPU."""
+    `jobs` 0 picks the default: one worker per GPU, or DEFAULT_CPU_JOBS on the CPU. The
+    callbacks are called in this process, also for packs that train in worker processes."""
     from .workers import run_packs
 
     devices = resolve_devices(device)
@@ -263,14 +265,16 @@ def execute(
     outcomes: list[Outcome] = []
     if jobs == 1 or len(packs) == 1:
         for i, pack in enumerate(packs):
-            result = train_pack(pack, plan_.grid_paths, devices[i % len(devices)], on_epoch)
+            device_ = devices[i % len(devices)]
+            result = train_pack(pack, plan_.grid_paths, device_, on_epoch, 0, on_step)
             outcomes += result
             if on_pack:
                 on_pack(result)
         return outcomes
     on_cpu = all(d == "cpu" for d in devices)
     threads = max(1, (os.cpu_count() or 1) // jobs) if on_cpu else 0
-    return run_packs(packs, plan_.grid_paths, devices, jobs, threads, on_pack)
+    callbacks = (on_pack, on_epoch, on_step)
+    return run_packs(packs, plan_.grid_paths, devices, jobs, threads, *callbacks)
 
 
 def default_jobs(devices: Sequence[str]) -> int:

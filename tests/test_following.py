@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import io
+import re
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from freebits_cli import executor
+from freebits_cli import train as train_module
 from freebits_cli.cli import announce, app
+from freebits_cli.cli import progress as cli_progress
+from freebits_cli.progress import PackWork, SweepProgress
 from freebits_cli.spec_file import build_spec
 
 runner = CliRunner()
@@ -104,3 +111,112 @@ def test_force_on_the_same_spec_names_the_runs_it_trains_again(tmp_path: Path) -
     assert again.exit_code == 0, again.output
     assert "--force trains 2 complete runs again from scratch" in again.output
     assert "deletes" not in again.output
+
+
+# -- progress --------------------------------------------------------------------------------------
+
+
+def test_progress_lines_reach_a_log_while_the_sweep_trains(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Off a terminal each epoch's line is written and flushed when the epoch ends, not when the
+    sweep stops: what a log file holds while the next epoch trains is read at each commit."""
+    monkeypatch.setattr(cli_progress, "LOG_EVERY_S", 0.0)
+    seen: list[str] = []
+    real = train_module.PackTrainer._commit_epoch
+
+    def commit(self: Any, *args: Any) -> None:
+        seen.append(sys.stdout.buffer.getvalue().decode())  # flushed bytes only
+        real(self, *args)
+
+    monkeypatch.setattr(train_module.PackTrainer, "_commit_epoch", commit)
+    result = sweep(tmp_path, "--lambdas", "0,1", "--epochs", "3", "--pack-size", "1")
+    assert result.exit_code == 0, result.output
+    assert len(seen) == 6  # 2 packs × 3 epochs
+    assert "runs done 0/2 | pack 1/2 (1 run): 1/3 epochs done | eta " in seen[1]
+    assert "pack 1/2 (1 run): 2/3 epochs done" in seen[2]
+    assert "runs done 1/2 | " in seen[3]  # the first pack's end, before the second one's epoch
+    last = [line for line in seen[-1].splitlines() if "epochs done" in line][-1]
+    assert re.search(r"eta \d+:\d\d:\d\d$", last), last
+
+
+def test_step_progress_within_an_epoch_off_and_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(train_module, "STEP_REPORT_S", 0.0)  # every step reports
+    monkeypatch.setattr(cli_progress, "LOG_STALL_S", 0.0)
+    monkeypatch.setattr(cli_progress, "LOG_EVERY_S", 1e9)
+    result = sweep(tmp_path, "--lambdas", "0", "--epochs", "2")
+    assert result.exit_code == 0, result.output
+    steps = 6  # digits: 1437 training images, batch 256
+    for step in range(1, steps + 1):
+        assert f"epoch 1/2, step {step}/{steps}" in result.output
+    assert "pack 1/1 (1 run): final evaluation" in result.output
+
+    # On a terminal: the same numbers as bars (rendered into a string here).
+    model = SweepProgress([PackWork(("a",), 0, 2, 10.0, 10.0)], jobs=1, clock=FakeClock())
+    screen = Console(file=io.StringIO(), force_terminal=True, width=150)
+    view = cli_progress.ProgressView(screen, model)
+    with view.showing():
+        model.on_step(["a"], 0, 0, 12)
+        model.clock.now = 10.0  # type: ignore[attr-defined]
+        model.on_step(["a"], 0, 6, 12)
+        view.update("step")
+    shown = screen.file.getvalue()  # type: ignore[attr-defined]
+    assert "pack 1/1 (1 run)" in shown and "epoch 1/2, step 6/12" in shown
+    assert "0/1  eta 0:00:50" in shown  # (1.5 epochs + the final evaluation) at 0.5 epoch / 10 s
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_eta_counts_the_final_evaluation_and_only_this_process_epochs() -> None:
+    clock = FakeClock()
+    # Pack 0: fresh, 2 epochs; pack 1: resumed at epoch 4 of 8. Final evaluation = 1 epoch of FLOPs.
+    packs = [PackWork(("a",), 0, 2, 100.0, 100.0), PackWork(("b",), 4, 8, 100.0, 100.0)]
+    model = SweepProgress(packs, jobs=1, clock=clock)
+    assert model.eta() is None  # nothing timed yet
+    clock.now = 30.0  # loading data, building the model: not training
+    model.on_step(["a"], 0, 0, 10)
+    clock.now = 35.0
+    model.on_step(["a"], 0, 5, 10)  # half an epoch in 5 s: 10 s per epoch
+    # pack 0: 1.5 epochs + final; pack 1: 4 epochs + final -> 7.5 epochs' FLOPs at 10 s each
+    assert model.eta() == pytest.approx(75.0)
+    clock.now = 40.0
+    model.on_epoch(["a"], 1, 2)
+    model.on_step(["a"], 1, 0, 10)
+    clock.now = 50.0
+    model.on_step(["a"], 1, 10, 10)  # the last step: the final evaluation starts
+    assert model.active()[0].phase == "final evaluation"
+    assert model.eta() == pytest.approx(10.0 + 40.0 + 10.0)
+    clock.now = 80.0  # the final evaluation took 30 s: three times the training rate
+    model.on_epoch(["a"], 2, 2)
+    model.on_pack(["a"], 1)
+    assert model.runs_done == 1
+    assert model.eta() == pytest.approx(40.0 + 30.0)  # pack 1: 4 epochs, and a measured final
+    clock.now = 100.0
+    model.on_step(["b"], 4, 0, 10)
+    clock.now = 104.0
+    model.on_step(["b"], 4, 10, 10)
+    clock.now = 105.0
+    model.on_epoch(["b"], 5, 8)
+    # 3 epochs left at (20 + 5) s / 3 epochs = 25/3 s each, plus the final at its own rate
+    assert model.eta() == pytest.approx(3 * 25 / 3 + 30.0)
+
+
+def test_the_trainer_reports_first_and_last_steps_and_throttles_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec = build_spec(None, [*TINY_SPEC, ("train.epochs", 2), ("grid.lambda", [0, 1])])
+    plan = executor.plan(spec, tmp_path)
+    executor.prepare(plan, spec)
+    steps: list[tuple[str, int, int, int]] = []
+    monkeypatch.setattr(train_module, "STEP_REPORT_S", 1e9)  # only the first and last step
+    executor.execute(plan, "cpu", on_step=lambda ids, e, s, n: steps.append((*ids, e, s, n)))
+    ids = tuple(sorted(r.run.run_id for r in plan.runs))
+    assert steps == [(*ids, e, s, 6) for e in (0, 1) for s in (0, 6)]

@@ -302,43 +302,23 @@ def _train_with_progress(
     failed: list[str],
     say: Console,
 ) -> list[Any]:
-    """Train with a progress display on `say` (stderr under --json: stdout holds only JSON)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
+    """Train with progress on `say` (stderr under --json: stdout holds only JSON)."""
     from .. import executor
+    from ..progress import SweepProgress, pack_work
+    from .progress import ProgressView, callbacks
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=say, transient=False) as progress:
-        runs_task = progress.add_task("runs done", total=len(plan.todo))
-        epoch_task = progress.add_task("pack epoch", total=None, visible=jobs == 1)
+    devices = executor.resolve_devices(device)
+    workers = jobs or executor.default_jobs(devices)
+    packs = executor.make_packs(plan.todo, pack_size, workers, executor.memory_fit(devices))
+    view = ProgressView(say, SweepProgress(pack_work(packs), workers))
 
-        def on_epoch(run_ids: Sequence[str], epoch: int, epochs: int) -> None:
-            progress.update(
-                epoch_task,
-                completed=epoch,
-                total=epochs,
-                description=f"pack of {len(run_ids)}: epoch",
+    def on_pack(outcomes: Sequence[Any]) -> None:
+        failed.extend(o.run_id for o in outcomes if o.state == "failed")
+        if max_failures and len(failed) >= max_failures:
+            raise _TooManyFailures(
+                f"{len(failed)} run(s) failed (--max-failures {max_failures}); the runs not "
+                "yet trained are left for the next run of the same command"
             )
 
-        def on_pack(outcomes: Sequence[Any]) -> None:
-            progress.advance(runs_task, sum(o.state != "busy" for o in outcomes))
-            failed.extend(o.run_id for o in outcomes if o.state == "failed")
-            if max_failures and len(failed) >= max_failures:
-                raise _TooManyFailures(
-                    f"{len(failed)} run(s) failed (--max-failures {max_failures}); the runs not "
-                    "yet trained are left for the next run of the same command"
-                )
-
-        return executor.execute(plan, device, pack_size, jobs, on_epoch, on_pack)
+    with view.showing():
+        return executor.execute(plan, device, pack_size, jobs, **callbacks(view, on_pack))
