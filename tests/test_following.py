@@ -220,3 +220,32 @@ def test_the_trainer_reports_first_and_last_steps_and_throttles_the_rest(
     executor.execute(plan, "cpu", on_step=lambda ids, e, s, n: steps.append((*ids, e, s, n)))
     ids = tuple(sorted(r.run.run_id for r in plan.runs))
     assert steps == [(*ids, e, s, 6) for e in (0, 1) for s in (0, 6)]
+
+
+# -- λ = 0 across free-bits modes ------------------------------------------------------------------
+
+
+def test_lambda_0_is_trained_once_across_free_bits_modes(tmp_path: Path) -> None:
+    spec = build_spec(None, [("grid.lambda", [0, 1]), ("grid.mode", ["batch", "example"])])
+    runs = spec.expand()
+    assert sorted((r.free_bits.lam, r.free_bits.mode) for r in runs) == [
+        (0, "batch"),
+        (1, "batch"),
+        (1, "example"),
+    ]
+    dry = sweep(tmp_path, "--lambdas", "0,1", "--free-bits-mode", "batch,example", "--dry-run")
+    assert dry.exit_code == 0, dry.output
+    assert "3 runs, 3 to train" in dry.output
+    assert "λ = 0 is the plain VAE in every free-bits mode" in dry.output
+    assert "modes batch, example, trained once" in dry.output
+    # Why sharing is right: at λ = 0 both modes train the same model (to float rounding).
+    elbo = {}
+    for mode in ("batch", "example"):
+        one = build_spec(
+            None, [*TINY_SPEC, ("train.epochs", 1), ("free_bits.mode", mode), ("grid.lambda", [0])]
+        )
+        plan = executor.plan(one, tmp_path / mode)
+        executor.prepare(plan, one)
+        (outcome,) = executor.execute(plan, "cpu")
+        elbo[mode] = outcome.summary["test_elbo"]
+    assert elbo["batch"] == pytest.approx(elbo["example"], abs=1e-4)

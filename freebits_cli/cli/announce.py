@@ -44,6 +44,19 @@ def resume_lines(todo: Sequence[Any]) -> list[str]:
     ]
 
 
+def shared_plain_runs(spec: Any) -> str | None:
+    """A note when the grid sweeps free-bits modes and λ = 0: that run is trained once."""
+    runs = spec.expand()
+    modes = list(dict.fromkeys(r.free_bits.mode for r in runs))
+    plain = sum(r.free_bits.lam == 0 for r in runs)
+    if len(modes) < 2 or not plain:
+        return None
+    return (
+        f"λ = 0 is the plain VAE in every free-bits mode: its {plural(plain, 'run')} "
+        f"(labelled {modes[0]}) stand for modes {', '.join(modes)}, trained once each"
+    )
+
+
 def interactive() -> bool:
     """Whether a person can answer a question (stdin and stderr are a terminal)."""
     return sys.stdin.isatty() and sys.stderr.isatty()

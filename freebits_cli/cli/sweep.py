@@ -219,7 +219,8 @@ def _run_sweep(spec: Any, out: Path, o: SweepOptions) -> int:
         f"in {len(packs)} pack(s) -> {plan.sweep_dir}",
         highlight=False,
     )
-    for line in announce.resume_lines(todo):
+    shared = announce.shared_plain_runs(spec)
+    for line in [*announce.resume_lines(todo), *([shared] if shared else [])]:
         say.print(line, highlight=False)
     for warning in plan.warnings:
         warn(warning)
