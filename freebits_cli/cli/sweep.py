@@ -205,7 +205,9 @@ def _run_sweep(spec: Any, out: Path, o: SweepOptions) -> int:
         from ..cluster import LOG_DIR, make_executor
 
         # Options, submitit and sbatch are checked before anything is written.
-        submitter = make_executor(o.executor, spec.slurm, spec.name, plan.sweep_dir / LOG_DIR)
+        submitter = make_executor(
+            o.executor, spec.slurm, spec.name, plan.sweep_dir / LOG_DIR, spec.train.device
+        )
     if on_cluster:  # the nodes' memory is not known here: --pack-size (or MAX_AUTO_PACK) bounds it
         devices = [spec.train.device]
         jobs = o.jobs or 1
