@@ -32,6 +32,7 @@ def _one_error_line(result: object) -> str:
         (["--lambdas", "0,", "0.5,", "1"], "write --lambdas 0,0.5,1 (no spaces)"),
         (["--lambdas", "0", "0.5"], "write --lambdas 0,0.5 (no spaces)"),
         (["--seeds", "0", ",1"], "write --seeds 0,1 (no spaces)"),
+        (["--anneal", "none", "linear"], "write --anneal none,linear (no spaces)"),
     ],
 )
 def test_a_list_with_spaces_is_one_line_with_a_hint(
@@ -58,8 +59,9 @@ def test_parser_errors_are_one_line_and_exit_2(args: list[str], needle: str) -> 
     assert needle.lower() in _one_error_line(result).lower()
 
 
-def test_a_spec_file_after_a_list_gets_no_hint(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["sweep", "--lambdas", "0,1", "missing.yaml"])
+@pytest.mark.parametrize("spec", ["missing.yaml", "my_spec"])
+def test_a_spec_file_after_a_list_gets_no_hint(spec: str) -> None:
+    result = runner.invoke(app, ["sweep", "--lambdas", "0,1", spec])
     assert result.exit_code == 2 and "no spaces" not in _one_error_line(result)
 
 

@@ -16,14 +16,13 @@ from rich.console import Console
 from typer.core import TyperGroup
 
 from ..errors import FreebitsError
+from .flags import LIST_FLAGS
 
 try:  # newer typer ships its own copy of click
     from typer._click.exceptions import ClickException, NoArgsIsHelpError
 except ImportError:  # pragma: no cover - older typer uses click itself
     from click.exceptions import ClickException, NoArgsIsHelpError
 
-#: Options that take a comma list; a list typed with spaces splits into several arguments.
-LIST_FLAGS = ("--lambdas", "--anneal", "--seeds", "--free-bits-mode")
 #: The command line being run, for hints on errors that only show up after parsing.
 _ARGS: list[str] = []
 
@@ -123,13 +122,28 @@ def list_hint(args: Sequence[str]) -> str:
             if token.startswith("--"):
                 break
             separated = value.endswith(",") or token.startswith(",") or bool(rest)
-            if not separated and (token.endswith((".yaml", ".yml")) or Path(token).exists()):
-                break  # a spec file after the list
+            if not separated and not _list_item(token):
+                break  # e.g. a spec file after the list
             rest.append(token)
         if rest:
             items = [x for x in ",".join([value, *rest]).split(",") if x.strip()]
             return f"; write {flag} {','.join(x.strip() for x in items)} (no spaces)"
     return ""
+
+
+#: Words a list flag takes (schedules, free-bits modes) besides numbers.
+_LIST_WORDS = {"none", "linear", "sigmoid", "cyclical", "batch", "example", "total", "group"}
+
+
+def _list_item(token: str) -> bool:
+    item = token.strip(",")
+    if item in _LIST_WORDS:
+        return True
+    try:
+        float(item)
+    except ValueError:
+        return False
+    return not Path(token).exists()
 
 
 def _print_error(message: str) -> None:

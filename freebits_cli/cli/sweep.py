@@ -13,47 +13,9 @@ from rich.console import Console
 from ..errors import SpecError
 from . import announce
 from .app import app, console, err_console, guarded, warn
+from .flags import flag_overrides
 from .submit import print_estimate, submit
 from .tables import plan_table, print_rows, result_rows
-
-
-def _list_flag(name: str, text: str | None) -> list[Any] | None:
-    import yaml
-
-    if text is None:
-        return None
-    items = [item.strip() for item in text.split(",")]
-    if not all(items):
-        raise SpecError(name, f"{text!r} has an empty item; use a comma list like 0,0.5,1")
-    try:
-        return [yaml.safe_load(item) for item in items]
-    except yaml.YAMLError:
-        raise SpecError(name, f"cannot parse {text!r}; use a comma list like 0,0.5,1") from None
-
-
-def _overrides(
-    lambdas: str | None,
-    anneal: str | None,
-    seeds: str | None,
-    modes: str | None,
-    singles: dict[str, Any],
-    sets: Sequence[str],
-) -> list[tuple[str, Any]]:
-    from ..spec_file import parse_override
-
-    out: list[tuple[str, Any]] = []
-    for flag, path, text in (
-        ("--lambdas", "grid.lambda", lambdas),
-        ("--anneal", "grid.anneal", anneal),
-        ("--seeds", "grid.seed", seeds),
-        ("--free-bits-mode", "grid.mode", modes),
-    ):
-        values = _list_flag(flag, text)
-        if values is not None:
-            out.append((path, values))
-    out += [(path, value) for path, value in singles.items() if value is not None]
-    out += [parse_override(text) for text in sets]
-    return out
 
 
 @app.command()
@@ -139,7 +101,7 @@ def sweep(
             "train.device": device,
             "name": name,
         }
-        overrides = _overrides(lambdas, anneal, seeds, free_bits_mode, singles, sets)
+        overrides = flag_overrides(lambdas, anneal, seeds, free_bits_mode, singles, sets)
         spec = build_spec(spec_file, overrides)
         if executor_kind not in ("local", "slurm", "submitit-local"):
             raise SpecError(
