@@ -10,6 +10,8 @@ to one flat folder, `RESULTS/<sweep>/logs/`; the submitted job ids go to `RESULT
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 import time
 from collections.abc import Sequence
@@ -21,6 +23,7 @@ from . import storage
 from .errors import SpecError
 from .executor import make_packs, resolve_devices
 from .pack_runner import train_pack
+from .queue import sbatch_refusal
 from .runs import PlannedRun
 from .spec import RunConfig, SlurmSpec
 
@@ -86,12 +89,18 @@ class PackTask(Checkpointable):
         return [{"run_id": o.run_id, "state": o.state, "reason": o.reason} for o in outcomes]
 
 
-def slurm_parameters(slurm: SlurmSpec, name: str) -> dict[str, Any]:
-    """The `slurm:` section as submitit.AutoExecutor parameters (unset values left out)."""
+def gpus_asked(slurm: SlurmSpec, device: str) -> int:
+    """GPUs per task: none for a CPU sweep, whatever `slurm.gpus_per_node` says."""
+    return 0 if device == "cpu" else slurm.gpus_per_node
+
+
+def slurm_parameters(slurm: SlurmSpec, name: str, device: str = "auto") -> dict[str, Any]:
+    """The `slurm:` section as submitit.AutoExecutor parameters (unset values left out; no GPU
+    request at all when none is wanted: a cluster without GPUs refuses even `--gpus=0`)."""
     params: dict[str, Any] = {
         "name": f"freebits-{name}",
         "timeout_min": math.ceil(slurm.time_min),
-        "gpus_per_node": slurm.gpus_per_node,
+        "gpus_per_node": gpus_asked(slurm, device) or None,
         "cpus_per_task": slurm.cpus_per_task,
         "mem_gb": slurm.mem_gb,
         "slurm_partition": slurm.partition,
@@ -106,7 +115,9 @@ def slurm_parameters(slurm: SlurmSpec, name: str) -> dict[str, Any]:
     return {k: v for k, v in params.items() if v is not None}
 
 
-def make_executor(kind: str, slurm: SlurmSpec, name: str, folder: Path) -> Any:
+def make_executor(
+    kind: str, slurm: SlurmSpec, name: str, folder: Path, device: str = "auto"
+) -> Any:
     submitit = require_submitit()
     if kind == "slurm":
         try:
@@ -117,7 +128,7 @@ def make_executor(kind: str, slurm: SlurmSpec, name: str, folder: Path) -> Any:
             raise SpecError(
                 "--executor", "slurm needs Slurm's sbatch and srun on PATH (a login node)"
             ) from None
-        params = slurm_parameters(slurm, name)
+        params = slurm_parameters(slurm, name, device)
     else:  # the same jobs as local processes (what AutoExecutor(cluster="local") wraps)
         executor = submitit.LocalExecutor(folder=folder, max_num_timeout=MAX_TIMEOUTS)
         params = {
@@ -130,7 +141,7 @@ def make_executor(kind: str, slurm: SlurmSpec, name: str, folder: Path) -> Any:
         import torch
 
         # The local executor hides every GPU unless asked (CUDA_VISIBLE_DEVICES="").
-        gpus = min(slurm.gpus_per_node, torch.cuda.device_count())
+        gpus = min(gpus_asked(slurm, device), torch.cuda.device_count())
         if gpus:
             params["gpus_per_node"] = gpus
     try:
@@ -172,18 +183,30 @@ def submit(
     submitit = require_submitit()
     log_dir = sweep_dir / LOG_DIR
     if executor is None:
-        executor = make_executor(kind, slurm, sweep_dir.name, log_dir)
+        executor = make_executor(kind, slurm, sweep_dir.name, log_dir, device)
     tasks = [PackTask([(p.run, str(p.folder)) for p in pack], grid_paths, device) for pack in packs]
     jobs: list[Any] = []
     # Submitting from inside a Slurm job would hand the new jobs this job's SLURM_* variables.
-    with submitit.helpers.clean_env():
+    # submitit prints sbatch's refusal itself: keep it, and say it once, as one line.
+    with submitit.helpers.clean_env(), contextlib.redirect_stderr(io.StringIO()):
         for start in range(0, len(tasks), slurm.max_array_size):
-            with executor.batch():
-                chunk = [executor.submit(t) for t in tasks[start : start + slurm.max_array_size]]
+            try:
+                with executor.batch():
+                    chunk = [
+                        executor.submit(t) for t in tasks[start : start + slurm.max_array_size]
+                    ]
+            except submitit.core.utils.FailedJobError as exc:
+                if jobs:  # the arrays sbatch took are recorded, so status can follow them
+                    record(sweep_dir, Submission(kind, log_dir, jobs, _ids(packs[: len(jobs)])))
+                raise sbatch_refusal(str(exc)) from None
             jobs += chunk
-    submission = Submission(kind, log_dir, jobs, [[p.run.run_id for p in pack] for pack in packs])
+    submission = Submission(kind, log_dir, jobs, _ids(packs))
     record(sweep_dir, submission)
     return submission
+
+
+def _ids(packs: Sequence[Sequence[PlannedRun]]) -> list[list[str]]:
+    return [[p.run.run_id for p in pack] for pack in packs]
 
 
 def record(sweep_dir: Path, submission: Submission) -> None:

@@ -111,10 +111,13 @@ def train_flops(params: int, n_train: int) -> float:
 
 def eval_flops(run: RunConfig, params: int, n_test: int, final: bool) -> float:
     """One member's evaluation: a forward pass over the test set; at the end also k IWAE samples,
-    each through the decoder (about half the parameters)."""
+    each through the decoder (about half the parameters), and the mutual information, which
+    evaluates log q(z_i | x_j) for every pair of test examples (about 4 FLOPs per pair and unit)."""
     flops = 2.0 * params * n_test
     if final:
         flops += params * n_test * run.eval.iwae_samples
+        if run.eval.mi:
+            flops += 4.0 * n_test**2 * run.model.latent_dim
     return flops
 
 

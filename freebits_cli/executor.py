@@ -24,7 +24,7 @@ from .spec import RunConfig, SweepSpec
 from .spec_file import dump_spec
 
 if TYPE_CHECKING:  # torch is imported only when training starts
-    from .train import EpochCallback, Outcome
+    from .train import EpochCallback, Outcome, StepCallback
 
 __all__ = ["Plan", "PlannedRun", "dataset", "train_pack"]
 
@@ -201,23 +201,28 @@ def prepare(plan_: Plan, spec: SweepSpec, replace_sweep: bool = False) -> None:
                     storage.remove_checkpoints(item.folder)
                 finally:
                     lock.release()
-        if replace_sweep and (plan_.sweep_dir / "runs").is_dir():
-            keep = {run.run_id for run in spec.expand()}  # every shard's runs, not just ours
-            for folder in sorted((plan_.sweep_dir / "runs").iterdir()):
-                if folder.name in keep or not folder.is_dir():
-                    continue
-                lock = locks.try_lock(folder)
-                if lock is not None:  # one being trained by another sweep stays
-                    try:
-                        storage.reset_run(folder)
-                    finally:
-                        lock.release()
-                    (folder / locks.LOCK).unlink(missing_ok=True)
-                    folder.rmdir()
+        for folder in dropped_runs(plan_.sweep_dir, spec) if replace_sweep else ():
+            lock = locks.try_lock(folder)
+            if lock is not None:  # one being trained by another sweep stays
+                try:
+                    storage.reset_run(folder)
+                finally:
+                    lock.release()
+                (folder / locks.LOCK).unlink(missing_ok=True)
+                folder.rmdir()
     except OSError as exc:
         raise ResultsError(
             f"{exc.filename or plan_.sweep_dir}: cannot write ({exc.strerror})"
         ) from None
+
+
+def dropped_runs(sweep: Path, spec: SweepSpec) -> list[Path]:
+    """Run folders of `sweep` that `spec` does not have: what replacing the sweep deletes."""
+    runs = sweep / "runs"
+    if not runs.is_dir():
+        return []
+    keep = {run.run_id for run in spec.expand()}  # every shard's runs, not just ours
+    return [f for f in sorted(runs.iterdir()) if f.is_dir() and f.name not in keep]
 
 
 def check_ready(plan_: Plan, devices: Sequence[str]) -> list[str]:
@@ -251,10 +256,12 @@ def execute(
     jobs: int = 1,
     on_epoch: EpochCallback | None = None,
     on_pack: PackCallback | None = None,
+    on_step: StepCallback | None = None,
 ) -> list[Outcome]:
     """Train every run of the plan that is not done; returns the outcome of each.
 
-    `jobs` 0 picks the default: one worker per GPU, or DEFAULT_CPU_JOBS on the CPU."""
+    `jobs` 0 picks the default: one worker per GPU, or DEFAULT_CPU_JOBS on the CPU. The
+    callbacks are called in this process, also for packs that train in worker processes."""
     from .workers import run_packs
 
     devices = resolve_devices(device)
@@ -263,14 +270,16 @@ def execute(
     outcomes: list[Outcome] = []
     if jobs == 1 or len(packs) == 1:
         for i, pack in enumerate(packs):
-            result = train_pack(pack, plan_.grid_paths, devices[i % len(devices)], on_epoch)
+            device_ = devices[i % len(devices)]
+            result = train_pack(pack, plan_.grid_paths, device_, on_epoch, 0, on_step)
             outcomes += result
             if on_pack:
                 on_pack(result)
         return outcomes
     on_cpu = all(d == "cpu" for d in devices)
     threads = max(1, (os.cpu_count() or 1) // jobs) if on_cpu else 0
-    return run_packs(packs, plan_.grid_paths, devices, jobs, threads, on_pack)
+    callbacks = (on_pack, on_epoch, on_step)
+    return run_packs(packs, plan_.grid_paths, devices, jobs, threads, *callbacks)
 
 
 def default_jobs(devices: Sequence[str]) -> int:

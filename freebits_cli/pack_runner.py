@@ -11,7 +11,7 @@ from .errors import ResultsError
 from .runs import PlannedRun, dataset
 
 if TYPE_CHECKING:  # torch is imported only when training starts
-    from .train import EpochCallback, Outcome
+    from .train import EpochCallback, Outcome, StepCallback
 
 
 def train_pack(
@@ -20,6 +20,7 @@ def train_pack(
     device: str,
     on_epoch: EpochCallback | None = None,
     threads: int = 0,
+    on_step: StepCallback | None = None,
 ) -> list[Outcome]:
     """Train one pack on `device` (in this process), resuming members from their checkpoints.
 
@@ -37,7 +38,8 @@ def train_pack(
                 outcomes.append(Outcome(item.run.run_id, "busy", f"trained by {who}"))
             else:
                 held.append((item, lock))
-        outcomes += _train_held([item for item, _ in held], grid_paths, device, on_epoch, threads)
+        members = [item for item, _ in held]
+        outcomes += _train_held(members, grid_paths, device, on_epoch, threads, on_step)
     except OSError as exc:
         where = exc.filename or pack[0].folder
         raise ResultsError(f"{where}: cannot write ({exc.strerror})") from None
@@ -53,6 +55,7 @@ def _train_held(
     device: str,
     on_epoch: EpochCallback | None,
     threads: int,
+    on_step: StepCallback | None = None,
 ) -> list[Outcome]:
     """Decide again, now that the runs are locked, where each starts; train them by start epoch."""
     from .train import Outcome
@@ -75,7 +78,7 @@ def _train_held(
         start = points.get(item.run.run_id, resume.Point(0)).epoch
         groups.setdefault(start, []).append(item)
     for start, members in sorted(groups.items()):
-        outcomes += _train_group(members, start, grid_paths, device, on_epoch, threads)
+        outcomes += _train_group(members, start, grid_paths, device, on_epoch, threads, on_step)
     return outcomes
 
 
@@ -86,6 +89,7 @@ def _train_group(
     device: str,
     on_epoch: EpochCallback | None,
     threads: int,
+    on_step: StepCallback | None = None,
 ) -> list[Outcome]:
     import torch
 
@@ -124,4 +128,4 @@ def _train_group(
     trainer = PackTrainer(members, data, torch.device(device))
     if start:
         trainer.resume(states)
-    return trainer.run(on_epoch)
+    return trainer.run(on_epoch, on_step)

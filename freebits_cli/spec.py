@@ -365,7 +365,8 @@ class SweepSpec:
         return [GRID_ALIASES.get(k, k) for k in self.grid]
 
     def expand(self) -> tuple[RunConfig, ...]:
-        """The Cartesian product of the grid, as validated run configs, duplicates dropped."""
+        """The Cartesian product of the grid, as validated run configs, duplicates dropped (λ = 0
+        runs that differ only in the free-bits mode are one run)."""
         base = self.to_dict()
         del base["name"], base["grid"], base["slurm"]
         paths = self.grid_paths()
@@ -375,7 +376,9 @@ class SweepSpec:
             for path, value in zip(paths, values, strict=True):
                 set_path(tree, path, value, prefix="grid.")
             run = _parse_run(tree, where="grid")
-            runs.setdefault(run.run_id, run)
+            # λ = 0 is the plain VAE in every free-bits mode: the first mode's run stands for all.
+            plain = run.free_bits.lam == 0 and dataclasses.replace(run, free_bits=FreeBitsSpec())
+            runs.setdefault(plain.run_id if plain else run.run_id, run)
         return tuple(runs.values())
 
 

@@ -55,6 +55,11 @@ class Outcome:
 
 
 EpochCallback = Callable[[Sequence[str], int, int], None]
+#: (run ids, 0-based epoch, steps done in it, steps per epoch): called at an epoch's first and
+#: last step and at most every STEP_REPORT_S of wall time between them; it never waits on the
+#: device (the step count is known on the host).
+StepCallback = Callable[[Sequence[str], int, int, int], None]
+STEP_REPORT_S = 2.0
 
 
 def stream_seed(seed: int, stream: str, epoch: int = 0) -> int:
@@ -277,7 +282,9 @@ class PackTrainer:
             ]
         )
 
-    def train_epoch(self, epoch: int) -> dict[str, torch.Tensor]:
+    def train_epoch(
+        self, epoch: int, on_step: StepCallback | None = None
+    ) -> dict[str, torch.Tensor]:
         """One pass over the training set; per-member averages per example.
 
         Random numbers are drawn per member for blocks of steps rather than per step: a handful
@@ -305,6 +312,10 @@ class PackTrainer:
         step_fn.sums.zero_()
         pixels, latent = self.x_train.shape[1], self.config.model.latent_dim
         block = max(1, BLOCK_ELEMENTS // (size * pixels))
+        ids = [m.run.run_id for m in self.members]
+        if on_step is not None:
+            on_step(ids, epoch, 0, steps)
+        report_at = time.monotonic() + STEP_REPORT_S
         for block_start in range(0, steps, block):
             rows = min(self.n_train, (block_start + block) * size) - block_start * size
             noise = self._draw("noise", rows, latent)  # (K, rows, D)
@@ -332,6 +343,9 @@ class PackTrainer:
                     self._draw_masks(masks, step_lengths[step] or (pixels,) * len(self.members))
                 step_fn.beta.copy_(betas[step])
                 step_fn.run(b, step_lengths[step])
+                if on_step is not None and (step + 1 == steps or time.monotonic() >= report_at):
+                    on_step(ids, epoch, step + 1, steps)
+                    report_at = time.monotonic() + STEP_REPORT_S
         out = dict(zip(TERMS, step_fn.sums / self.n_train, strict=True))
         out["beta"] = betas[-1]
         return out
@@ -356,7 +370,9 @@ class PackTrainer:
             for m in self.members
         ]
 
-    def run(self, on_epoch: EpochCallback | None = None) -> list[Outcome]:
+    def run(
+        self, on_epoch: EpochCallback | None = None, on_step: StepCallback | None = None
+    ) -> list[Outcome]:
         outcomes: list[Outcome] = []
         epochs = self.config.train.epochs
         for epoch in range(self.start_epoch, epochs):
@@ -364,7 +380,7 @@ class PackTrainer:
                 break
             started = time.perf_counter()
             self.model.train()
-            train = self.train_epoch(epoch)
+            train = self.train_epoch(epoch, on_step)
             self.model.eval()
             rows = self._evaluate_epoch(epoch + 1, train)
             elapsed = time.perf_counter() - started

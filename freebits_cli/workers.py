@@ -23,7 +23,7 @@ from .errors import Interrupted, TrainingError
 
 if TYPE_CHECKING:
     from .runs import PlannedRun
-    from .train import Outcome
+    from .train import EpochCallback, Outcome, StepCallback
 
 #: Seconds a worker gets to stop at its next training step before the signal is sent again.
 GRACE_S = 5.0
@@ -31,9 +31,21 @@ POLL_S = 0.2
 
 
 def _worker(
-    device: str, threads: int, parent: int, tasks: Any, results: Any, grid_paths: Sequence[str]
+    device: str,
+    threads: int,
+    parent: int,
+    tasks: Any,
+    results: Any,
+    grid_paths: Sequence[str],
+    progress: bool = False,
 ) -> None:
     from .pack_runner import train_pack
+
+    def on_epoch(run_ids: Sequence[str], epoch: int, epochs: int) -> None:
+        results.put(("epoch", -1, (list(run_ids), epoch, epochs)))
+
+    def on_step(run_ids: Sequence[str], epoch: int, step: int, steps: int) -> None:
+        results.put(("step", -1, (list(run_ids), epoch, step, steps)))
 
     interrupt.watch_parent(parent)
     with interrupt.handling_signals():
@@ -48,7 +60,8 @@ def _worker(
                 return
             index, pack = item
             try:
-                results.put(("done", index, train_pack(pack, grid_paths, device, None, threads)))
+                callbacks = (on_epoch, threads, on_step) if progress else (None, threads, None)
+                results.put(("done", index, train_pack(pack, grid_paths, device, *callbacks)))
             except Interrupted as exc:
                 results.put(("interrupted", index, exc.signum))
                 return
@@ -78,8 +91,13 @@ def run_packs(
     jobs: int,
     threads: int,
     on_pack: Callable[[Sequence[Outcome]], None] | None = None,
+    on_epoch: EpochCallback | None = None,
+    on_step: StepCallback | None = None,
 ) -> list[Outcome]:
-    """Train `packs` in `jobs` worker processes; returns every outcome, in completion order."""
+    """Train `packs` in `jobs` worker processes; returns every outcome, in completion order.
+
+    Workers send their epoch and step progress over the results queue when asked to, and the
+    callbacks run here, in the parent."""
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
     tasks, results = context.Queue(), context.Queue()
     for item in enumerate(packs):
@@ -90,7 +108,15 @@ def run_packs(
     workers = [
         context.Process(
             target=_worker,
-            args=(devices[i % len(devices)], threads, os.getpid(), tasks, results, grid_paths),
+            args=(
+                devices[i % len(devices)],
+                threads,
+                os.getpid(),
+                tasks,
+                results,
+                grid_paths,
+                on_epoch is not None or on_step is not None,
+            ),
             name=f"freebits-worker-{i}",
         )
         for i in range(jobs)
@@ -113,6 +139,14 @@ def run_packs(
                         f"worker {dead[0].name} died (exit code {dead[0].exitcode}); "
                         "run the same command again to resume"
                     ) from None
+                continue
+            if kind == "epoch":
+                if on_epoch is not None:
+                    on_epoch(*payload)
+                continue
+            if kind == "step":
+                if on_step is not None:
+                    on_step(*payload)
                 continue
             if kind == "interrupted":
                 raise Interrupted(payload)

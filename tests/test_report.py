@@ -286,7 +286,7 @@ def test_by_setting_rows_for_the_terminal(full_report: ReportResult) -> None:
     ]
     first = rows[0]  # λ = 0, none: ELBO -100, -101 -> -100.50 ± 12.706·0.7071/√2 = 6.35
     assert first[:4] == ["0", "none", "2", "-100.50 ± 6.35"]
-    assert any(r[2] == "0 +1 failed +1 running" for r in rows)
+    assert any(r[2] == "0 +1 failed +1 unfinished" for r in rows)
     assert all(len(r) == len(headers) and all(isinstance(c, str) for c in r) for r in rows)
 
 

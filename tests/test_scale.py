@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from freebits_cli import cluster, cost, executor
 from freebits_cli.cli import app
+from freebits_cli.cli import progress as cli_progress
 from freebits_cli.cli import submit as cli_submit
 from freebits_cli.spec_file import build_spec
 
@@ -234,10 +235,15 @@ def test_cuda_means_every_visible_gpu_one_worker_each(monkeypatch: pytest.Monkey
     assert dryrun._makespan([1.0] * 4, 1) == 4.0
 
 
-def test_jobs_2_gives_the_numbers_of_jobs_1(reference: Path, tmp_path: Path) -> None:
+def test_jobs_2_gives_the_numbers_of_jobs_1(
+    reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli_progress, "LOG_EVERY_S", 0.0)  # a progress line at every epoch
     result = sweep_cli(tmp_path, "--lambdas", "0,1", "--epochs", "3", "--jobs", "2")
     assert result.exit_code == 0, result.output
     assert "in 2 pack(s)" in result.output
+    for pack in (1, 2):  # the workers' epochs reach the parent's progress
+        assert f"pack {pack}/2 (1 run): 3/3 epochs done" in result.output
     same_numbers(summaries(reference), summaries(tmp_path / "default"))
 
 

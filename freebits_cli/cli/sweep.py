@@ -11,48 +11,11 @@ import typer
 from rich.console import Console
 
 from ..errors import SpecError
+from . import announce
 from .app import app, console, err_console, guarded, warn
+from .flags import flag_overrides
 from .submit import print_estimate, submit
 from .tables import plan_table, print_rows, result_rows
-
-
-def _list_flag(name: str, text: str | None) -> list[Any] | None:
-    import yaml
-
-    if text is None:
-        return None
-    items = [item.strip() for item in text.split(",")]
-    if not all(items):
-        raise SpecError(name, f"{text!r} has an empty item; use a comma list like 0,0.5,1")
-    try:
-        return [yaml.safe_load(item) for item in items]
-    except yaml.YAMLError:
-        raise SpecError(name, f"cannot parse {text!r}; use a comma list like 0,0.5,1") from None
-
-
-def _overrides(
-    lambdas: str | None,
-    anneal: str | None,
-    seeds: str | None,
-    modes: str | None,
-    singles: dict[str, Any],
-    sets: Sequence[str],
-) -> list[tuple[str, Any]]:
-    from ..spec_file import parse_override
-
-    out: list[tuple[str, Any]] = []
-    for flag, path, text in (
-        ("--lambdas", "grid.lambda", lambdas),
-        ("--anneal", "grid.anneal", anneal),
-        ("--seeds", "grid.seed", seeds),
-        ("--free-bits-mode", "grid.mode", modes),
-    ):
-        values = _list_flag(flag, text)
-        if values is not None:
-            out.append((path, values))
-    out += [(path, value) for path, value in singles.items() if value is not None]
-    out += [parse_override(text) for text in sets]
-    return out
 
 
 @app.command()
@@ -69,9 +32,13 @@ def sweep(
     seeds: str | None = typer.Option(None, "--seeds", help="Seeds, e.g. 0,1,2."),
     epochs: int | None = typer.Option(None, "--epochs", help="Training epochs per run."),
     dataset: str | None = typer.Option(
-        None, "--dataset", help="digits, mnist, fashion-mnist or FILE.npz."
+        None,
+        "--dataset",
+        help="digits, mnist, fashion-mnist, cifar10, text (a folder: --data-dir) or FILE.npz.",
     ),
-    data_dir: str | None = typer.Option(None, "--data-dir", help="Folder with the raw IDX files."),
+    data_dir: str | None = typer.Option(
+        None, "--data-dir", help="Folder holding the data set's files."
+    ),
     latent_dim: int | None = typer.Option(None, "--latent-dim", help="Latent dimensions D."),
     free_bits_mode: str | None = typer.Option(
         None, "--free-bits-mode", help="batch, example, total, group (comma list sweeps)."
@@ -101,6 +68,9 @@ def sweep(
         False,
         "--force",
         help="Re-run runs that are already complete; with a changed spec, replace the sweep.",
+    ),
+    yes: bool = typer.Option(
+        False, "--yes", "-y", help="With --force: delete without asking, even on a terminal."
     ),
     max_failures: int = typer.Option(
         0, "--max-failures", min=0, help="Stop once this many runs have failed (0: never)."
@@ -137,7 +107,7 @@ def sweep(
             "train.device": device,
             "name": name,
         }
-        overrides = _overrides(lambdas, anneal, seeds, free_bits_mode, singles, sets)
+        overrides = flag_overrides(lambdas, anneal, seeds, free_bits_mode, singles, sets)
         spec = build_spec(spec_file, overrides)
         if executor_kind not in ("local", "slurm", "submitit-local"):
             raise SpecError(
@@ -156,6 +126,7 @@ def sweep(
             json_lines,
             max_failures,
             targets,
+            yes,
         )
         return _run_sweep(spec, out, options)
 
@@ -179,6 +150,7 @@ class SweepOptions:
     json_lines: bool
     max_failures: int = 0
     log: Sequence[Any] = ()  # export targets for --log
+    yes: bool = False
 
 
 def _log_targets(log: str | None, executor_kind: str) -> list[Any]:
@@ -205,7 +177,10 @@ def _run_sweep(spec: Any, out: Path, o: SweepOptions) -> int:
         if not o.force:
             raise
         replace = True  # --force with another spec: this spec replaces the sweep
-    plan = executor.plan(spec, out, force=o.force, shard=o.shard)
+    plan = executor.plan(spec, out, shard=o.shard)
+    retrained = [r.run.run_id for r in plan.runs if r.state == "done"] if o.force else []
+    if o.force:
+        plan = executor.plan(spec, out, force=True, shard=o.shard)
     todo = plan.todo
     on_cluster = o.executor != "local"
     submitter = None
@@ -213,7 +188,9 @@ def _run_sweep(spec: Any, out: Path, o: SweepOptions) -> int:
         from ..cluster import LOG_DIR, make_executor
 
         # Options, submitit and sbatch are checked before anything is written.
-        submitter = make_executor(o.executor, spec.slurm, spec.name, plan.sweep_dir / LOG_DIR)
+        submitter = make_executor(
+            o.executor, spec.slurm, spec.name, plan.sweep_dir / LOG_DIR, spec.train.device
+        )
     if on_cluster:  # the nodes' memory is not known here: --pack-size (or MAX_AUTO_PACK) bounds it
         devices = [spec.train.device]
         jobs = o.jobs or 1
@@ -227,8 +204,14 @@ def _run_sweep(spec: Any, out: Path, o: SweepOptions) -> int:
         f"in {len(packs)} pack(s) -> {plan.sweep_dir}",
         highlight=False,
     )
+    shared = announce.shared_plain_runs(spec)
+    for line in [*announce.resume_lines(todo), *([shared] if shared else [])]:
+        say.print(line, highlight=False)
     for warning in plan.warnings:
         warn(warning)
+    if o.force:
+        dropped = executor.dropped_runs(plan.sweep_dir, spec) if replace else []
+        announce.force_deletions(say, retrained, dropped, o.dry_run, o.yes)
     if o.dry_run:
         say.print(plan_table(plan))
         print_estimate(say, spec, plan, packs, devices, jobs, o)
@@ -338,47 +321,34 @@ def _train_with_progress(
     say: Console,
     after_epoch: Callable[[], None] | None = None,
 ) -> list[Any]:
-    """Train with a progress display on `say` (stderr under --json: stdout holds only JSON)."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeRemainingColumn,
-    )
-
+    """Train with progress on `say` (stderr under --json: stdout holds only JSON)."""
     from .. import executor
+    from ..progress import SweepProgress, pack_work
+    from .progress import ProgressView, callbacks
 
-    columns = (
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=say, transient=False) as progress:
-        runs_task = progress.add_task("runs done", total=len(plan.todo))
-        epoch_task = progress.add_task("pack epoch", total=None, visible=jobs == 1)
+    devices = executor.resolve_devices(device)
+    workers = jobs or executor.default_jobs(devices)
+    packs = executor.make_packs(plan.todo, pack_size, workers, executor.memory_fit(devices))
+    view = ProgressView(say, SweepProgress(pack_work(packs), workers))
+
+    def on_pack(outcomes: Sequence[Any]) -> None:
+        if after_epoch is not None:  # --log: the pack's runs are finished (summaries written)
+            after_epoch()
+        failed.extend(o.run_id for o in outcomes if o.state == "failed")
+        if max_failures and len(failed) >= max_failures:
+            raise _TooManyFailures(
+                f"{len(failed)} run(s) failed (--max-failures {max_failures}); the runs not "
+                "yet trained are left for the next run of the same command"
+            )
+
+    hooks = callbacks(view, on_pack)
+    if after_epoch is not None:  # --log: each epoch's rows are committed when on_epoch runs
+        shown = hooks["on_epoch"]
 
         def on_epoch(run_ids: Sequence[str], epoch: int, epochs: int) -> None:
-            progress.update(
-                epoch_task,
-                completed=epoch,
-                total=epochs,
-                description=f"pack of {len(run_ids)}: epoch",
-            )
-            if after_epoch is not None:  # --log: the epoch's rows are committed
-                after_epoch()
+            shown(run_ids, epoch, epochs)
+            after_epoch()
 
-        def on_pack(outcomes: Sequence[Any]) -> None:
-            progress.advance(runs_task, sum(o.state != "busy" for o in outcomes))
-            if after_epoch is not None:  # the pack's runs are finished (summaries written)
-                after_epoch()
-            failed.extend(o.run_id for o in outcomes if o.state == "failed")
-            if max_failures and len(failed) >= max_failures:
-                raise _TooManyFailures(
-                    f"{len(failed)} run(s) failed (--max-failures {max_failures}); the runs not "
-                    "yet trained are left for the next run of the same command"
-                )
-
-        return executor.execute(plan, device, pack_size, jobs, on_epoch, on_pack)
+        hooks["on_epoch"] = on_epoch
+    with view.showing():
+        return executor.execute(plan, device, pack_size, jobs, **hooks)

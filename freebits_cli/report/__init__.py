@@ -124,6 +124,7 @@ def by_setting_table(runs: Runs) -> pd.DataFrame:
         rec |= {"strategy": group["strategy"].iloc[0], "n": len(done)}
         rec["n_failed"] = int((group["state"] == "failed").sum())
         rec["n_incomplete"] = int((group["state"] == "incomplete").sum())
+        rec["n_damaged"] = int(((group["state"] == "incomplete") & group["summary_damaged"]).sum())
         rec["seeds"] = ",".join(str(int(x)) for x in sorted(done["seed"].dropna()))
         rec["latent_dim"] = group["latent_dim"].max()
         # One run per setting (the lowest seed) for the figures that show single runs.

@@ -48,7 +48,10 @@ def by_setting_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     for _, row in df.iterrows():
         n = f"{row['n']}"
         n += f" +{row['n_failed']} failed" if row.get("n_failed", 0) else ""
-        n += f" +{row['n_incomplete']} running" if row.get("n_incomplete", 0) else ""
+        damaged = row.get("n_damaged", 0)
+        unfinished = row.get("n_incomplete", 0) - damaged  # running, or stopped before the end
+        n += f" +{unfinished} unfinished" if unfinished else ""
+        n += f" +{damaged} damaged" if damaged else ""
         cells = [fmt_value(row[k]) for k in keys] + [n]
         rows.append(cells + [fmt_pm(row[f"{c}_mean"], row[f"{c}_ci95"], d) for c, _, d in shown])
     return headers, rows

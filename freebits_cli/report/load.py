@@ -248,6 +248,8 @@ def _load_run(root: Path, run_dir: Path, runs: Runs) -> tuple[dict[str, Any], bo
     }
     row["failed_reason"] = str(f.get("reason", "unknown")) if state == "failed" else None
     row["failed_epoch"] = _num(f.get("epoch")) if state == "failed" else math.nan
+    # An unreadable summary.json: the run ended, but its result is lost (not "running").
+    row["summary_damaged"] = summary is None and (run_dir / "summary.json").exists()
     row["path"] = key
     runs.dirs[key] = run_dir
     runs.configs[key] = flat_config(cfg)
