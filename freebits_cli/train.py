@@ -9,41 +9,27 @@ together and end with the numbers an uninterrupted one would have.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from . import batches, interrupt, records, samples, scores, selection, storage
+from . import batches, interrupt, pack_state, records, samples, scores, selection, storage
 from .data import Dataset
 from .metrics import evaluate
 from .models import build_model
 from .objective import beta_at, binding_share, free_bits_kl
+from .pack_state import STREAMS, Member, generator, stream_seed
 from .spec import RunConfig
 from .step import TERMS, PackStep, make_optimizer, set_learning_rate
 
-STREAMS = ("data", "noise", "binarize", "dequantize", "dropout")
+__all__ = ["Member", "Outcome", "PackTrainer", "learning_rate"]
+
 #: Random numbers drawn per member at once in training (bounds the memory of a block of steps).
 BLOCK_ELEMENTS = 2**20
-
-
-@dataclass
-class Member:
-    """One run inside a pack: its config, folder, and everything it carries between epochs."""
-
-    run: RunConfig
-    folder: Path
-    setting: dict[str, Any]
-    generators: dict[str, torch.Generator] = field(default_factory=dict)
-    kl_history: list[list[float]] = field(default_factory=list)
-    last_row: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-    best: dict[str, Any] | None = None  # eval.select best_valid: see `selection`
 
 
 @dataclass(frozen=True)
@@ -60,16 +46,6 @@ EpochCallback = Callable[[Sequence[str], int, int], None]
 #: device (the step count is known on the host).
 StepCallback = Callable[[Sequence[str], int, int, int], None]
 STEP_REPORT_S = 2.0
-
-
-def stream_seed(seed: int, stream: str, epoch: int = 0) -> int:
-    """A 63-bit seed for one named random stream of a run, stable across processes."""
-    digest = hashlib.sha256(f"{seed}/{stream}/{epoch}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
-
-
-def generator(device: torch.device, seed: int) -> torch.Generator:
-    return torch.Generator(device=device).manual_seed(seed)
 
 
 def learning_rate(run: RunConfig, epoch: int) -> float:
@@ -169,69 +145,17 @@ class PackTrainer:
         return self.member_states([index])[0]
 
     def member_states(self, indices: Sequence[int]) -> list[dict[str, Any]]:
-        """`member_state` of several members from one device-to-host copy per tensor (not one
-        per member and tensor): checkpoints are written every epoch, on the training path."""
-        params, moments, step = {}, {}, 0.0
-        for name, param in self.model.named_parameters():
-            params[name] = param.detach().cpu()
-            state = self.optimizer.state.get(param)
-            if state:  # Adam's moments or SGD's momentum buffer; Adam's step count once
-                moments[name] = {key: v.cpu() for key, v in state.items() if key != "step"}
-                step = float(state.get("step", 0.0))
-        pack = [self.members[i].run.run_id for i in indices]
-        out = []
-        for index in indices:
-            member = self.members[index]
-            out.append(
-                {
-                    "device_type": self.device.type,
-                    "epoch": self.start_epoch,
-                    "pack": pack,  # who trained together: a resume rebuilds the same pack
-                    # clone(): a slice alone would save the whole pack's storage.
-                    "params": {name: p[index].clone() for name, p in params.items()},
-                    "adam": {
-                        name: {key: v[index].clone() for key, v in m.items()}
-                        for name, m in moments.items()
-                    },
-                    "adam_step": step,
-                    "generators": {s: g.get_state() for s, g in member.generators.items()},
-                    "kl_history": torch.tensor(member.kl_history, dtype=torch.float64),
-                    "last_row": member.last_row,
-                    "seconds": member.seconds,
-                    "best": member.best,
-                }
-            )
-        return out
+        """`member_state` of several members (see `pack_state.save_states`)."""
+        members = [self.members[i] for i in indices]
+        return pack_state.save_states(
+            self.model, self.optimizer, members, indices, self.device, self.start_epoch
+        )
 
     def _load(self, states: list[dict[str, Any] | None]) -> None:
-        with torch.no_grad():
-            for name, param in self.model.named_parameters():
-                for i, state in enumerate(states):
-                    if state is not None:
-                        param[i].copy_(state["params"][name])
-                saved = states[0]["adam"].get(name) if states[0] is not None else None
-                if saved:  # the optimizer's state ("adam" names Adam's and SGD's alike)
-                    entry = {
-                        key: torch.stack([s["adam"][name][key] for s in states]).to(self.device)
-                        for key in saved
-                    }
-                    if self.config.train.optimizer == "adam":
-                        # Fused Adam keeps its step count as a float32 tensor beside the weights.
-                        entry["step"] = torch.tensor(
-                            states[0]["adam_step"], dtype=torch.float32, device=self.device
-                        )
-                    self.optimizer.state[param] = entry
-        for member, state in zip(self.members, states, strict=True):
-            assert state is not None
-            member.generators = {}
-            for stream, rng_state in state["generators"].items():
-                member.generators[stream] = torch.Generator(device=self.device)
-                member.generators[stream].set_state(rng_state)
-            member.kl_history = state["kl_history"].tolist()
-            member.last_row = dict(state["last_row"])
-            member.seconds = float(state["seconds"])
-            member.best = state.get("best")
-        self.start_epoch = int(states[0]["epoch"])
+        adam = self.config.train.optimizer == "adam"
+        self.start_epoch = pack_state.load_states(
+            self.model, self.optimizer, self.members, states, self.device, adam
+        )
 
     def resume(self, states: list[dict[str, Any]]) -> None:
         """Continue from checkpoints (all at the same epoch)."""
