@@ -49,7 +49,9 @@ def sweep_seconds(corpus: Path, device: str, train_size: int, pack_size: int, ou
         args += ["--set", setting]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
-    subprocess.run(args, env=env, check=True, capture_output=True)
+    done = subprocess.run(args, env=env, capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"sweep failed ({done.returncode}): {done.stderr.strip()[-400:]}")
     return (time.perf_counter() - started) / 4  # four runs, one epoch each
 
 

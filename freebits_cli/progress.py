@@ -53,7 +53,7 @@ def pack_work(packs: Sequence[Sequence[Any]]) -> list[PackWork]:
     for pack in packs:
         run = pack[0].run
         data = dataset(run.dataset)
-        params = cost.count_parameters(run.model, data.image_shape)
+        params = cost.count_parameters(run.model, data.image_shape, data.vocab_size)
         n_train, n_test = len(data.x_train), len(data.x_test)
         every = cost.eval_flops(run, params, n_test, final=False)
         epoch = cost.train_flops(params, n_train) + every

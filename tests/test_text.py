@@ -509,3 +509,24 @@ def test_the_report_shows_sentences_and_perplexity(corpus: Path, tmp_path: Path)
     summary = (result.out_dir / "summary.csv").read_text().splitlines()
     assert "test_ppl" in summary[0] and "test_elbo_ppl" in summary[0]
     assert (result.out_dir / "elbo.png").is_file() and not result.warnings
+
+
+def test_a_text_sweep_from_the_command_line(corpus: Path, tmp_path: Path) -> None:
+    """The whole command: plan, progress (its cost model builds the text model), train, table."""
+    args = ["sweep", "--dataset", "text", "--data-dir", str(corpus), "--lambdas", "0,1"]
+    args += [
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path),
+        "--set",
+        "model.hidden=[8]",
+    ]
+    args += ["--set", "model.embedding_dim=4", "--set", "eval.iwae_samples=2"]
+    args += ["--set", "dataset.max_length=6", "--set", "eval.samples=1"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "sentences longer than 6 words dropped" in result.output
+    assert len(list((tmp_path / "default" / "runs").glob("*/summary.json"))) == 2
