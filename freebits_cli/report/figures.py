@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from freebits_cli.report.labels import LABELS, short_label, varying
+from freebits_cli.report.labels import LABELS, cross_entropy_note, short_label, varying
 
 if TYPE_CHECKING:
     import numpy as np
@@ -31,7 +31,8 @@ CAPTIONS = {
     "active_units": (
         "Active units vs λ",
         "How many latent units carry information (Burda et "
-        "al. 2015) as the free-bits threshold grows; dashed: the latent size.",
+        "al. 2015) as the free-bits threshold grows; dashed: the latent size. Band: the 95% "
+        "t-interval over seeds, clipped to [0, D] (a count cannot leave it).",
     ),
     "elbo": (
         "Test ELBO vs λ",
@@ -42,7 +43,8 @@ CAPTIONS = {
     "pareto": (
         "ELBO vs active units",
         "Each point a setting (mean over seeds); the line joins "
-        "the settings no other beats on both; the circle is the recommendation.",
+        "the settings no other beats on both; the circle is the recommendation. Bars: 95% "
+        "t-intervals over seeds, those of active units clipped to [0, D].",
     ),
     "rate_distortion": (
         "Rate vs distortion",
@@ -171,9 +173,9 @@ def _by_lambda(ax: Axes, inp: FigureInput, metric: str, ylabel: str) -> str:
     legend, lines = series(done, inp.keys)
     for i, (label, g) in enumerate(lines):
         x, y = g["lambda"].to_numpy(float), g[f"{metric}_mean"].to_numpy(float)
-        ci = g[f"{metric}_ci95"].to_numpy(float)
+        lo, hi = g[f"{metric}_lo"].to_numpy(float), g[f"{metric}_hi"].to_numpy(float)
         ax.plot(x, y, label=label or None, linewidth=1.8, markersize=6, **_style(i))
-        ax.fill_between(x, y - ci, y + ci, color=_style(i)["color"], alpha=0.16, linewidth=0)
+        ax.fill_between(x, lo, hi, color=_style(i)["color"], alpha=0.16, linewidth=0)
     _lambda_axis(ax, done["lambda"])
     # Frame the means, not the bands: with 2-3 seeds a t-based CI can be ten times the spread
     # between settings and would flatten every line; wide bands simply run off the axes.
@@ -224,11 +226,14 @@ def fig_elbo(inp: FigureInput) -> Figure | str:
     bits = "test_bits_per_dim_mean" in done and done["test_bits_per_dim_mean"].notna().any()
     fig = Figure(figsize=(8 + 5 * (iwae + bits), 5), layout="constrained")
     axes = fig.subplots(1, 1 + iwae + bits, squeeze=False)[0]
-    _by_lambda(axes[0], inp, "test_elbo", "test ELBO (nats per example; higher is better)")
+    note = cross_entropy_note(done)
+    ylabel = "test ELBO (nats per example; higher is better)"
+    _by_lambda(axes[0], inp, "test_elbo", f"{ylabel}\n{note}" if note else ylabel)
     if iwae:
         k = inp.runs["iwae_samples"].dropna()
         k_text = f", k = {int(k.max())}" if len(k) else ""
-        _by_lambda(axes[1], inp, "test_iwae_nll", f"IWAE NLL{k_text} (nats; lower is better)")
+        ylabel = f"IWAE NLL{k_text} (nats; lower is better)"
+        _by_lambda(axes[1], inp, "test_iwae_nll", f"{ylabel}\n{note}" if note else ylabel)
         axes[1].set_title("importance-weighted NLL (Burda et al. 2015)", fontsize=10)
     if bits:  # image likelihoods: NLL / (C·H·W · ln 2), the IWAE bound's when there is one
         both = iwae and done["test_iwae_bits_per_dim_mean"].notna().any()
@@ -312,7 +317,11 @@ def fig_pareto(inp: FigureInput) -> Figure | str:
     ax.errorbar(
         ok["active_units_mean"],
         ok["test_elbo_mean"],
-        xerr=ok["active_units_ci95"],
+        # Clipped to [0, D]: asymmetric where the t-interval ran past the range.
+        xerr=[
+            ok["active_units_mean"] - ok["active_units_lo"],
+            ok["active_units_hi"] - ok["active_units_mean"],
+        ],
         yerr=ok["test_elbo_ci95"],
         fmt="none",
         ecolor="0.65",
@@ -351,7 +360,8 @@ def fig_pareto(inp: FigureInput) -> Figure | str:
             label=f"{inp.keep_share:.0%} of D = {d} units",
         )
     ax.set_xlabel("active units (mean over seeds)")
-    ax.set_ylabel("test ELBO (nats, mean over seeds; higher is better)")
+    note = cross_entropy_note(ok)
+    ax.set_ylabel("test ELBO (nats, mean over seeds; higher is better)" + f"\n{note}" * bool(note))
     ax.grid(alpha=0.3)
     ax.legend(loc="best", fontsize=9)
     two_legends(ax, ax, colors, handles)

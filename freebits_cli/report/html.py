@@ -21,37 +21,64 @@ if TYPE_CHECKING:
     from freebits_cli.report.load import Runs
 
 from freebits_cli.report.labels import (
+    CROSS_ENTROPY,
     LABELS,
+    LIKELIHOOD_METRICS,
+    NOISE,
+    NOTES,
     SHOWN,
     describe,
+    fmt_mi,
     fmt_pm,
+    fmt_stat,
     fmt_value,
     short_label,
     varying,
 )
 
 __all__ = ["by_setting_rows", "describe", "fmt_pm", "fmt_value", "short_label", "varying"]
-__all__ += ["LABELS", "write_index"]
+__all__ += ["LABELS", "table_notes", "write_index"]
 
 
 def by_setting_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     """Headers and string rows of the by-setting table, for a Rich (or HTML) table.
 
     Setting columns (constant ones left out, except λ and schedule), n, then mean ± 95% CI of
-    the test ELBO, active units, test KL and (when recorded) the IWAE NLL.
+    the test ELBO, KL and (when recorded) the IWAE NLL; mean [95% CI clipped to the range] of
+    active units and MI. Marks (see `table_notes`): † on a summed cross-entropy (in the header
+    when every row is one), ‡ on an MI estimate below zero.
     """
     keys = [c for c in df.columns if c in LABELS or "." in c]
     keys = varying(df, keys)
     shown = [s for s in SHOWN if f"{s[0]}_mean" in df and df[f"{s[0]}_mean"].notna().any()]
-    headers = [LABELS.get(k, k) for k in keys] + ["n"] + [h for _, h, _ in shown]
+    ce = df["cross_entropy"].astype(bool) if "cross_entropy" in df else None
+    every, some = ce is not None and bool(ce.all()), ce is not None and bool(ce.any())
+    headers = [LABELS.get(k, k) for k in keys] + ["n"]
+    headers += [
+        f"{h} {CROSS_ENTROPY}" if every and c in LIKELIHOOD_METRICS else h for c, h, _ in shown
+    ]
     rows = []
-    for _, row in df.iterrows():
+    for i, (_, row) in enumerate(df.iterrows()):
         n = f"{row['n']}"
         n += f" +{row['n_failed']} failed" if row.get("n_failed", 0) else ""
         n += f" +{row['n_incomplete']} running" if row.get("n_incomplete", 0) else ""
         cells = [fmt_value(row[k]) for k in keys] + [n]
-        rows.append(cells + [fmt_pm(row[f"{c}_mean"], row[f"{c}_ci95"], d) for c, _, d in shown])
+        for c, _, d in shown:
+            cell = fmt_stat(row, c, d)
+            mark = some and not every and bool(ce.iloc[i]) and c in LIKELIHOOD_METRICS
+            cells.append(f"{cell} {CROSS_ENTROPY}" if mark and cell != "-" else cell)
+        rows.append(cells)
     return headers, rows
+
+
+def table_notes(df: pd.DataFrame) -> list[str]:
+    """The footnotes the marks in `by_setting_rows(df)` need, one line each."""
+    notes = []
+    if "cross_entropy" in df and df["cross_entropy"].astype(bool).any():
+        notes.append(f"{CROSS_ENTROPY} {NOTES[CROSS_ENTROPY]}")
+    if "test_mi_mean" in df and (df["test_mi_mean"] < 0).any():
+        notes.append(f"{NOISE} {NOTES[NOISE]}")
+    return notes
 
 
 def _cell(value: Any) -> str:
@@ -133,7 +160,7 @@ def write_index(
             "Recommendation",
             f'<p class="rec">{esc(recommendation)}</p>',
             f"Target: at least {keep_share:.0%} of the latent units active (Burda et al. "
-            "2015). Means over seeds ± the 95% confidence half-width (Student t).",
+            f"2015). {STATS_NOTE}",
             below=True,
         ),
     ]
@@ -162,8 +189,9 @@ def write_index(
         _section(
             "by-setting",
             "Results by setting",
-            f'<div class="scroll">{_table(*by_setting_rows(by_setting))}</div>',
-            "Finished runs only; ± is the 95% CI over seeds. Every statistic: "
+            f'<div class="scroll">{_table(*by_setting_rows(by_setting))}</div>'
+            + _notes(table_notes(by_setting)),
+            f"Finished runs only. {STATS_NOTE} Every statistic: "
             '<a href="by_setting.csv">by_setting.csv</a>.',
         )
     )
@@ -187,6 +215,16 @@ def write_index(
     return path
 
 
+STATS_NOTE = (
+    "Means over seeds ± the half-width of the 95% Student-t interval; for quantities with a "
+    "range (active units in [0, D], KL and MI ≥ 0) the interval as [low, high], clipped to it."
+)
+
+
+def _notes(notes: Sequence[str]) -> str:
+    return "".join(f'<p class="meta">{html.escape(n)}</p>' for n in notes)
+
+
 NAV = (("recommendation", "Recommendation"), ("by-setting", "By setting"))
 NAV += (("strategies", "Strategies"), ("pareto", "Pareto front"), ("figures", "Figures"))
 NAV += (("runs", "All runs"), ("spec", "Spec"), ("tables", "CSV files"))
@@ -207,15 +245,26 @@ def _figures(figures: FigureOutput) -> str:
 
 def _all_runs(summary: pd.DataFrame, keys: Sequence[str]) -> str:
     cols = ["run_id", "state", *keys, "seed", "epochs_done", "test_elbo", "test_kl", "active_units"]
-    for extra in ("test_iwae_nll", "test_bits_per_dim", "test_iwae_bits_per_dim"):
+    for extra in ("test_iwae_nll", "test_mi", "test_bits_per_dim", "test_iwae_bits_per_dim"):
         cols += [extra] * bool(summary[extra].notna().any())
-    rows = [
-        [fmt_value(round(v, 3) if isinstance(v, float) else v) for v in r]
-        for r in summary[cols].itertuples(index=False)
-    ]
+    ce = summary["cross_entropy"].astype(bool) if "cross_entropy" in summary else None
+    rows = []
+    for i, r in enumerate(summary[cols].itertuples(index=False)):
+        cells = []
+        for col, v in zip(cols, r, strict=True):
+            cell = (
+                fmt_mi(v)
+                if col == "test_mi"
+                else fmt_value(round(v, 3) if isinstance(v, float) else v)
+            )
+            if ce is not None and ce.iloc[i] and col in LIKELIHOOD_METRICS and cell != "-":
+                cell += f" {CROSS_ENTROPY}"
+            cells.append(cell)
+        rows.append(cells)
+    notes = [f"{m} {NOTES[m]}" for m in NOTES if any(m in c for row in rows for c in row)]
     body = (
         f'<details><summary>{len(summary)} runs</summary><div class="scroll">'
-        f"{_table([LABELS.get(c, c) for c in cols], rows)}</div></details>"
+        f"{_table([LABELS.get(c, c) for c in cols], rows)}</div>{_notes(notes)}</details>"
     )
     return _section("runs", "All runs", body, 'Also as <a href="summary.csv">summary.csv</a>.')
 
@@ -230,7 +279,7 @@ def _strategies(df: pd.DataFrame, keys: Sequence[str]) -> str:
             r["runs"],
             r["n"],
             fmt_pm(r["test_elbo_mean"], r["test_elbo_ci95"]),
-            fmt_pm(r["active_units_mean"], None, 1),
+            fmt_pm(r["active_units_mean"], None, 1),  # the mean of the best setting
         ]
         for _, r in df.iterrows()
     ]
@@ -249,7 +298,7 @@ def _pareto(df: pd.DataFrame, keys: Sequence[str]) -> str:
             describe(r, keys),
             r["n"],
             fmt_pm(r["test_elbo_mean"], r["test_elbo_ci95"]),
-            fmt_pm(r["active_units_mean"], r["active_units_ci95"], 1),
+            fmt_stat(r, "active_units", 1),
             "-" if math.isnan(r["active_share_mean"]) else f"{r['active_share_mean']:.0%}",
             "recommended" if r["recommended"] else "",
         ]

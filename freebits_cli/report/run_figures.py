@@ -20,7 +20,7 @@ from freebits_cli.report.figures import (
     title,
     two_legends,
 )
-from freebits_cli.report.labels import short_label, varying
+from freebits_cli.report.labels import cross_entropy_note, short_label, varying
 
 if TYPE_CHECKING:
     import numpy as np
@@ -56,7 +56,8 @@ def fig_rate_distortion(inp: FigureInput) -> Figure | str:
     for c in sorted(set(total.round(1)))[:: max(len(set(total.round(1))) // 5, 1)]:
         ax.axline((0, c), slope=-1, color="0.7", linestyle=":", linewidth=0.9, zorder=1)
     ax.set_xlabel("rate R = KL(q(z|x) ‖ p(z)) (nats)")
-    ax.set_ylabel("distortion D = −E_q log p(x|z) (nats)")
+    note = cross_entropy_note(done)
+    ax.set_ylabel("distortion D = −E_q log p(x|z) (nats)" + f"\n{note}" * bool(note))
     ax.grid(alpha=0.3)
     two_legends(ax, ax, colors, handles)
     title(
@@ -195,7 +196,9 @@ def fig_curves(inp: FigureInput) -> Figure | str:
         return "no run recorded an epoch"
     colors = lambda_colors(runs["lambda"])
     schedules = sorted(runs["anneal"].astype(str).unique(), key=natural)
-    quantities = [("test_elbo", "test ELBO (nats)"), ("test_kl", "test KL (nats)")]
+    note = cross_entropy_note(runs)
+    quantities = [("test_elbo", "test ELBO (nats)" + f"\n{note}" * bool(note))]
+    quantities += [("test_kl", "test KL (nats)")]
     quantities += [("active_units", "active units"), ("beta", "β (weight of the KL term)")]
     fig = Figure(figsize=(12, 7.5), layout="constrained")
     axes = fig.subplots(2, 2)

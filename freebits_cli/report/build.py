@@ -1,0 +1,161 @@
+"""`freebits report`, start to end: find and read the runs, compute the tables, draw the
+figures, write the page, and swap the finished folder in place of the previous report."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from freebits_cli.errors import ResultsError
+from freebits_cli.report.html import write_index
+from freebits_cli.report.load import find_run_dirs, load_runs, read_kl_history, read_samples
+from freebits_cli.report.recommend import recommend, strategies_table
+from freebits_cli.report.stats import by_setting_table
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FORMATS = ("png", "svg", "pdf")
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What `build_report` wrote, and what the CLI prints."""
+
+    out_dir: Path  # folder holding every file of the report
+    index_html: Path  # the page showing everything; opens offline
+    by_setting: pd.DataFrame  # = by_setting.csv; `by_setting_rows` formats it for a Rich table
+    recommendation: str  # recommended λ and the ELBO/active-units Pareto front, in words
+    counts: dict[str, int]  # runs per state: done, failed, incomplete
+    warnings: tuple[str, ...]  # one line per problem found in the files
+    files: tuple[Path, ...]  # every file written
+
+
+def parse_formats(formats: Sequence[str] | str) -> tuple[str, ...]:
+    """Accept ("png", "svg") or "png,svg"; raise ResultsError naming an unknown format."""
+    items = [formats] if isinstance(formats, str) else list(formats)
+    names = [n.strip().lower().lstrip(".") for item in items for n in str(item).split(",")]
+    for name in names:
+        if name and name not in FORMATS:
+            raise ResultsError(f"--format: unknown figure format {name!r} (use png, svg or pdf)")
+    out = tuple(dict.fromkeys(n for n in names if n))
+    if not out:
+        raise ResultsError("--format: no figure format given (use png, svg or pdf)")
+    return out
+
+
+def build_report(
+    results_dir: Path,
+    out_dir: Path | None = None,
+    formats: Sequence[str] = ("png",),
+    keep_share: float = 0.9,
+) -> ReportResult:
+    """Report every run below `results_dir` into `out_dir` (default results_dir/report).
+
+    `results_dir` may be a results root, one sweep folder or any folder above run folders.
+    `keep_share` is the share of latent units the recommended setting must keep active.
+    Raises ResultsError (one line) when the folder is missing, not a folder, or has no readable run.
+    """
+    from freebits_cli.report.draw import draw_all
+    from freebits_cli.report.figures import FigureInput
+
+    results_dir = Path(results_dir).expanduser()
+    fmts = parse_formats(formats)
+    if isinstance(keep_share, bool) or not 0 < keep_share <= 1:
+        raise ResultsError(f"keep share: {keep_share!r} is not a share in (0, 1]")
+    if not results_dir.exists():
+        raise ResultsError(f"{results_dir}: no such folder")
+    if not results_dir.is_dir():
+        raise ResultsError(f"{results_dir}: not a folder")
+    out = Path(out_dir).expanduser() if out_dir is not None else results_dir / "report"
+    run_dirs = find_run_dirs(results_dir, skip=out)
+    if not run_dirs:
+        raise ResultsError(
+            f"{results_dir}: no runs found (expected <sweep>/runs/<run-id>/ folders holding "
+            "config.json, summary.json or failed.json)"
+        )
+    runs, readable = load_runs(results_dir, run_dirs)
+    if not readable:
+        raise ResultsError(
+            f"{results_dir}: none of the {len(run_dirs)} run folder(s) could be read "
+            f"(first problem: {runs.warnings[0] if runs.warnings else 'no files'})"
+        )
+    by_setting = by_setting_table(runs)
+    examples = [p for p in by_setting.pop("_example") if isinstance(p, str)]
+    strategies = strategies_table(by_setting, runs.keys)
+    recommendation, pareto = recommend(by_setting, runs.keys, keep_share)
+    kl_history, samples = {}, {}
+    for key in examples:  # other runs' kl_per_dim.csv and samples.npz are not shown: not read
+
+        def warn(msg: str, key: str = key) -> None:
+            runs.warnings.append(f"{key}: {msg}")
+
+        if (hist := read_kl_history(runs.dirs[key], warn)) is not None:
+            kl_history[key] = hist
+        if (data := read_samples(runs.dirs[key], warn)) is not None:
+            samples[key] = data
+    csvs = {"summary.csv": runs.table, "by_setting.csv": by_setting}
+    csvs |= {"strategies.csv": strategies, "pareto.csv": pareto}
+    figure_input = FigureInput(
+        runs=runs.table, by_setting=by_setting, keys=runs.keys, metrics=runs.metrics,
+        kl_final=runs.kl_final, collapse=runs.collapse, examples=examples,
+        kl_history=kl_history, samples=samples, pareto=pareto, keep_share=keep_share,
+    )  # fmt: skip
+    # Written in a hidden folder beside `out`, then swapped in: an interrupted report (Ctrl-C, a
+    # full disk) leaves the previous one whole, never a page out of step with its CSVs.
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        written = []
+        for name, df in csvs.items():
+            df.to_csv(tmp / name, index=False)
+            written.append(tmp / name)
+        figures = draw_all(figure_input, tmp, fmts)
+        written += [
+            *figures.files,
+            write_index(tmp, results_dir, runs, csvs, recommendation, figures, keep_share),
+        ]
+        _swap_in(tmp, out)
+    except OSError as exc:
+        raise ResultsError(f"{out}: cannot write the report ({exc.strerror or exc})") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    files = [out / p.name for p in written[: len(csvs)]]
+    figure_files = [out / p.name for p in figures.files]
+    index = out / written[-1].name
+    return ReportResult(
+        out_dir=out,
+        index_html=index,
+        by_setting=by_setting,
+        recommendation=recommendation,
+        counts=runs.counts(),
+        warnings=tuple(runs.warnings + figures.warnings),
+        files=(*files, *figure_files, index),
+    )
+
+
+def _swap_in(tmp: Path, out: Path) -> None:
+    """Put the finished report folder `tmp` in place of `out`.
+
+    A folder holding anything but report files (sub-folders, other kinds of file) is not
+    replaced: the new files are moved into it one by one, each replacing its old version."""
+    report_like = {".csv", ".html", *(f".{f}" for f in FORMATS)}
+    if out.exists() and any(p.is_dir() or p.suffix not in report_like for p in out.iterdir()):
+        for path in tmp.iterdir():
+            os.replace(path, out / path.name)
+        return
+    old = out.with_name(f".{out.name}.{os.getpid()}.old")
+    if out.exists():
+        os.replace(out, old)
+    try:
+        os.replace(tmp, out)
+    except BaseException:
+        if old.exists() and not out.exists():
+            os.replace(old, out)  # put the previous report back
+        raise
+    shutil.rmtree(old, ignore_errors=True)
