@@ -19,6 +19,9 @@ from freebits_cli.report.stats import by_setting_table
 if TYPE_CHECKING:
     import pandas as pd
 
+    from freebits_cli.report.figures import FigureInput
+    from freebits_cli.report.load import Runs
+
 FORMATS = ("png", "svg", "pdf")
 
 
@@ -60,8 +63,7 @@ def build_report(
     `keep_share` is the share of latent units the recommended setting must keep active.
     Raises ResultsError (one line) when the folder is missing, not a folder, or has no readable run.
     """
-    from freebits_cli.report.draw import draw_all
-    from freebits_cli.report.figures import FigureInput
+    from freebits_cli.report.draw import draw_report
 
     results_dir = Path(results_dir).expanduser()
     fmts = parse_formats(formats)
@@ -88,23 +90,9 @@ def build_report(
     examples = [p for p in by_setting.pop("_example") if isinstance(p, str)]
     strategies = strategies_table(by_setting, runs.keys)
     recommendation, pareto = recommend(by_setting, runs.keys, keep_share)
-    kl_history, samples = {}, {}
-    for key in examples:  # other runs' kl_per_dim.csv and samples.npz are not shown: not read
-
-        def warn(msg: str, key: str = key) -> None:
-            runs.warnings.append(f"{key}: {msg}")
-
-        if (hist := read_kl_history(runs.dirs[key], warn)) is not None:
-            kl_history[key] = hist
-        if (data := read_samples(runs.dirs[key], warn)) is not None:
-            samples[key] = data
     csvs = {"summary.csv": runs.table, "by_setting.csv": by_setting}
     csvs |= {"strategies.csv": strategies, "pareto.csv": pareto}
-    figure_input = FigureInput(
-        runs=runs.table, by_setting=by_setting, keys=runs.keys, metrics=runs.metrics,
-        kl_final=runs.kl_final, collapse=runs.collapse, examples=examples,
-        kl_history=kl_history, samples=samples, pareto=pareto, keep_share=keep_share,
-    )  # fmt: skip
+    figure_input = figure_data(runs, by_setting, examples, pareto, keep_share)
     # Written in a hidden folder beside `out`, then swapped in: an interrupted report (Ctrl-C, a
     # full disk) leaves the previous one whole, never a page out of step with its CSVs.
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
@@ -115,7 +103,7 @@ def build_report(
         for name, df in csvs.items():
             df.to_csv(tmp / name, index=False)
             written.append(tmp / name)
-        figures = draw_all(figure_input, tmp, fmts)
+        figures = draw_report(figure_input, tmp, fmts)
         written += [
             *figures.files,
             write_index(tmp, results_dir, runs, csvs, recommendation, figures, keep_share),
@@ -137,6 +125,34 @@ def build_report(
         warnings=tuple(runs.warnings + figures.warnings),
         files=(*files, *figure_files, index),
     )
+
+
+def figure_data(
+    runs: Runs,
+    by_setting: pd.DataFrame,
+    examples: list[str],
+    pareto: pd.DataFrame,
+    keep_share: float,
+) -> FigureInput:
+    """What the figures read: the tables, and the kl_per_dim.csv and samples.npz of the one run
+    per setting (`examples`) the figures show; other runs' files of that kind are not read."""
+    from freebits_cli.report.figures import FigureInput
+
+    kl_history, samples = {}, {}
+    for key in examples:
+
+        def warn(msg: str, key: str = key) -> None:
+            runs.warnings.append(f"{key}: {msg}")
+
+        if (hist := read_kl_history(runs.dirs[key], warn)) is not None:
+            kl_history[key] = hist
+        if (data := read_samples(runs.dirs[key], warn)) is not None:
+            samples[key] = data
+    return FigureInput(
+        runs=runs.table, by_setting=by_setting, keys=runs.keys, metrics=runs.metrics,
+        kl_final=runs.kl_final, collapse=runs.collapse, examples=examples,
+        kl_history=kl_history, samples=samples, pareto=pareto, keep_share=keep_share,
+    )  # fmt: skip
 
 
 def _swap_in(tmp: Path, out: Path) -> None:

@@ -59,7 +59,8 @@ CAPTIONS = {
     "kl_trajectories": (
         "KL per unit over epochs",
         "One panel per setting (lowest seed): when "
-        "units collapse (KL falls to ~0) and where free bits hold them (dashed).",
+        "units collapse (KL falls to ~0; ×: the epoch a unit collapsed) and where free bits hold "
+        "them (dashed: λ).",
     ),
     "curves": (
         "Training curves",
@@ -96,24 +97,19 @@ class FigureInput:
 @dataclass
 class FigureOutput:
     files: list[Path] = field(default_factory=list)
-    shown: list[tuple[str, str, str, list[str]]] = field(default_factory=list)  # file, title, ...
+    # file, title, caption, the other formats' files, the group it is shown under ("" or a sweep)
+    shown: list[tuple[str, str, str, list[str], str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # "figure (why not drawn)"
     warnings: list[str] = field(default_factory=list)
 
 
 def _context(inp: FigureInput) -> str:
-    """What was swept, e.g. "sweep demo: λ ∈ {0, 0.5, 1} × schedule ∈ {none, linear} × 3 seeds"."""
-    runs = inp.runs
-    parts = []
-    for key in [k for k in inp.keys if k != "sweep"]:
-        values = sorted({short_label({key: v}, [key]) for v in runs[key]}, key=natural)
-        if len(values) > 1:
-            text = ", ".join(v.removeprefix("λ=") for v in values[:8])
-            parts.append(f"{LABELS.get(key, key)} ∈ {{{text}{', …' if len(values) > 8 else ''}}}")
-    seeds = runs["seed"].nunique()
-    parts.append(f"{seeds} seed{'s' * (seeds != 1)}")
-    sweeps = sorted(runs["sweep"].astype(str).unique())
-    return f"sweep{'s' * (len(sweeps) > 1)} {', '.join(sweeps)}: " + " × ".join(parts)
+    """Whose runs a figure shows, for its title: "sweep demo, 3 seeds" (what was swept is on the
+    figure's axes and legends, and in the page's tables)."""
+    sweeps = list(dict.fromkeys(inp.runs["sweep"].astype(str)))
+    seeds = inp.runs["seed"].nunique()
+    names = f"sweep {sweeps[0]}" if len(sweeps) == 1 else f"{len(sweeps)} sweeps"
+    return f"{names}, {seeds} seed{'s' * (seeds != 1)}"
 
 
 def natural(text: str) -> tuple[int, float, str]:
@@ -158,24 +154,48 @@ def _lambda_axis(ax: Axes, lams: Sequence[float]) -> None:
 
 
 def title(fig: Figure, main: str, inp: FigureInput) -> int:
-    """Title: what the figure shows, then what was swept, wrapped to the figure; its line count."""
+    """A short title: what the figure shows and whose runs, one line where it fits (the how-to-read
+    is the caption's job); its line count."""
     import textwrap
 
     chars = int(fig.get_figwidth() * 11)  # about 11 characters per inch at 11.5 pt
-    lines = textwrap.wrap(main, chars) + textwrap.wrap(inp.context, chars)
+    lines = textwrap.wrap(f"{main} ({inp.context})" if inp.context else main, chars)
     fig.suptitle("\n".join(lines), fontsize=11.5)
     return len(lines)
 
 
-def _by_lambda(ax: Axes, inp: FigureInput, metric: str, ylabel: str) -> str:
-    """Mean over seeds vs λ with a 95% CI band, one line per schedule (and mode, ...)."""
+def outside(ax: Axes, handles: list, title: str, loc: str = "upper left", y: float = 1.0) -> None:
+    """A legend right of the axes, off the data, kept beside any legend the axes already has."""
+    from matplotlib.legend import Legend
+
+    labels = [h[-1].get_label() if isinstance(h, tuple) else h.get_label() for h in handles]
+    legend = Legend(
+        ax, handles, labels, title=title or None, loc=loc, fontsize=9,
+        bbox_to_anchor=(1.02, y), borderaxespad=0,
+    )  # fmt: skip
+    ax.add_artist(legend).set_clip_on(False)  # add_artist clips to the axes: undo
+
+
+def _by_lambda(ax: Axes, inp: FigureInput, metric: str, ylabel: str, legend: bool = True) -> str:
+    """Mean over seeds vs λ with a 95% interval band, one line per schedule (and mode, ...).
+
+    Each band has an outline in its line's colour, so where bands overlap both stay readable;
+    the legend pairs each line with its band and names the band."""
+    from matplotlib.patches import Patch
+
     done = inp.by_setting[(inp.by_setting["n"] > 0) & inp.by_setting[f"{metric}_mean"].notna()]
-    legend, lines = series(done, inp.keys)
+    title, lines = series(done, inp.keys)
+    handles: list[Any] = []
     for i, (label, g) in enumerate(lines):
         x, y = g["lambda"].to_numpy(float), g[f"{metric}_mean"].to_numpy(float)
         lo, hi = g[f"{metric}_lo"].to_numpy(float), g[f"{metric}_hi"].to_numpy(float)
-        ax.plot(x, y, label=label or None, linewidth=1.8, markersize=6, **_style(i))
-        ax.fill_between(x, lo, hi, color=_style(i)["color"], alpha=0.16, linewidth=0)
+        style = _style(i)
+        (line,) = ax.plot(x, y, label=label or "mean", linewidth=1.8, markersize=6, **style)
+        ax.fill_between(x, lo, hi, color=style["color"], alpha=0.12, linewidth=0)
+        for edge in (lo, hi):
+            ax.plot(x, edge, color=style["color"], linewidth=0.7, alpha=0.6, linestyle=":")
+        band = Patch(facecolor=style["color"], alpha=0.25, edgecolor=style["color"])
+        handles.append((band, line))
     _lambda_axis(ax, done["lambda"])
     # Frame the means, not the bands: with 2-3 seeds a t-based CI can be ten times the spread
     # between settings and would flatten every line; wide bands simply run off the axes.
@@ -186,9 +206,10 @@ def _by_lambda(ax: Axes, inp: FigureInput, metric: str, ylabel: str) -> str:
         ax.set_ylim(lo - pad, hi + pad)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    if len(lines) > 1:
-        ax.legend(title=legend, fontsize=9)
-    return legend
+    if legend and handles:
+        key = Patch(facecolor="0.6", alpha=0.35, edgecolor="0.4", label="band: 95% interval")
+        outside(ax, [*handles, key], title)
+    return title
 
 
 def fig_active_units(inp: FigureInput) -> Figure | str:
@@ -212,7 +233,7 @@ def fig_active_units(inp: FigureInput) -> Figure | str:
             color="0.25",
         )
     ax.set_ylim(0, max(dims, default=1) * 1.08)
-    title(fig, "Active units vs free-bits λ (mean over seeds, band: 95% CI)", inp)
+    title(fig, "Active units vs free-bits λ", inp)
     return fig
 
 
@@ -228,19 +249,21 @@ def fig_elbo(inp: FigureInput) -> Figure | str:
     axes = fig.subplots(1, 1 + iwae + bits, squeeze=False)[0]
     note = cross_entropy_note(done)
     ylabel = "test ELBO (nats per example; higher is better)"
-    _by_lambda(axes[0], inp, "test_elbo", f"{ylabel}\n{note}" if note else ylabel)
+    last = iwae + bits  # one legend, right of the last panel
+    _by_lambda(axes[0], inp, "test_elbo", f"{ylabel}\n{note}" if note else ylabel, not last)
     if iwae:
         k = inp.runs["iwae_samples"].dropna()
         k_text = f", k = {int(k.max())}" if len(k) else ""
         ylabel = f"IWAE NLL{k_text} (nats; lower is better)"
-        _by_lambda(axes[1], inp, "test_iwae_nll", f"{ylabel}\n{note}" if note else ylabel)
+        ylabel = f"{ylabel}\n{note}" if note else ylabel
+        _by_lambda(axes[1], inp, "test_iwae_nll", ylabel, last == 1)
         axes[1].set_title("importance-weighted NLL (Burda et al. 2015)", fontsize=10)
     if bits:  # image likelihoods: NLL / (C·H·W · ln 2), the IWAE bound's when there is one
         both = iwae and done["test_iwae_bits_per_dim_mean"].notna().any()
         metric = "test_iwae_bits_per_dim" if both else "test_bits_per_dim"
         _by_lambda(axes[-1], inp, metric, "bits per dimension (lower is better)")
         axes[-1].set_title(f"{'IWAE' if both else 'ELBO'} bound in bits/dim", fontsize=10)
-    title(fig, "Test ELBO vs free-bits λ (mean over seeds, band: 95% CI)", inp)
+    title(fig, "Test ELBO vs free-bits λ", inp)
     return fig
 
 
@@ -279,30 +302,16 @@ def scatter_runs(ax: Axes, df: pd.DataFrame, x: str, y: str, colors: dict[float,
 def two_legends(top: Axes, bottom: Axes, colors: dict[float, Any], schedules: list) -> None:
     """λ colours right of `top`, schedule markers right of `bottom`: outside the data, below the
     title (figure legends would collide with it), and kept beside any legend the axes has."""
-    from matplotlib.legend import Legend
     from matplotlib.lines import Line2D
 
     lam = [
         Line2D([], [], color=c, marker="o", linestyle="", markersize=8, label=f"{v:g}")
         for v, c in colors.items()
     ]
-    for ax, handles, name, loc, y in (
-        (top, lam, "λ (nats)", "upper left", 1.0),
-        (bottom, schedules, "schedule", "lower left", 0.0),
-    ):
-        if handles:
-            labels = [h.get_label() for h in handles]
-            legend = Legend(
-                ax,
-                handles,
-                labels,
-                title=name,
-                loc=loc,
-                fontsize=9,
-                bbox_to_anchor=(1.02, y),
-                borderaxespad=0,
-            )
-            ax.add_artist(legend).set_clip_on(False)  # add_artist clips to the axes: undo
+    if lam:
+        outside(top, lam, "λ (nats)")
+    if schedules:
+        outside(bottom, schedules, "schedule", loc="lower left", y=0.0)
 
 
 def fig_pareto(inp: FigureInput) -> Figure | str:
@@ -363,7 +372,7 @@ def fig_pareto(inp: FigureInput) -> Figure | str:
     note = cross_entropy_note(ok)
     ax.set_ylabel("test ELBO (nats, mean over seeds; higher is better)" + f"\n{note}" * bool(note))
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize=9)
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), borderaxespad=0, fontsize=9)
     two_legends(ax, ax, colors, handles)
-    title(fig, "ELBO vs active units per setting (bars: 95% CI): the Pareto front", inp)
+    title(fig, "ELBO vs active units: the Pareto front", inp)
     return fig

@@ -231,8 +231,12 @@ NAV += (("runs", "All runs"), ("spec", "Spec"), ("tables", "CSV files"))
 
 
 def _figures(figures: FigureOutput) -> str:
-    esc, parts = html.escape, []
-    for name, title, caption, others in figures.shown:
+    esc, parts, heading = html.escape, [], ""
+    for name, title, caption, others, group in figures.shown:
+        if group != heading:  # several sweeps: each its own figures
+            heading = group
+            anchor = esc(name.rsplit(".", 2)[0])
+            parts.append(f'<h3 id="figures-{anchor}">Figures of {esc(group)}</h3>')
         links = " · ".join(f'<a href="{esc(o)}">{esc(o.rsplit(".", 1)[1])}</a>' for o in others)
         parts.append(
             f'<figure id="{esc(name.rsplit(".", 1)[0])}"><img src="{esc(name)}" '
