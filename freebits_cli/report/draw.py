@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING
 
 from freebits_cli.report import run_figures as images
 from freebits_cli.report.figures import (
-    CAPTIONS,
     FigureInput,
     FigureOutput,
     _context,
@@ -19,6 +18,7 @@ from freebits_cli.report.figures import (
     fig_elbo,
     fig_pareto,
 )
+from freebits_cli.report.labels import CAPTIONS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure

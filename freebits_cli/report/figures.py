@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from freebits_cli.report.labels import LABELS, cross_entropy_note, short_label, varying
+from freebits_cli.report.labels import (
+    LABELS,
+    cross_entropy_note,
+    short_label,
+    varying,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -24,56 +29,6 @@ OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "
 LINESTYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 FLOOR = 1e-4  # nats: KL values below are drawn at the floor of the log axes (collapsed units)
-
-
-# Title and caption of each figure on the page: what it shows and how to read it.
-CAPTIONS = {
-    "active_units": (
-        "Active units vs λ",
-        "How many latent units carry information (Burda et "
-        "al. 2015) as the free-bits threshold grows; dashed: the latent size. Band: the 95% "
-        "t-interval over seeds, clipped to [0, D] (a count cannot leave it).",
-    ),
-    "elbo": (
-        "Test ELBO vs λ",
-        "The price of free bits in likelihood: the true, unclamped ELBO "
-        "(β = 1); beside it the importance-weighted NLL when runs computed one, and bits per "
-        "dimension for 8-bit image likelihoods.",
-    ),
-    "pareto": (
-        "ELBO vs active units",
-        "Each point a setting (mean over seeds); the line joins "
-        "the settings no other beats on both; the circle is the recommendation. Bars: 95% "
-        "t-intervals over seeds, those of active units clipped to [0, D].",
-    ),
-    "rate_distortion": (
-        "Rate vs distortion",
-        "Each run a point: rate = KL, distortion = "
-        "reconstruction NLL (Alemi et al. 2018); a dotted line is one ELBO.",
-    ),
-    "kl_per_dim": (
-        "KL per latent dimension",
-        "Final KL of each unit, sorted within each run; "
-        "dark cells are collapsed units; free bits hold units near λ (white marks).",
-    ),
-    "kl_trajectories": (
-        "KL per unit over epochs",
-        "One panel per setting (lowest seed): when "
-        "units collapse (KL falls to ~0; ×: the epoch a unit collapsed) and where free bits hold "
-        "them (dashed: λ).",
-    ),
-    "curves": (
-        "Training curves",
-        "Test ELBO, KL, active units and the annealing weight β per "
-        "epoch for every run, including runs still going or failed.",
-    ),
-    "reconstructions": (
-        "Reconstructions",
-        "The same test images in every run (top row) and "
-        "their reconstructions for each setting (lowest seed).",
-    ),
-    "samples": ("Prior samples", "Decoded samples z ~ N(0, I) for each setting (lowest seed)."),
-}
 
 
 @dataclass

@@ -24,61 +24,20 @@ from freebits_cli.report.labels import (
     CROSS_ENTROPY,
     LABELS,
     LIKELIHOOD_METRICS,
-    NOISE,
     NOTES,
-    SHOWN,
+    by_setting_rows,
     describe,
     fmt_mi,
     fmt_pm,
     fmt_stat,
     fmt_value,
     short_label,
+    table_notes,
     varying,
 )
 
 __all__ = ["by_setting_rows", "describe", "fmt_pm", "fmt_value", "short_label", "varying"]
 __all__ += ["LABELS", "table_notes", "write_index"]
-
-
-def by_setting_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Headers and string rows of the by-setting table, for a Rich (or HTML) table.
-
-    Setting columns (constant ones left out, except λ and schedule), n, then mean ± 95% CI of
-    the test ELBO, KL and (when recorded) the IWAE NLL; mean [95% CI clipped to the range] of
-    active units and MI. Marks (see `table_notes`): † on a summed cross-entropy (in the header
-    when every row is one), ‡ on an MI estimate below zero.
-    """
-    keys = [c for c in df.columns if c in LABELS or "." in c]
-    keys = varying(df, keys)
-    shown = [s for s in SHOWN if f"{s[0]}_mean" in df and df[f"{s[0]}_mean"].notna().any()]
-    ce = df["cross_entropy"].astype(bool) if "cross_entropy" in df else None
-    every, some = ce is not None and bool(ce.all()), ce is not None and bool(ce.any())
-    headers = [LABELS.get(k, k) for k in keys] + ["n"]
-    headers += [
-        f"{h} {CROSS_ENTROPY}" if every and c in LIKELIHOOD_METRICS else h for c, h, _ in shown
-    ]
-    rows = []
-    for i, (_, row) in enumerate(df.iterrows()):
-        n = f"{row['n']}"
-        n += f" +{row['n_failed']} failed" if row.get("n_failed", 0) else ""
-        n += f" +{row['n_incomplete']} running" if row.get("n_incomplete", 0) else ""
-        cells = [fmt_value(row[k]) for k in keys] + [n]
-        for c, _, d in shown:
-            cell = fmt_stat(row, c, d)
-            mark = some and not every and bool(ce.iloc[i]) and c in LIKELIHOOD_METRICS
-            cells.append(f"{cell} {CROSS_ENTROPY}" if mark and cell != "-" else cell)
-        rows.append(cells)
-    return headers, rows
-
-
-def table_notes(df: pd.DataFrame) -> list[str]:
-    """The footnotes the marks in `by_setting_rows(df)` need, one line each."""
-    notes = []
-    if "cross_entropy" in df and df["cross_entropy"].astype(bool).any():
-        notes.append(f"{CROSS_ENTROPY} {NOTES[CROSS_ENTROPY]}")
-    if "test_mi_mean" in df and (df["test_mi_mean"] < 0).any():
-        notes.append(f"{NOISE} {NOTES[NOISE]}")
-    return notes
 
 
 def _cell(value: Any) -> str:
