@@ -21,7 +21,7 @@ demo: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile  # two workers, each test file in one of them
 
 # The GPU checks (benchmarks/gpu_check.py) with the Python already there: no venv, no install.
 # PYTHON=... on the command line or in the environment wins; else .venv's if it exists, else python3.

@@ -40,6 +40,8 @@ def write_run(
     kl: float = 10.0,
     active_units: float = 4,
     iwae: float | None = None,
+    mi: float | None = None,
+    binarize: str = "none",
     latent_dim: int = 4,
     epochs: int = 3,
     mode: str = "batch",
@@ -61,7 +63,7 @@ def write_run(
     run_dir = sweep_dir / "runs" / run_id
     run_dir.mkdir(parents=True)
     config = {
-        "dataset": {"name": "digits", "data_dir": None, "binarize": "none"},
+        "dataset": {"name": "digits", "data_dir": None, "binarize": binarize},
         "model": {"hidden": [64], "latent_dim": latent_dim, "activation": "relu"},
         "train": {"epochs": epochs, "batch_size": 32, "lr": 1e-3, "seed": seed, "device": "cpu"},
         "free_bits": {"lambda": lam, "mode": mode, "groups": 1},
@@ -95,7 +97,7 @@ def write_run(
                     mode,
                     anneal,
                     seed,
-                    "none",  # binarize
+                    binarize,
                     e,
                     e * 10,
                     min(1.0, e / 2),
@@ -109,7 +111,7 @@ def write_run(
                     active_units,
                     0.5,
                     iwae if (iwae is not None and e == epochs) else "",
-                    "",
+                    mi if (mi is not None and e == epochs) else "",
                     "",  # test_bits_per_dim: not an image likelihood
                     "",  # test_iwae_bits_per_dim
                     "",  # test_ppl: not text
@@ -137,7 +139,7 @@ def write_run(
                 "latent_dim": latent_dim,
                 "epochs": epochs,
                 "dataset": "digits",
-                "binarize": "none",
+                "binarize": binarize,
                 "test_elbo": elbo,
                 "test_recon": -elbo - kl,
                 "test_kl": kl,
@@ -145,7 +147,7 @@ def write_run(
                 "active_units_kl": active_units,
                 "test_iwae_nll": iwae,
                 "iwae_samples": 10,
-                "test_mi": None,
+                "test_mi": mi,
                 "collapse_epoch": [None] * int(active_units)
                 + [1] * (latent_dim - int(active_units)),
                 "kl_per_dim": kl_dims,

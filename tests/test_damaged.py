@@ -237,7 +237,7 @@ def test_report_interrupted_keeps_the_previous_report(
     def ctrl_c(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("freebits_cli.report.write_index", ctrl_c)
+    monkeypatch.setattr("freebits_cli.report.build.write_index", ctrl_c)
     assert html.write_index is not ctrl_c
     result = runner.invoke(app, ["report", str(out)])
     assert result.exit_code == 130

@@ -268,8 +268,9 @@ def _alive(pid: int) -> bool:
 
 
 def test_sigterm_stops_every_worker_and_the_sweep_resumes_exactly(tmp_path: Path) -> None:
-    # Small batches make epochs long enough that the signal lands mid-sweep on a fast machine too.
-    args = ["--lambdas", "0,1", "--epochs", "5", "--set", "train.batch_size=4"]
+    # Small batches make epochs long enough that the signal lands mid-sweep on a fast machine too:
+    # after the first epoch's row, two epochs of 360 steps each are still to go.
+    args = ["--lambdas", "0,1", "--epochs", "3", "--set", "train.batch_size=4"]
     alone = sweep_cli(tmp_path / "reference", *args, "--jobs", "1")
     assert alone.exit_code == 0, alone.output
     out = tmp_path / "stopped"

@@ -107,7 +107,8 @@ def test_files_follow_the_layout(tmp_path: Path) -> None:
 
 
 def test_free_bits_keeps_units_active(tmp_path: Path) -> None:
-    spec = small_spec(("grid.lambda", [0, 2]), ("train.epochs", 8), ("train.batch_size", 64))
+    # 3 epochs of batch 32 hold every unit of λ = 2 above 1.7 nats (λ = 0: one below 0.06).
+    spec = small_spec(("grid.lambda", [0, 2]), ("train.epochs", 3), ("train.batch_size", 32))
     train(spec, tmp_path)
     by_lambda = {s["lambda"]: s for s in summaries(tmp_path).values()}
     # Below λ = 2 nats a unit's KL costs nothing, so every unit ends up carrying about λ.
@@ -154,7 +155,7 @@ def test_kill_9_mid_sweep_then_resume(tmp_path: Path) -> None:
         "--lambdas",
         "0,1",
         "--epochs",
-        "8",
+        "4",  # the kill lands after epoch 1's checkpoint: three epochs still to go
         "--set",
         "model.hidden=[32]",
         "--latent-dim",
@@ -194,7 +195,7 @@ def test_kill_9_mid_sweep_then_resume(tmp_path: Path) -> None:
         for key in (*METRICS, "kl_per_dim"):
             assert b[run_id][key] == a[run_id][key], (run_id, key)
         rows = (tmp_path / "b/default/runs" / run_id / "metrics.csv").read_text().splitlines()
-        assert [r.split(",")[METRICS_EPOCH] for r in rows[1:]] == [str(e) for e in range(1, 9)]
+        assert [r.split(",")[METRICS_EPOCH] for r in rows[1:]] == [str(e) for e in range(1, 5)]
 
 
 def test_diverging_member_fails_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -35,6 +35,7 @@ def report(
 
     def body() -> int:
         from ..report import build_report, by_setting_rows
+        from ..report.html import table_notes
 
         started = time.perf_counter()
         fmt_list = [f.strip() for f in formats.split(",") if f.strip()]
@@ -42,7 +43,12 @@ def report(
         for warning in result.warnings:
             err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
         headers, rows = by_setting_rows(result.by_setting)
-        table = Table(title="by setting (mean ± 95% CI over seeds, nats)")
+        notes = "\n".join(table_notes(result.by_setting))
+        table = Table(
+            title="by setting (mean ± 95% CI over seeds, nats; [low, high]: clipped to the range)",
+            caption=notes or None,
+            caption_justify="left",
+        )
         for header in headers:
             table.add_column(header)
         for row in rows:

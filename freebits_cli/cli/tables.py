@@ -24,6 +24,7 @@ def result_rows(plan: Any) -> list[dict[str, Any]]:
     """One row per run of the plan, from its files; damaged files never count as results."""
     from .. import locks, storage
     from ..records import FINAL_METRICS
+    from ..report.load import cross_entropy
 
     rows = []
     for item in plan.runs:
@@ -49,39 +50,43 @@ def result_rows(plan: Any) -> list[dict[str, Any]]:
                 "state": f"running ({who})" if who else state,
                 "reason": str(failed.get("reason", "")) if isinstance(failed, dict) else "",
                 "epochs": item.run.train.epochs,
+                "cross_entropy": cross_entropy(
+                    item.run.model.likelihood, item.run.dataset.binarize
+                ),
             }
         )
     return rows
 
 
 def results_table(rows: Sequence[dict[str, Any]]) -> Table:
+    from ..report.labels import CROSS_ENTROPY, NOISE, NOTES, fmt_mi
+
     table = Table(title="test-set results, nats per example (AU: active units)")
-    for column in (
-        "λ",
-        "mode",
-        "anneal",
-        "seed",
-        "ELBO",
-        "KL",
-        "AU",
-        "IWAE NLL",
-        "MI",
-        "state",
-    ):
+    for column in ("λ", "mode", "anneal", "seed", "ELBO", "KL", "AU", "IWAE NLL", "MI", "state"):
         table.add_column(column, justify="left" if column in ("mode", "anneal") else "right")
+    marks = set()
     for r in sorted(rows, key=lambda r: (r["anneal"], r["mode"], r["lambda"], r["seed"])):
+        # A Bernoulli decoder on grayscale targets scores a cross-entropy, not a likelihood.
+        ce = f" {CROSS_ENTROPY}" if r.get("cross_entropy") else ""
+        elbo, iwae = fmt(r.get("test_elbo")), fmt(r.get("test_iwae_nll"))
+        mi = fmt_mi(r.get("test_mi"))
         table.add_row(
             f"{r['lambda']:g}",
             r["mode"],
             r["anneal"],
             str(r["seed"]),
-            fmt(r.get("test_elbo")),
+            elbo + ce * (elbo != "-"),
             fmt(r.get("test_kl")),
             fmt(r.get("active_units")),
-            fmt(r.get("test_iwae_nll")),
-            fmt(r.get("test_mi"), 3),
+            iwae + ce * (iwae != "-"),
+            mi,
             r["state"],
         )
+        marks |= {CROSS_ENTROPY} if ce and (elbo, iwae) != ("-", "-") else set()
+        marks |= {NOISE} if NOISE in mi else set()
+    if marks:
+        table.caption = "\n".join(f"{m} {NOTES[m]}" for m in NOTES if m in marks)
+        table.caption_justify = "left"
     return table
 
 

@@ -1,5 +1,7 @@
 """Draw every figure of the report into its folder: the figures over settings (report.figures)
-and those with one mark per run (report.run_figures), in the formats and the style asked for.
+and those with one mark per run (report.run_figures), in the formats and the style asked for;
+one set of figures per sweep when the report covers several (their data sets, models and scales
+differ).
 
 Styles are matplotlib style sheets shipped in report/styles/ (default, paper, talk; or the path
 of a user's own .mplstyle): sizes, fonts, line widths and PDF font embedding live there, not in
@@ -9,13 +11,13 @@ the drawing code, which gives sizes relative to the style (report.figures.size, 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from freebits_cli.errors import ResultsError
 from freebits_cli.report import run_figures as images
 from freebits_cli.report.figures import (
-    CAPTIONS,
     FigureInput,
     FigureOutput,
     _context,
@@ -23,6 +25,7 @@ from freebits_cli.report.figures import (
     fig_elbo,
     fig_pareto,
 )
+from freebits_cli.report.labels import CAPTIONS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -57,22 +60,62 @@ def style_sheets(style: str, width: float | None = None) -> list[Any]:
     return sheets
 
 
-def draw_all(
+def draw_report(
     inp: FigureInput,
     out: Path,
     formats: Sequence[str],
     style: str = "default",
     width: float | None = None,
 ) -> FigureOutput:
-    """Draw every figure into `out` in each format (plus PNG for the page if only PDF is asked),
-    in `style` (see style_sheets)."""
+    """Every figure, once for the whole report or, over several sweeps, once per sweep (files
+    `<sweep>.<figure>.<format>`), each sweep's figures showing its own runs only; in `style`
+    (see style_sheets)."""
     from matplotlib.style import context
 
     with context(style_sheets(style, width)):
-        return _draw_all(inp, out, formats)
+        return _draw_report(inp, out, formats)
 
 
-def _draw_all(inp: FigureInput, out: Path, formats: Sequence[str]) -> FigureOutput:
+def _draw_report(inp: FigureInput, out: Path, formats: Sequence[str]) -> FigureOutput:
+    if "sweep" not in inp.keys:
+        return draw_all(inp, out, formats)
+    result = FigureOutput()
+    for sweep, part in per_sweep(inp):
+        drawn = draw_all(part, out, formats, prefix=f"{sweep}.", group=f"sweep {sweep}")
+        result.files += drawn.files
+        result.shown += drawn.shown
+        result.skipped += [f"{sweep}: {s}" for s in drawn.skipped]
+        result.warnings += [f"sweep {sweep}: {w}" for w in drawn.warnings]
+    return result
+
+
+def per_sweep(inp: FigureInput) -> list[tuple[str, FigureInput]]:
+    """The figure input of each sweep, in the order of the by-setting table."""
+    keys = [k for k in inp.keys if k != "sweep"]
+    parts = []
+    for sweep in dict.fromkeys(inp.runs["sweep"].astype(str)):
+        runs = inp.runs[inp.runs["sweep"].astype(str) == sweep]
+        paths = set(runs["path"])
+        parts.append(
+            (
+                sweep,
+                replace(
+                    inp,
+                    runs=runs,
+                    by_setting=inp.by_setting[inp.by_setting["sweep"].astype(str) == sweep],
+                    pareto=inp.pareto[inp.pareto["sweep"].astype(str) == sweep],
+                    keys=keys,
+                    examples=[k for k in inp.examples if k in paths],
+                ),
+            )
+        )
+    return parts
+
+
+def draw_all(
+    inp: FigureInput, out: Path, formats: Sequence[str], prefix: str = "", group: str = ""
+) -> FigureOutput:
+    """Draw every figure into `out` in each format (plus PNG for the page if only PDF is asked)."""
     figures: list[tuple[str, Callable[[FigureInput], Figure | str]]] = [
         ("active_units", fig_active_units),
         ("elbo", fig_elbo),
@@ -90,7 +133,7 @@ def _draw_all(inp: FigureInput, out: Path, formats: Sequence[str]) -> FigureOutp
     fmts = list(dict.fromkeys([*formats, web]))
     for stem, *_ in figures:  # a figure not drawn this time must not show last time's picture
         for fmt in ("png", "svg", "pdf"):
-            (out / f"{stem}.{fmt}").unlink(missing_ok=True)
+            (out / f"{prefix}{stem}.{fmt}").unlink(missing_ok=True)
     for stem, draw in figures:
         try:
             fig = draw(inp)
@@ -101,8 +144,8 @@ def _draw_all(inp: FigureInput, out: Path, formats: Sequence[str]) -> FigureOutp
             result.skipped.append(f"{stem} ({fig})")
             continue
         for fmt in fmts:
-            fig.savefig(out / f"{stem}.{fmt}")  # dpi, background, bbox: from the style
-            result.files.append(out / f"{stem}.{fmt}")
-        others = [f"{stem}.{f}" for f in fmts if f != web]
-        result.shown.append((f"{stem}.{web}", *CAPTIONS[stem], others))
+            fig.savefig(out / f"{prefix}{stem}.{fmt}")  # dpi, background, bbox: from the style
+            result.files.append(out / f"{prefix}{stem}.{fmt}")
+        others = [f"{prefix}{stem}.{f}" for f in fmts if f != web]
+        result.shown.append((f"{prefix}{stem}.{web}", *CAPTIONS[stem], others, group))
     return result

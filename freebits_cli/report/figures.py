@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from freebits_cli.report.labels import LABELS, short_label, varying
+from freebits_cli.report.labels import (
+    LABELS,
+    cross_entropy_note,
+    short_label,
+    varying,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -24,53 +29,6 @@ OKABE_ITO = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "
 LINESTYLES = ("-", "--", ":", "-.")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 FLOOR = 1e-4  # nats: KL values below are drawn at the floor of the log axes (collapsed units)
-
-
-# Title and caption of each figure on the page: what it shows and how to read it.
-CAPTIONS = {
-    "active_units": (
-        "Active units vs λ",
-        "How many latent units carry information (Burda et "
-        "al. 2015) as the free-bits threshold grows; dashed: the latent size.",
-    ),
-    "elbo": (
-        "Test ELBO vs λ",
-        "The price of free bits in likelihood: the true, unclamped ELBO "
-        "(β = 1); beside it the importance-weighted NLL when runs computed one, and bits per "
-        "dimension for 8-bit image likelihoods.",
-    ),
-    "pareto": (
-        "ELBO vs active units",
-        "Each point a setting (mean over seeds); the line joins "
-        "the settings no other beats on both; the circle is the recommendation.",
-    ),
-    "rate_distortion": (
-        "Rate vs distortion",
-        "Each run a point: rate = KL, distortion = "
-        "reconstruction NLL (Alemi et al. 2018); a dotted line is one ELBO.",
-    ),
-    "kl_per_dim": (
-        "KL per latent dimension",
-        "Final KL of each unit, sorted within each run; "
-        "dark cells are collapsed units; free bits hold units near λ (white marks).",
-    ),
-    "kl_trajectories": (
-        "KL per unit over epochs",
-        "One panel per setting (lowest seed): when "
-        "units collapse (KL falls to ~0) and where free bits hold them (dashed).",
-    ),
-    "curves": (
-        "Training curves",
-        "Test ELBO, KL, active units and the annealing weight β per "
-        "epoch for every run, including runs still going or failed.",
-    ),
-    "reconstructions": (
-        "Reconstructions",
-        "The same test images in every run (top row) and "
-        "their reconstructions for each setting (lowest seed).",
-    ),
-    "samples": ("Prior samples", "Decoded samples z ~ N(0, I) for each setting (lowest seed)."),
-}
 
 
 @dataclass
@@ -94,7 +52,8 @@ class FigureInput:
 @dataclass
 class FigureOutput:
     files: list[Path] = field(default_factory=list)
-    shown: list[tuple[str, str, str, list[str]]] = field(default_factory=list)  # file, title, ...
+    # file, title, caption, the other formats' files, the group it is shown under ("" or a sweep)
+    shown: list[tuple[str, str, str, list[str], str]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # "figure (why not drawn)"
     warnings: list[str] = field(default_factory=list)
 
@@ -103,18 +62,12 @@ DESIGN = (8.0, 5.0)  # inches: a one-panel figure in the default style (styles/d
 
 
 def _context(inp: FigureInput) -> str:
-    """What was swept, e.g. "sweep demo: λ ∈ {0, 0.5, 1} × schedule ∈ {none, linear} × 3 seeds"."""
-    runs = inp.runs
-    parts = []
-    for key in [k for k in inp.keys if k != "sweep"]:
-        values = sorted({short_label({key: v}, [key]) for v in runs[key]}, key=natural)
-        if len(values) > 1:
-            text = ", ".join(v.removeprefix("λ=") for v in values[:8])
-            parts.append(f"{LABELS.get(key, key)} ∈ {{{text}{', …' if len(values) > 8 else ''}}}")
-    seeds = runs["seed"].nunique()
-    parts.append(f"{seeds} seed{'s' * (seeds != 1)}")
-    sweeps = sorted(runs["sweep"].astype(str).unique())
-    return f"sweep{'s' * (len(sweeps) > 1)} {', '.join(sweeps)}: " + " × ".join(parts)
+    """Whose runs a figure shows, for its title: "sweep demo, 3 seeds" (what was swept is on the
+    figure's axes and legends, and in the page's tables)."""
+    sweeps = list(dict.fromkeys(inp.runs["sweep"].astype(str)))
+    seeds = inp.runs["seed"].nunique()
+    names = f"sweep {sweeps[0]}" if len(sweeps) == 1 else f"{len(sweeps)} sweeps"
+    return f"{names}, {seeds} seed{'s' * (seeds != 1)}"
 
 
 def natural(text: str) -> tuple[int, float, str]:
@@ -168,8 +121,9 @@ def size(width: float, height: float) -> tuple[float, float]:
 
 
 def title(fig: Figure, main: str, inp: FigureInput) -> int:
-    """Title: what the figure shows, then what was swept, wrapped to the figure; its line count.
-    A style with `figure.titlesize: 0` (paper: the caption is the paper's) draws none."""
+    """A short title: what the figure shows and whose runs, one line where it fits (the how-to-read
+    is the caption's job); its line count. A style with `figure.titlesize: 0` (paper: the caption
+    is the paper's) draws none."""
     import textwrap
 
     from matplotlib import rcParams
@@ -179,20 +133,43 @@ def title(fig: Figure, main: str, inp: FigureInput) -> int:
         return 0
     points = FontProperties(size=rcParams["figure.titlesize"]).get_size_in_points()
     chars = int(fig.get_figwidth() * 11 * 11.5 / points)  # about 11 characters per inch at 11.5 pt
-    lines = textwrap.wrap(main, chars) + textwrap.wrap(inp.context, chars)
+    lines = textwrap.wrap(f"{main} ({inp.context})" if inp.context else main, chars)
     fig.suptitle("\n".join(lines))  # size: the style's figure.titlesize
     return len(lines)
 
 
-def _by_lambda(ax: Axes, inp: FigureInput, metric: str, ylabel: str) -> str:
-    """Mean over seeds vs λ with a 95% CI band, one line per schedule (and mode, ...)."""
+def outside(ax: Axes, handles: list, title: str, loc: str = "upper left", y: float = 1.0) -> None:
+    """A legend right of the axes, off the data, kept beside any legend the axes already has."""
+    from matplotlib.legend import Legend
+
+    labels = [h[-1].get_label() if isinstance(h, tuple) else h.get_label() for h in handles]
+    legend = Legend(
+        ax, handles, labels, title=title or None, loc=loc, fontsize="small",
+        bbox_to_anchor=(1.02, y), borderaxespad=0,
+    )  # fmt: skip
+    ax.add_artist(legend).set_clip_on(False)  # add_artist clips to the axes: undo
+
+
+def _by_lambda(ax: Axes, inp: FigureInput, metric: str, ylabel: str, legend: bool = True) -> str:
+    """Mean over seeds vs λ with a 95% interval band, one line per schedule (and mode, ...).
+
+    Each band has an outline in its line's colour, so where bands overlap both stay readable;
+    the legend pairs each line with its band and names the band."""
+    from matplotlib.patches import Patch
+
     done = inp.by_setting[(inp.by_setting["n"] > 0) & inp.by_setting[f"{metric}_mean"].notna()]
-    legend, lines = series(done, inp.keys)
+    title, lines = series(done, inp.keys)
+    handles: list[Any] = []
     for i, (label, g) in enumerate(lines):
         x, y = g["lambda"].to_numpy(float), g[f"{metric}_mean"].to_numpy(float)
-        ci = g[f"{metric}_ci95"].to_numpy(float)
-        ax.plot(x, y, label=label or None, **_style(i))  # width and size: the style's
-        ax.fill_between(x, y - ci, y + ci, color=_style(i)["color"], alpha=0.16, linewidth=0)
+        lo, hi = g[f"{metric}_lo"].to_numpy(float), g[f"{metric}_hi"].to_numpy(float)
+        style = _style(i)
+        (line,) = ax.plot(x, y, label=label or "mean", **style)  # width, size: the style's
+        ax.fill_between(x, lo, hi, color=style["color"], alpha=0.12, linewidth=0)
+        for edge in (lo, hi):
+            ax.plot(x, edge, color=style["color"], linewidth=0.7, alpha=0.6, linestyle=":")
+        band = Patch(facecolor=style["color"], alpha=0.25, edgecolor=style["color"])
+        handles.append((band, line))
     _lambda_axis(ax, done["lambda"])
     # Frame the means, not the bands: with 2-3 seeds a t-based CI can be ten times the spread
     # between settings and would flatten every line; wide bands simply run off the axes.
@@ -203,9 +180,10 @@ def _by_lambda(ax: Axes, inp: FigureInput, metric: str, ylabel: str) -> str:
         ax.set_ylim(lo - pad, hi + pad)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    if len(lines) > 1:
-        ax.legend(title=legend, fontsize="small")
-    return legend
+    if legend and handles:
+        key = Patch(facecolor="0.6", alpha=0.35, edgecolor="0.4", label="band: 95% interval")
+        outside(ax, [*handles, key], title)
+    return title
 
 
 def fig_active_units(inp: FigureInput) -> Figure | str:
@@ -229,7 +207,7 @@ def fig_active_units(inp: FigureInput) -> Figure | str:
             color="0.25",
         )
     ax.set_ylim(0, max(dims, default=1) * 1.08)
-    title(fig, "Active units vs free-bits λ (mean over seeds, band: 95% CI)", inp)
+    title(fig, "Active units vs free-bits λ", inp)
     return fig
 
 
@@ -245,17 +223,21 @@ def fig_elbo(inp: FigureInput) -> Figure | str:
     bits = bits or ppl  # the last panel: bits/dim for images, perplexity for text
     fig = Figure(figsize=size(8 + 5 * (iwae + bits), 5), layout="constrained")
     axes = fig.subplots(1, 1 + iwae + bits, squeeze=False)[0]
-    _by_lambda(axes[0], inp, "test_elbo", "test ELBO (nats per example; higher is better)")
+    note = cross_entropy_note(done)
+    ylabel = "test ELBO (nats per example; higher is better)"
+    last = iwae + bits  # one legend, right of the last panel
+    _by_lambda(axes[0], inp, "test_elbo", f"{ylabel}\n{note}" if note else ylabel, not last)
     if iwae:
         k = inp.runs["iwae_samples"].dropna()
         k_text = f", k = {int(k.max())}" if len(k) else ""
-        _by_lambda(axes[1], inp, "test_iwae_nll", f"IWAE NLL{k_text} (nats; lower is better)")
+        ylabel = f"IWAE NLL{k_text} (nats; lower is better)"
+        ylabel = f"{ylabel}\n{note}" if note else ylabel
+        _by_lambda(axes[1], inp, "test_iwae_nll", ylabel, last == 1)
         axes[1].set_title("importance-weighted NLL (Burda et al. 2015)", fontsize="medium")
     if ppl:  # text: exp(NLL per predicted token), the IWAE bound's when there is one
         both = iwae and done["test_ppl_mean"].notna().any()
-        _by_lambda(
-            axes[-1], inp, "test_ppl" if both else "test_elbo_ppl", "perplexity (lower is better)"
-        )
+        metric = "test_ppl" if both else "test_elbo_ppl"
+        _by_lambda(axes[-1], inp, metric, "perplexity (lower is better)")
         axes[-1].set_title(
             f"test perplexity ({'IWAE' if both else 'ELBO'} bound)", fontsize="medium"
         )
@@ -264,7 +246,7 @@ def fig_elbo(inp: FigureInput) -> Figure | str:
         metric = "test_iwae_bits_per_dim" if both else "test_bits_per_dim"
         _by_lambda(axes[-1], inp, metric, "bits per dimension (lower is better)")
         axes[-1].set_title(f"{'IWAE' if both else 'ELBO'} bound in bits/dim", fontsize="medium")
-    title(fig, "Test ELBO vs free-bits λ (mean over seeds, band: 95% CI)", inp)
+    title(fig, "Test ELBO vs free-bits λ", inp)
     return fig
 
 
@@ -303,30 +285,16 @@ def scatter_runs(ax: Axes, df: pd.DataFrame, x: str, y: str, colors: dict[float,
 def two_legends(top: Axes, bottom: Axes, colors: dict[float, Any], schedules: list) -> None:
     """λ colours right of `top`, schedule markers right of `bottom`: outside the data, below the
     title (figure legends would collide with it), and kept beside any legend the axes has."""
-    from matplotlib.legend import Legend
     from matplotlib.lines import Line2D
 
     lam = [
         Line2D([], [], color=c, marker="o", linestyle="", markersize=8, label=f"{v:g}")
         for v, c in colors.items()
     ]
-    for ax, handles, name, loc, y in (
-        (top, lam, "λ (nats)", "upper left", 1.0),
-        (bottom, schedules, "schedule", "lower left", 0.0),
-    ):
-        if handles:
-            labels = [h.get_label() for h in handles]
-            legend = Legend(
-                ax,
-                handles,
-                labels,
-                title=name,
-                loc=loc,
-                fontsize="small",
-                bbox_to_anchor=(1.02, y),
-                borderaxespad=0,
-            )
-            ax.add_artist(legend).set_clip_on(False)  # add_artist clips to the axes: undo
+    if lam:
+        outside(top, lam, "λ (nats)")
+    if schedules:
+        outside(bottom, schedules, "schedule", loc="lower left", y=0.0)
 
 
 def fig_pareto(inp: FigureInput) -> Figure | str:
@@ -341,7 +309,11 @@ def fig_pareto(inp: FigureInput) -> Figure | str:
     ax.errorbar(
         ok["active_units_mean"],
         ok["test_elbo_mean"],
-        xerr=ok["active_units_ci95"],
+        # Clipped to [0, D]: asymmetric where the t-interval ran past the range.
+        xerr=[
+            ok["active_units_mean"] - ok["active_units_lo"],
+            ok["active_units_hi"] - ok["active_units_mean"],
+        ],
         yerr=ok["test_elbo_ci95"],
         fmt="none",
         ecolor="0.65",
@@ -380,9 +352,10 @@ def fig_pareto(inp: FigureInput) -> Figure | str:
             label=f"{inp.keep_share:.0%} of D = {d} units",
         )
     ax.set_xlabel("active units (mean over seeds)")
-    ax.set_ylabel("test ELBO (nats, mean over seeds; higher is better)")
+    note = cross_entropy_note(ok)
+    ax.set_ylabel("test ELBO (nats, mean over seeds; higher is better)" + f"\n{note}" * bool(note))
     ax.grid(alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
+    ax.legend(loc="center left", bbox_to_anchor=(1.02, 0.5), borderaxespad=0, fontsize="small")
     two_legends(ax, ax, colors, handles)
-    title(fig, "ELBO vs active units per setting (bars: 95% CI): the Pareto front", inp)
+    title(fig, "ELBO vs active units: the Pareto front", inp)
     return fig

@@ -21,40 +21,23 @@ if TYPE_CHECKING:
     from freebits_cli.report.load import Runs
 
 from freebits_cli.report.labels import (
+    CROSS_ENTROPY,
     LABELS,
-    SHOWN,
+    LIKELIHOOD_METRICS,
+    NOTES,
+    by_setting_rows,
     describe,
+    fmt_mi,
     fmt_pm,
+    fmt_stat,
     fmt_value,
     short_label,
+    table_notes,
     varying,
 )
 
 __all__ = ["by_setting_rows", "describe", "fmt_pm", "fmt_value", "short_label", "varying"]
-__all__ += ["LABELS", "write_index"]
-
-
-def by_setting_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
-    """Headers and string rows of the by-setting table, for a Rich (or HTML) table.
-
-    Setting columns (constant ones left out, except λ and schedule), n, then mean ± 95% CI of
-    the test ELBO, active units, test KL and (when recorded) the IWAE NLL.
-    """
-    keys = [c for c in df.columns if c in LABELS or "." in c]
-    keys = varying(df, keys)
-    shown = [s for s in SHOWN if f"{s[0]}_mean" in df and df[f"{s[0]}_mean"].notna().any()]
-    headers = [LABELS.get(k, k) for k in keys] + ["n"] + [h for _, h, _ in shown]
-    rows = []
-    for _, row in df.iterrows():
-        n = f"{row['n']}"
-        n += f" +{row['n_failed']} failed" if row.get("n_failed", 0) else ""
-        damaged = row.get("n_damaged", 0)
-        unfinished = row.get("n_incomplete", 0) - damaged  # running, or stopped before the end
-        n += f" +{unfinished} unfinished" if unfinished else ""
-        n += f" +{damaged} damaged" if damaged else ""
-        cells = [fmt_value(row[k]) for k in keys] + [n]
-        rows.append(cells + [fmt_pm(row[f"{c}_mean"], row[f"{c}_ci95"], d) for c, _, d in shown])
-    return headers, rows
+__all__ += ["LABELS", "table_notes", "write_index"]
 
 
 def _cell(value: Any) -> str:
@@ -137,7 +120,7 @@ def write_index(
             "Recommendation",
             f'<p class="rec">{esc(recommendation)}</p>',
             f"Target: at least {keep_share:.0%} of the latent units active (Burda et al. "
-            "2015). Means over seeds ± the 95% confidence half-width (Student t).",
+            f"2015). {STATS_NOTE}",
             below=True,
         ),
     ]
@@ -166,8 +149,9 @@ def write_index(
         _section(
             "by-setting",
             "Results by setting",
-            f'<div class="scroll">{_table(*by_setting_rows(by_setting))}</div>',
-            "Finished runs only; ± is the 95% CI over seeds. Every statistic: "
+            f'<div class="scroll">{_table(*by_setting_rows(by_setting))}</div>'
+            + _notes(table_notes(by_setting)),
+            f"Finished runs only. {STATS_NOTE} Every statistic: "
             '<a href="by_setting.csv">by_setting.csv</a>.',
         )
     )
@@ -201,14 +185,28 @@ def write_index(
     return path
 
 
+STATS_NOTE = (
+    "Means over seeds ± the half-width of the 95% Student-t interval; for quantities with a "
+    "range (active units in [0, D], KL and MI ≥ 0) the interval as [low, high], clipped to it."
+)
+
+
+def _notes(notes: Sequence[str]) -> str:
+    return "".join(f'<p class="meta">{html.escape(n)}</p>' for n in notes)
+
+
 NAV = (("recommendation", "Recommendation"), ("by-setting", "By setting"))
 NAV += (("strategies", "Strategies"), ("pareto", "Pareto front"), ("figures", "Figures"))
 NAV += (("runs", "All runs"), ("spec", "Spec"), ("tables", "CSV files"))
 
 
 def _figures(figures: FigureOutput) -> str:
-    esc, parts = html.escape, []
-    for name, title, caption, others in figures.shown:
+    esc, parts, heading = html.escape, [], ""
+    for name, title, caption, others, group in figures.shown:
+        if group != heading:  # several sweeps: each its own figures
+            heading = group
+            anchor = esc(name.rsplit(".", 2)[0])
+            parts.append(f'<h3 id="figures-{anchor}">Figures of {esc(group)}</h3>')
         links = " · ".join(f'<a href="{esc(o)}">{esc(o.rsplit(".", 1)[1])}</a>' for o in others)
         parts.append(
             f'<figure id="{esc(name.rsplit(".", 1)[0])}"><img src="{esc(name)}" '
@@ -221,15 +219,32 @@ def _figures(figures: FigureOutput) -> str:
 
 def _all_runs(summary: pd.DataFrame, keys: Sequence[str]) -> str:
     cols = ["run_id", "state", *keys, "seed", "epochs_done", "test_elbo", "test_kl", "active_units"]
-    for extra in ("test_iwae_nll", "test_bits_per_dim", "test_iwae_bits_per_dim", "test_ppl"):
+    for extra in (
+        "test_iwae_nll",
+        "test_mi",
+        "test_bits_per_dim",
+        "test_iwae_bits_per_dim",
+        "test_ppl",
+    ):
         cols += [extra] * bool(summary[extra].notna().any())
-    rows = [
-        [fmt_value(round(v, 3) if isinstance(v, float) else v) for v in r]
-        for r in summary[cols].itertuples(index=False)
-    ]
+    ce = summary["cross_entropy"].astype(bool) if "cross_entropy" in summary else None
+    rows = []
+    for i, r in enumerate(summary[cols].itertuples(index=False)):
+        cells = []
+        for col, v in zip(cols, r, strict=True):
+            cell = (
+                fmt_mi(v)
+                if col == "test_mi"
+                else fmt_value(round(v, 3) if isinstance(v, float) else v)
+            )
+            if ce is not None and ce.iloc[i] and col in LIKELIHOOD_METRICS and cell != "-":
+                cell += f" {CROSS_ENTROPY}"
+            cells.append(cell)
+        rows.append(cells)
+    notes = [f"{m} {NOTES[m]}" for m in NOTES if any(m in c for row in rows for c in row)]
     body = (
         f'<details><summary>{len(summary)} runs</summary><div class="scroll">'
-        f"{_table([LABELS.get(c, c) for c in cols], rows)}</div></details>"
+        f"{_table([LABELS.get(c, c) for c in cols], rows)}</div>{_notes(notes)}</details>"
     )
     return _section("runs", "All runs", body, 'Also as <a href="summary.csv">summary.csv</a>.')
 
@@ -244,7 +259,7 @@ def _strategies(df: pd.DataFrame, keys: Sequence[str]) -> str:
             r["runs"],
             r["n"],
             fmt_pm(r["test_elbo_mean"], r["test_elbo_ci95"]),
-            fmt_pm(r["active_units_mean"], None, 1),
+            fmt_pm(r["active_units_mean"], None, 1),  # the mean of the best setting
         ]
         for _, r in df.iterrows()
     ]
@@ -263,7 +278,7 @@ def _pareto(df: pd.DataFrame, keys: Sequence[str]) -> str:
             describe(r, keys),
             r["n"],
             fmt_pm(r["test_elbo_mean"], r["test_elbo_ci95"]),
-            fmt_pm(r["active_units_mean"], r["active_units_ci95"], 1),
+            fmt_stat(r, "active_units", 1),
             "-" if math.isnan(r["active_share_mean"]) else f"{r['active_share_mean']:.0%}",
             "recommended" if r["recommended"] else "",
         ]

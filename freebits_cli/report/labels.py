@@ -1,4 +1,5 @@
-"""Words and numbers for the report: setting labels and value formatting, shared by the page,
+"""Words and numbers for the report: setting labels, value formatting, footnotes, figure captions
+and the by-setting table rows, shared by the page,
 the terminal table and the figures (kept apart so the figures need not import the page)."""
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ LABELS = {"lambda": "λ", "free_bits_mode": "free-bits mode", "anneal": "schedul
 # (column stem, header, decimals) of the metrics shown in the terminal and the page.
 SHOWN = (("test_elbo", "ELBO (nats)", 2), ("active_units", "active units", 1))
 SHOWN += (("test_kl", "KL (nats)", 2), ("test_iwae_nll", "IWAE NLL (nats)", 2))
+SHOWN += (("test_mi", "MI (nats)", 2),)
 # Image likelihoods (8-bit data) also report NLL / (C·H·W · ln 2).
 SHOWN += (("test_bits_per_dim", "bits/dim", 3), ("test_iwae_bits_per_dim", "IWAE bits/dim", 3))
 # Text: perplexity per predicted token, from the IWAE NLL and from -ELBO.
@@ -44,6 +46,57 @@ def fmt_pm(mean: Any, ci: Any, digits: int = 2) -> str:
     return f"{mean:.{digits}f}" if _missing(ci) else f"{mean:.{digits}f} ± {ci:.{digits}f}"
 
 
+def fmt_interval(mean: Any, lo: Any, hi: Any, digits: int = 2) -> str:
+    """mean [lo, hi]: a 95% interval clipped to the quantity's range; the mean alone without one."""
+    if _missing(mean):
+        return "-"
+    if _missing(lo) or _missing(hi):
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+#: Footnote marks: a number that is not what its column's name promises.
+CROSS_ENTROPY = "†"
+NOISE = "‡"
+NOTES = {
+    CROSS_ENTROPY: "grayscale targets under a Bernoulli decoder (binarize: none): the ELBO and "
+    "IWAE numbers are a summed cross-entropy, not a likelihood",
+    NOISE: "mutual information estimated below zero: Monte Carlo noise of the estimator around "
+    "I(x;z) ≈ 0 (I(x;z) ≥ 0 always), not a value to cite",
+}
+#: Metrics that are a likelihood only when the decoder's likelihood is one of its targets.
+LIKELIHOOD_METRICS = ("test_elbo", "test_recon", "test_iwae_nll")
+
+
+def cross_entropy_note(df: pd.DataFrame) -> str:
+    """What a figure axis showing an ELBO or IWAE number must add: "" for likelihoods."""
+    if "cross_entropy" not in df or not df["cross_entropy"].astype(bool).any():
+        return ""
+    if df["cross_entropy"].astype(bool).all():
+        return "summed cross-entropy, not a likelihood"
+    return f"{CROSS_ENTROPY} grayscale Bernoulli runs: a summed cross-entropy"
+
+
+def fmt_mi(value: Any, digits: int = 3) -> str:
+    """An MI estimate; below zero it is estimator noise around zero (He et al. 2019), not a value."""
+    if _missing(value):
+        return "-"
+    return f"≈ 0 {NOISE}" if value < 0 else f"{value:.{digits}f}"
+
+
+def fmt_stat(row: Mapping[str, Any] | pd.Series, metric: str, digits: int = 2) -> str:
+    """One metric of a by-setting row: mean ± 95% CI, or mean [lo, hi] for a bounded quantity
+    (the interval clipped to its range); a negative mean MI as noise (see NOTES)."""
+    from freebits_cli.report.stats import RANGES
+
+    mean = row.get(f"{metric}_mean")
+    if metric == "test_mi" and not _missing(mean) and mean < 0:
+        return fmt_mi(mean)
+    if metric in RANGES and f"{metric}_lo" in row:
+        return fmt_interval(mean, row[f"{metric}_lo"], row[f"{metric}_hi"], digits)
+    return fmt_pm(mean, row.get(f"{metric}_ci95"), digits)
+
+
 def varying(df: pd.DataFrame, keys: Sequence[str]) -> list[str]:
     """The setting columns worth naming: λ and schedule always, the others when they vary."""
     return [k for k in keys if k in ("lambda", "anneal") or df[k].nunique(dropna=False) > 1]
@@ -70,3 +123,97 @@ def short_label(row: Mapping[str, Any] | pd.Series, keys: Sequence[str]) -> str:
     return " · ".join(
         f"λ={fmt_value(row[k])}" if k == "lambda" else fmt_value(row[k]) for k in keys
     )
+
+
+# Title and caption of each figure on the page: what it shows and how to read it.
+CAPTIONS = {
+    "active_units": (
+        "Active units vs λ",
+        "How many latent units carry information (Burda et "
+        "al. 2015) as the free-bits threshold grows; dashed: the latent size. Band: the 95% "
+        "t-interval over seeds, clipped to [0, D] (a count cannot leave it).",
+    ),
+    "elbo": (
+        "Test ELBO vs λ",
+        "The price of free bits in likelihood: the true, unclamped ELBO "
+        "(β = 1); beside it the importance-weighted NLL when runs computed one, and bits per "
+        "dimension for 8-bit image likelihoods.",
+    ),
+    "pareto": (
+        "ELBO vs active units",
+        "Each point a setting (mean over seeds); the line joins "
+        "the settings no other beats on both; the circle is the recommendation. Bars: 95% "
+        "t-intervals over seeds, those of active units clipped to [0, D].",
+    ),
+    "rate_distortion": (
+        "Rate vs distortion",
+        "Each run a point: rate = KL, distortion = "
+        "reconstruction NLL (Alemi et al. 2018); a dotted line is one ELBO.",
+    ),
+    "kl_per_dim": (
+        "KL per latent dimension",
+        "Final KL of each unit, sorted within each run; "
+        "dark cells are collapsed units; free bits hold units near λ (white marks).",
+    ),
+    "kl_trajectories": (
+        "KL per unit over epochs",
+        "One panel per setting (lowest seed): when "
+        "units collapse (KL falls to ~0; ×: the epoch a unit collapsed) and where free bits hold "
+        "them (dashed: λ).",
+    ),
+    "curves": (
+        "Training curves",
+        "Test ELBO, KL, active units and the annealing weight β per "
+        "epoch for every run, including runs still going or failed.",
+    ),
+    "reconstructions": (
+        "Reconstructions",
+        "The same test images in every run (top row) and "
+        "their reconstructions for each setting (lowest seed).",
+    ),
+    "samples": ("Prior samples", "Decoded samples z ~ N(0, I) for each setting (lowest seed)."),
+}
+
+
+def by_setting_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """Headers and string rows of the by-setting table, for a Rich (or HTML) table.
+
+    Setting columns (constant ones left out, except λ and schedule), n, then mean ± 95% CI of
+    the test ELBO, KL and (when recorded) the IWAE NLL; mean [95% CI clipped to the range] of
+    active units and MI. Marks (see `table_notes`): † on a summed cross-entropy (in the header
+    when every row is one), ‡ on an MI estimate below zero.
+    """
+    keys = [c for c in df.columns if c in LABELS or "." in c]
+    keys = varying(df, keys)
+    shown = [s for s in SHOWN if f"{s[0]}_mean" in df and df[f"{s[0]}_mean"].notna().any()]
+    ce = df["cross_entropy"].astype(bool) if "cross_entropy" in df else None
+    every, some = ce is not None and bool(ce.all()), ce is not None and bool(ce.any())
+    headers = [LABELS.get(k, k) for k in keys] + ["n"]
+    headers += [
+        f"{h} {CROSS_ENTROPY}" if every and c in LIKELIHOOD_METRICS else h for c, h, _ in shown
+    ]
+    rows = []
+    for i, (_, row) in enumerate(df.iterrows()):
+        n = f"{row['n']}"
+        n += f" +{row['n_failed']} failed" if row.get("n_failed", 0) else ""
+        damaged = row.get("n_damaged", 0)
+        unfinished = row.get("n_incomplete", 0) - damaged  # running, or stopped before the end
+        n += f" +{unfinished} unfinished" if unfinished else ""
+        n += f" +{damaged} damaged" if damaged else ""
+        cells = [fmt_value(row[k]) for k in keys] + [n]
+        for c, _, d in shown:
+            cell = fmt_stat(row, c, d)
+            mark = some and not every and bool(ce.iloc[i]) and c in LIKELIHOOD_METRICS
+            cells.append(f"{cell} {CROSS_ENTROPY}" if mark and cell != "-" else cell)
+        rows.append(cells)
+    return headers, rows
+
+
+def table_notes(df: pd.DataFrame) -> list[str]:
+    """The footnotes the marks in `by_setting_rows(df)` need, one line each."""
+    notes = []
+    if "cross_entropy" in df and df["cross_entropy"].astype(bool).any():
+        notes.append(f"{CROSS_ENTROPY} {NOTES[CROSS_ENTROPY]}")
+    if "test_mi_mean" in df and (df["test_mi_mean"] < 0).any():
+        notes.append(f"{NOISE} {NOTES[NOISE]}")
+    return notes

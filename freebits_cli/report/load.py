@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 RUN_MARKERS = ("config.json", "summary.json", "failed.json")  # under runs/ (DESIGN.md, layout)
 CANON = {"free_bits.lambda": "lambda", "free_bits.mode": "free_bits_mode"}
 CANON |= {"anneal.schedule": "anneal", "train.seed": "seed"}
-TEXT_COLS = {"run_id", "free_bits_mode", "anneal", "binarize"}
+TEXT_COLS = {"run_id", "free_bits_mode", "anneal", "binarize", "likelihood"}
 NUMERIC_COLS = {"lambda", "seed", "epoch", "step", "beta", "train_loss", "train_recon", "train_kl"}
 NUMERIC_COLS |= {"test_elbo", "test_recon", "test_kl", "active_units", "active_units_kl"}
 NUMERIC_COLS |= {"binding_share", "test_iwae_nll", "test_mi", "seconds", "dim", "kl"}
@@ -170,6 +170,12 @@ def strategy(lam: float, schedule: Any) -> str:
     )
 
 
+def cross_entropy(likelihood: Any, binarize: Any) -> bool:
+    """A Bernoulli decoder scored on grayscale targets (`binarize: none`): its reconstruction term
+    is a summed cross-entropy, not a log-likelihood, so neither ELBO nor IWAE bound a likelihood."""
+    return likelihood == "bernoulli" and binarize == "none"
+
+
 def _load_run(root: Path, run_dir: Path, runs: Runs) -> tuple[dict[str, Any], bool]:
     """One summary.csv row for `run_dir` (recording what else it holds in `runs`); readable?"""
     import numpy as np
@@ -227,6 +233,8 @@ def _load_run(root: Path, run_dir: Path, runs: Runs) -> tuple[dict[str, Any], bo
     row["epochs_done"] = metrics["epoch"].max() if metrics is not None else math.nan
     row["dataset"] = _pick(s.get("dataset"), _get(cfg, "dataset.name"))
     row["binarize"] = _pick(s.get("binarize"), _get(cfg, "dataset.binarize"))
+    row["likelihood"] = _get(cfg, "model.likelihood") or ("bernoulli" if cfg else None)
+    row["cross_entropy"] = cross_entropy(row["likelihood"], row["binarize"])
     # Final metrics: summary.json for done runs; the last epoch so far for the others.
     for name in ("test_elbo", "test_recon", "test_kl", "active_units", "active_units_kl"):
         row[name] = _num(_pick(s.get(name), last.get(name)))

@@ -21,7 +21,7 @@ from freebits_cli.report.figures import (
     title,
     two_legends,
 )
-from freebits_cli.report.labels import short_label, varying
+from freebits_cli.report.labels import cross_entropy_note, short_label, varying
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,16 +53,19 @@ def fig_rate_distortion(inp: FigureInput) -> Figure | str:
     # Lines of equal ELBO: -ELBO = R + D, so they run at slope -1 (Alemi et al. 2018, Fig. 1).
     ax.margins(0.08)
     ax.autoscale_view()
+    # Frame the runs, each axis on its own scale: an axline's anchor (0, c) would otherwise
+    # stretch the axes to the origin and squeeze the runs into a strip.
+    limits = ax.get_xlim(), ax.get_ylim()
     total = (done["test_kl"] + done["test_recon"]).to_numpy(float)
     for c in sorted(set(total.round(1)))[:: max(len(set(total.round(1))) // 5, 1)]:
         ax.axline((0, c), slope=-1, color="0.7", linestyle=":", linewidth=0.9, zorder=1)
+    ax.set(xlim=limits[0], ylim=limits[1], aspect="auto")
     ax.set_xlabel("rate R = KL(q(z|x) ‖ p(z)) (nats)")
-    ax.set_ylabel("distortion D = −E_q log p(x|z) (nats)")
+    note = cross_entropy_note(done)
+    ax.set_ylabel("distortion D = −E_q log p(x|z) (nats)" + f"\n{note}" * bool(note))
     ax.grid(alpha=0.3)
     two_legends(ax, ax, colors, handles)
-    title(
-        fig, "Rate–distortion plane, one point per run (Alemi et al. 2018); dotted: equal ELBO", inp
-    )
+    title(fig, "Rate–distortion plane, one point per run", inp)
     return fig
 
 
@@ -95,15 +98,22 @@ def fig_kl_per_dim(inp: FigureInput) -> Figure | str:
     edges = [i for i in range(1, len(lams)) if lams[i] != lams[i - 1]]
     for i in edges:  # white rules between blocks of equal λ
         ax.axhline(i - 0.5, color="white", linewidth=1.6)
-    if many:  # label each λ block once, at its middle
-        starts, ends = [0, *edges], [*edges, len(lams)]
+    shown = varying(inp.by_setting, inp.keys) if len(inp.by_setting) else ["lambda"]
+    settings = [short_label(r, shown) for _, r in runs.iterrows()]
+    if many:  # label each setting's block of seeds once, at its middle, by the whole setting
+        starts = [i for i in range(len(settings)) if i == 0 or settings[i] != settings[i - 1]]
+        ends = [*starts[1:], len(settings)]
+        every = max(1, len(starts) // 45)  # at most ~45 labels stay legible
         ax.set_yticks(
-            [(a + b - 1) / 2 for a, b in zip(starts, ends, strict=True)],
-            labels=[f"λ={lams[a]:g}" for a in starts],
+            [(a + b - 1) / 2 for a, b in zip(starts, ends, strict=True)][::every],
+            labels=[settings[a] for a in starts][::every],
+            fontsize="x-small",
         )
     else:
-        shown = varying(inp.by_setting, inp.keys) if len(inp.by_setting) else ["lambda"]
-        labels = [f"{short_label(r, shown)} · s{r['seed']}" for _, r in runs.iterrows()]
+        labels = [
+            f"{setting} · s{r['seed']}"
+            for setting, (_, r) in zip(settings, runs.iterrows(), strict=True)
+        ]
         ax.set_yticks(range(len(runs)), labels=labels, fontsize="small")
     ax.set_xticks(
         range(0, width, max(width // 16, 1)),
@@ -112,7 +122,7 @@ def fig_kl_per_dim(inp: FigureInput) -> Figure | str:
     ax.set_xlabel("latent dimensions of the run, sorted by KL (largest first)")
     bar = fig.colorbar(im, ax=ax, label="KL per dimension (nats, log scale)")
     bar.ax.hlines(sorted({v for v in lams if v > 0}), 0, 1, colors="white", linewidth=2)
-    title(fig, "Final KL per latent dimension, one row per run (white marks on the bar: λ)", inp)
+    title(fig, "Final KL per latent dimension, one row per run", inp)
     return fig
 
 
@@ -128,14 +138,13 @@ def fig_kl_trajectories(inp: FigureInput) -> Figure | str:
     if not keys:
         return "no finished run has a readable kl_per_dim.csv"
     examples = inp.runs.set_index("path").loc[keys].reset_index()
-    rows_by, lines = series(examples, inp.keys)
+    _, lines = series(examples, inp.keys)
     lams = sorted(set(examples["lambda"].dropna()))
     lines = lines[: max(48 // max(len(lams), 1), 1)]  # at most ~48 panels stay legible
     width, height = 2.4 + 2.5 * len(lams), 1.5 + 2.0 * len(lines)
     fig = Figure(figsize=size(width, height))
     # Fixed margins (inches) instead of constrained layout: with dozens of log axes it is 3x faster.
-    heading = "KL per latent unit over training (lowest seed; dashed: λ; ×: unit collapsed)"
-    lines_up = title(fig, heading + (f"; rows: {rows_by}" if rows_by else ""), inp)
+    lines_up = title(fig, "KL per latent unit over training (lowest seed)", inp)
     margins = {"left": 1.25 / width, "right": 1 - 1.0 / width, "bottom": 0.6 / height}
     top = 1 - (0.45 + 0.2 * lines_up) / height
     fig.subplots_adjust(top=top, wspace=0.08, hspace=0.3, **margins)
@@ -196,7 +205,9 @@ def fig_curves(inp: FigureInput) -> Figure | str:
         return "no run recorded an epoch"
     colors = lambda_colors(runs["lambda"])
     schedules = sorted(runs["anneal"].astype(str).unique(), key=natural)
-    quantities = [("test_elbo", "test ELBO (nats)"), ("test_kl", "test KL (nats)")]
+    note = cross_entropy_note(runs)
+    quantities = [("test_elbo", "test ELBO (nats)" + f"\n{note}" * bool(note))]
+    quantities += [("test_kl", "test KL (nats)")]
     quantities += [("active_units", "active units"), ("beta", "β (weight of the KL term)")]
     fig = Figure(figsize=size(12, 7.5), layout="constrained")
     axes = fig.subplots(2, 2)
@@ -224,9 +235,7 @@ def fig_curves(inp: FigureInput) -> Figure | str:
         for i, s in enumerate(schedules)
     ]
     two_legends(axes[0, 1], axes[1, 1], colors, handles)
-    title(
-        fig, "Training curves on the test set, one line per run (colour: λ; style: schedule)", inp
-    )
+    title(fig, "Training curves on the test set, one line per run", inp)
     return fig
 
 
@@ -253,7 +262,7 @@ def _image_rows(inp: FigureInput, array: str, with_originals: bool) -> Figure | 
         for _, r in sort_runs(g, inp.keys).iterrows():
             rows.append((short_label(r, shown), _strip(inp.samples[r["path"]][array], first)))
     # One mosaic, one imshow: far faster than an axes per row. White gaps between rows,
-    # grey (NaN) rules between images, white padding right of shorter rows.
+    # hairline light-grey (NaN) rules between images, white padding right of shorter rows.
     unit = max(strip.shape[0] for _, strip in rows)  # pixels of one image's height
     gap, width = max(unit // 4, 1), max(strip.shape[1] for _, strip in rows)
     blocks, centres, top = [], [], 0
@@ -270,9 +279,9 @@ def _image_rows(inp: FigureInput, array: str, with_originals: bool) -> Figure | 
     inches = (max(2.4 + width * inch, 9.0), 1.2 + mosaic.shape[0] * inch)  # 9: room for titles
     fig = Figure(figsize=size(*inches), layout="constrained")
     ax = fig.subplots()
-    cmap = colormaps["gray_r"].with_extremes(bad="#8c96a0")
-    if colour:  # RGB cannot show NaN: the rules between images become grey
-        ax.imshow(np.where(np.isnan(mosaic), 0.55, mosaic), interpolation="nearest")
+    cmap = colormaps["gray_r"].with_extremes(bad=RULE)
+    if colour:  # RGB cannot show NaN: the rules between images become light grey
+        ax.imshow(np.where(np.isnan(mosaic), 0.85, mosaic), interpolation="nearest")
     else:
         ax.imshow(mosaic, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
     ax.set_xticks([])
@@ -283,16 +292,23 @@ def _image_rows(inp: FigureInput, array: str, with_originals: bool) -> Figure | 
     return fig
 
 
+RULE = "#d9d9d9"  # the hairline between images
+UPSAMPLE_TO = 28  # pixels: small images are enlarged so a one-pixel rule stays a hairline
+
+
 def _strip(images: np.ndarray, meta: dict[str, np.ndarray], n: int = 10) -> np.ndarray:
-    """Up to n images [P] side by side as one [h, n*(w+1)] array (NaN columns between); colour
-    images (3, h, w) as [h, n*(w+1), 3]."""
+    """Up to n images [P] side by side as one [h, n*(w+1)] array (NaN columns between), each
+    pixel repeated r × r times so an image is at least UPSAMPLE_TO pixels high and the rules
+    between images stay thin; colour images (3, h, w) as [h, n*(w+1), 3]."""
     import numpy as np
 
     shape = [int(v) for v in np.ravel(meta["image_shape"])]
-    h, w = shape[-2:]
+    r = max(1, -(-UPSAMPLE_TO // shape[-2]))
     imgs = np.clip(images[:n].reshape(-1, *shape), 0, 1)
     if len(shape) == 3:  # (C, H, W) -> (H, W, C) for imshow; one channel is grayscale
         imgs = imgs.transpose(0, 2, 3, 1) if shape[0] == 3 else imgs[:, 0]
+    imgs = imgs.repeat(r, axis=1).repeat(r, axis=2)
+    h, w = imgs.shape[1:3]
     strip = np.full((h, len(imgs) * (w + 1) - 1, *imgs.shape[3:]), np.nan)
     for i, img in enumerate(imgs):
         strip[:, i * (w + 1) : i * (w + 1) + w] = img
@@ -302,12 +318,12 @@ def _strip(images: np.ndarray, meta: dict[str, np.ndarray], n: int = 10) -> np.n
 def fig_reconstructions(inp: FigureInput) -> Figure | str:
     fig = _image_rows(inp, "reconstructions", with_originals=True)
     if not isinstance(fig, str):
-        title(fig, "Test images and their reconstructions (decoder means), per setting", inp)
+        title(fig, "Test images and their reconstructions", inp)
     return fig
 
 
 def fig_samples(inp: FigureInput) -> Figure | str:
     fig = _image_rows(inp, "prior_samples", with_originals=False)
     if not isinstance(fig, str):
-        title(fig, "Samples from the prior, z ~ N(0, I), decoded (decoder means)", inp)
+        title(fig, "Prior samples z ~ N(0, I), decoded", inp)
     return fig

@@ -1,0 +1,13 @@
+"""Test-session settings.
+
+`make test` runs two pytest-xdist workers on a 2-core machine. Left alone, torch gives each
+process one thread per core, so two workers ask two cores for four threads, and oversubscribed
+torch slows down many-fold (a conv test: 27 s alone, 200 s beside the other worker). Each worker,
+and every process its tests start, computes on one thread instead.
+"""
+
+import os
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MKL_NUM_THREADS", "1")
