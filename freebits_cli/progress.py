@@ -146,7 +146,8 @@ class SweepProgress:
         if flops <= 0 or seconds <= 0:
             return None
         rate = flops / seconds
-        final_rate = self._final[0] / self._final[1] if self._final[1] > 0 else rate
+        # A final evaluation of no FLOPs (IWAE and MI off) says nothing of the rate: keep training's.
+        final_rate = self._final[0] / self._final[1] if min(self._final) > 0 else rate
         left, busy = 0.0, 0
         for p in self.packs:
             if p.phase == "done":

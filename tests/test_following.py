@@ -260,3 +260,22 @@ def test_lambda_0_is_trained_once_across_free_bits_modes(tmp_path: Path) -> None
         (outcome,) = executor.execute(plan, "cpu")
         elbo[mode] = outcome.summary["test_elbo"]
     assert elbo["batch"] == pytest.approx(elbo["example"], abs=1e-4)
+
+
+def test_eta_with_no_final_evaluation_after_a_finished_pack() -> None:
+    """IWAE and MI off: a finished pack's final evaluation has no FLOPs; the ETA of the next
+    pack still comes from the training rate (it divided by a zero rate)."""
+    clock = FakeClock()
+    packs = [PackWork(("a",), 0, 1, 100.0, 0.0), PackWork(("b",), 0, 1, 100.0, 0.0)]
+    model = SweepProgress(packs, jobs=1, clock=clock)
+    model.on_step(["a"], 0, 0, 10)
+    clock.now = 10.0
+    model.on_step(["a"], 0, 10, 10)
+    clock.now = 11.0
+    model.on_epoch(["a"], 1, 1)
+    model.on_pack(["a"], 1)
+    clock.now = 12.0
+    model.on_step(["b"], 0, 0, 10)
+    clock.now = 17.0
+    model.on_step(["b"], 0, 5, 10)
+    assert model.eta() == pytest.approx(5.0)  # half an epoch left at 10 s per epoch
