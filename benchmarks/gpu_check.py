@@ -6,6 +6,8 @@ stopped, and it and the steps after it are recorded as not done):
 
   machine   nvidia-smi, Python, torch, CUDA, cuDNN, the GPUs, the git commit
   tests     pytest -m cuda (tests/cuda/): junit XML, the log, the tests' measurements
+  lstm      benchmarks/text_speed.py --recurrence-only: the batched LSTM recurrence of a text pack
+            against K cuDNN LSTM calls, K = 1, 4, 16, 64 (seconds, no data needed)
   speed-3   benchmarks/speed.py --device cuda --epochs 3 --runs-seeds 3 (30 runs × 3 epochs: ways
             (a) freebits, (b) --pack-size 1, (d) the on-device tensor loop; the pack scaling
             table up to K = 64)
@@ -46,6 +48,8 @@ from speed import STEMS, default_data_dir, find_idx
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SPEED = HERE / "speed.py"
+TEXT_SPEED = HERE / "text_speed.py"
+STEPS = ("tests", "lstm", "speed-3", "speed-10")
 #: What the checks import; a GPU box without a package index must already have them.
 NEEDED = {
     "torch": "torch",
@@ -104,13 +108,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--device", default="cuda", help="cuda, or cpu for a rehearsal")
     parser.add_argument("--dry-run", action="store_true", help="list what would run; run nothing")
     parser.add_argument(
-        "--steps", default="tests,speed-3,speed-10", help="which steps (machine always runs)"
+        "--steps", default=",".join(STEPS), help="which steps (machine always runs)"
     )
     args = parser.parse_args(argv)
     args.steps = [s.strip() for s in args.steps.split(",") if s.strip()]
-    unknown = set(args.steps) - {"tests", "speed-3", "speed-10"}
+    unknown = set(args.steps) - set(STEPS)
     if unknown:
-        parser.error(f"--steps: unknown {sorted(unknown)} (tests, speed-3, speed-10)")
+        parser.error(f"--steps: unknown {sorted(unknown)} ({', '.join(STEPS)})")
     return args
 
 
@@ -130,6 +134,12 @@ def plan(args: argparse.Namespace, record: Path, data_dir: Path) -> list[Step]:
                 outputs=["pytest-cuda.xml", "measurements.jsonl"],
             )
         )  # fmt: skip
+    if "lstm" in args.steps:
+        command = [python, str(TEXT_SPEED), "--device", args.device, "--recurrence-only"]
+        command += ["--markdown", str(record / "lstm.md")]
+        what = "text_speed.py: batched LSTM recurrence vs K cuDNN LSTM calls"
+        steps.append(Step("lstm", what, command, "lstm.log", limit_s=None if cpu else 60.0,
+                          outputs=["lstm.md"]))  # fmt: skip
     sizes = ["--quick", "--epochs", "1", "--runs-seeds", "1"] if cpu else ["--runs-seeds", "3"]
     for name, epochs, skip in (("speed-3", 3, "c"), ("speed-10", 10, "b,c,scaling")):
         if name not in args.steps:
@@ -304,7 +314,7 @@ def summary(record: Path, info: dict[str, object], steps: list[Step], started: s
     if measured.is_file():
         lines += ["", "Measurements the tests recorded (`measurements.jsonl`):", ""]
         lines += [f"- `{line}`" for line in measured.read_text().splitlines()]
-    for name in ("speed-3", "speed-10"):
+    for name in ("lstm", "speed-3", "speed-10"):
         if (record / f"{name}.md").is_file():
             lines += ["", f"## {name}", "", (record / f"{name}.md").read_text().strip()]
     return "\n".join(lines) + "\n"

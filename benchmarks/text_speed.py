@@ -8,6 +8,7 @@
    calls of torch's own LSTM (cuDNN on a GPU; what a CPU pack runs member by member).
 
 Run: PYTHONPATH=. python3 benchmarks/text_speed.py [--device cuda] [--data-dir CORPUS]
+     [--recurrence-only] [--markdown FILE]  (`make gpu-check` runs the recurrence table)
 (with no --data-dir it writes the fortunes corpus: apt install fortunes.)
 """
 
@@ -86,6 +87,8 @@ def main() -> None:
     parser.add_argument("--data-dir", type=Path)
     parser.add_argument("--train-size", type=int, default=3000)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--recurrence-only", action="store_true", help="skip the sweeps")
+    parser.add_argument("--markdown", type=Path, help="also write the recurrence table here")
     args = parser.parse_args()
     cpu = next(
         (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -95,6 +98,12 @@ def main() -> None:
     print(
         f"device: {args.device} ({name}), torch {torch.__version__}, threads {torch.get_num_threads()}"
     )
+    if not args.recurrence_only:
+        compare_sweeps(args)
+    recurrence_table(args.device, args.markdown)
+
+
+def compare_sweeps(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         corpus = args.data_dir
         if corpus is None:
@@ -114,12 +123,23 @@ def main() -> None:
                 + f"   best {min(values):.2f}"
             )
         print(f"  pack1 / packed (best of each): {min(times['pack1']) / min(times['packed']):.2f}")
+
+
+def recurrence_table(device: str, markdown: Path | None) -> None:
+    """The batched recurrence against K calls of torch's LSTM (cuDNN on a GPU), for several K."""
     print("recurrence, forward + backward, batch 64 × 20 tokens, 128 -> 256 (ms):")
     print("  K   batched   K native calls   native / batched")
-    for k in (1, 4, 16):
-        batched = recurrence_ms(k, args.device, True)
-        native = recurrence_ms(k, args.device, False)
+    rows = [
+        "| K | batched recurrence (ms) | K torch LSTM calls (ms) | ratio |",
+        "|---:|---:|---:|---:|",
+    ]
+    for k in (1, 4, 16, 64) if device.startswith("cuda") else (1, 4, 16):
+        batched = recurrence_ms(k, device, True)
+        native = recurrence_ms(k, device, False)
         print(f"  {k:<3d} {batched:8.1f}  {native:15.1f}   {native / batched:6.2f}")
+        rows.append(f"| {k} | {batched:.1f} | {native:.1f} | {native / batched:.2f}× |")
+    if markdown is not None:
+        markdown.write_text("\n".join(rows) + "\n")
 
 
 if __name__ == "__main__":

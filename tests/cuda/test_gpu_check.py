@@ -34,6 +34,7 @@ def test_make_gpu_check_dry_run_lists_every_step_and_every_cuda_test() -> None:
         "speed.py --device cuda",
         "--runs-seeds 3 --epochs 3 --skip c ",
         "--runs-seeds 3 --epochs 10 --skip b,c,scaling ",
+        "text_speed.py --device cuda --recurrence-only",
         "--markdown",
     ):
         assert needle in out, needle
