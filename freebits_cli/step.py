@@ -32,6 +32,21 @@ TERMS = ("loss", "recon", "kl", "binding")
 WARMUP_STEPS = 3
 
 
+def member_gradients(
+    param: torch.Tensor, leaves: dict[torch.Tensor, list[torch.nn.Parameter]] | None
+) -> list[torch.Tensor] | None:
+    """Each member's gradient of a stacked parameter: from its own leaf where the step trains
+    through leaves (see `packing.member_leaves`), else a slice of the stacked gradient; None where
+    a member has none."""
+    if leaves is not None and param in leaves:
+        grads = [leaf.grad for leaf in leaves[param]]
+    elif param.grad is not None:
+        grads = list(param.grad.unbind(0))
+    else:
+        return None
+    return None if any(g is None for g in grads) else grads  # type: ignore[return-value]
+
+
 class MemberAdam(torch.optim.Adam):
     """torch's fused Adam over stacked parameters, each member's slice updated as its own tensor.
 
@@ -51,13 +66,8 @@ class MemberAdam(torch.optim.Adam):
         for group in self.param_groups:
             params, grads, moments, squares, steps, counts = [], [], [], [], [], []
             for param in group["params"]:
-                if self.leaves is not None and param in self.leaves:
-                    member_grads = [leaf.grad for leaf in self.leaves[param]]
-                elif param.grad is not None:
-                    member_grads = list(param.grad.unbind(0))
-                else:
-                    continue
-                if any(g is None for g in member_grads):
+                member_grads = member_gradients(param, self.leaves)
+                if member_grads is None:
                     continue
                 state = self.state[param]
                 if not state:  # as torch.optim.Adam initialises it (fused: a float32 step)
@@ -105,13 +115,8 @@ class MemberSGD(torch.optim.SGD):
         for group in self.param_groups:
             params, grads, buffers = [], [], []
             for param in group["params"]:
-                if self.leaves is not None and param in self.leaves:
-                    member_grads = [leaf.grad for leaf in self.leaves[param]]
-                elif param.grad is not None:
-                    member_grads = list(param.grad.unbind(0))
-                else:
-                    continue
-                if any(g is None for g in member_grads):
+                member_grads = member_gradients(param, self.leaves)
+                if member_grads is None:
                     continue
                 params += param.unbind(0)
                 grads += member_grads
