@@ -7,7 +7,22 @@ and every process its tests start, computes on one thread instead.
 """
 
 import os
+from collections.abc import Iterator
+
+import pytest
 
 if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MKL_NUM_THREADS", "1")
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Tiny models on a shared machine: one thread is many times faster than several. Test files
+    that train ask for it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -23,12 +23,7 @@ QUICK += ["--set", "eval.iwae_samples=4", "--set", "eval.samples=2"]
 QUICK += ["--set", "train.batch_size=256"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sweep(out: Path, *extra: str) -> Any:

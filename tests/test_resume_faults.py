@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from freebits_cli import executor, records, storage
 from freebits_cli.spec_file import build_spec
@@ -41,13 +40,7 @@ WRITES = {  # (module, function) of every write the trainer makes
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    """Tiny models on a shared machine: one thread is many times faster than several."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Kill(BaseException):

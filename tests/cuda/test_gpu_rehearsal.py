@@ -29,12 +29,7 @@ ARCHS = {
 }
 
 
-@pytest.fixture(autouse=True)
-def one_thread() -> Any:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_step(arch: str, graph: bool, capturable: bool = True) -> PackStep:
