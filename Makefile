@@ -36,7 +36,7 @@ gpu-check:
 		$(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(DRY_RUN),--dry-run) $(GPU_CHECK_ARGS)
 
 docs: install  # the spec reference, from the spec's field docstrings
-	$(BIN)/python -m freebits_cli.spec_docs
+	$(BIN)/python -m freebits_cli.spec.docs
 
 format: install
 	$(BIN)/ruff format .

@@ -6,7 +6,7 @@ by freebits' own trainer in this process; then, side by side on the same trained
 10,000 test images, the mutual information I(x;z) (He et al. 2019) is estimated by
 
   (old) the float64 matrix-product form every (sample, component) pair went through before, and
-  (new) `freebits_cli.metrics.mutual_information` as it is now,
+  (new) `freebits_cli.engine.metrics.mutual_information` as it is now,
 
 each timed `--repeats` times (best kept), with the largest difference between the two estimates.
 The ratio MI / epoch is what the issue's target (≤ 10% of an epoch) is about.
@@ -29,11 +29,11 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from freebits_cli import metrics  # noqa: E402
 from freebits_cli.data import load_dataset  # noqa: E402
+from freebits_cli.engine import metrics  # noqa: E402
+from freebits_cli.engine.train import Member, PackTrainer  # noqa: E402
 from freebits_cli.models import packing  # noqa: E402
-from freebits_cli.spec_file import build_spec  # noqa: E402
-from freebits_cli.train import Member, PackTrainer  # noqa: E402
+from freebits_cli.spec.files import build_spec  # noqa: E402
 
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 

@@ -111,7 +111,8 @@ def install(timer: Timer) -> None:
     import torch
     import torch.optim.optimizer as step_hooks
 
-    from freebits_cli import records, storage, train
+    from freebits_cli.engine import train
+    from freebits_cli.results import records, storage
 
     def patch(owner: Any, name: str, label: str) -> None:
         if hasattr(owner, name):

@@ -287,9 +287,9 @@ def lockstep(
     import numpy as np
 
     from freebits_cli.data import find_idx, read_idx
+    from freebits_cli.engine.objective import free_bits_kl, gaussian_kl_per_dim
     from freebits_cli.models import PackedVAE
     from freebits_cli.models.likelihoods import bernoulli_nll as reconstruction_nll
-    from freebits_cli.objective import free_bits_kl, gaussian_kl_per_dim
 
     train = find_idx(data_dir, "train")
     if train is None:

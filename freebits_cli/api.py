@@ -17,7 +17,7 @@ from os import PathLike
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from freebits_cli.report.load import Runs, read_kl_history, read_results
+from freebits_cli.results.reader import Runs, read_kl_history, read_results
 
 if TYPE_CHECKING:
     import pandas as pd

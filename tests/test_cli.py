@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from freebits_cli.cli import app
-from freebits_cli.storage import METRICS_COLUMNS
+from freebits_cli.results.storage import METRICS_COLUMNS
 
 runner = CliRunner()
 QUICK = [
@@ -151,7 +151,7 @@ def test_status_and_report_of_missing_folder_exit_2(tmp_path: Path) -> None:
 def test_failed_run_gives_exit_code_1(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from freebits_cli import train as train_module
+    from freebits_cli.engine import train as train_module
 
     real = train_module.free_bits_kl
 
@@ -181,7 +181,7 @@ def test_huge_numbers_are_exact_or_rejected(tmp_path: Path) -> None:
         app, ["sweep", "--dry-run", "--seeds", "12345678901234567891", "--out", str(tmp_path)]
     )
     assert result.exit_code == 0, result.output
-    from freebits_cli.spec_file import build_spec
+    from freebits_cli.spec.files import build_spec
 
     (run,) = build_spec(
         None, [("grid.lambda", [0]), ("grid.seed", [12345678901234567891])]
@@ -194,13 +194,13 @@ def test_huge_numbers_are_exact_or_rejected(tmp_path: Path) -> None:
 def test_resume_on_another_device_type_is_refused_before_anything_changes(tmp_path: Path) -> None:
     import torch
 
-    from freebits_cli import storage
+    from freebits_cli.results import storage
 
     def stop(run_ids: object, epoch: int, epochs: int) -> None:
         raise KeyboardInterrupt
 
-    from freebits_cli import executor
-    from freebits_cli.spec_file import build_spec
+    from freebits_cli.spec.files import build_spec
+    from freebits_cli.sweep import executor
 
     spec = build_spec(None, [("grid.lambda", [0]), ("model.hidden", [16]), ("train.epochs", 3)])
     plan = executor.plan(spec, tmp_path)

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from freebits_cli.cli import app
 from freebits_cli.cli.app import EXIT_BROKEN_PIPE, guarded
-from freebits_cli.spec_file import build_spec, dump_spec
+from freebits_cli.spec.files import build_spec, dump_spec
 
 runner = CliRunner()
 ROOT = Path(__file__).parents[1]

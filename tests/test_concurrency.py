@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 import torch
 
-from freebits_cli import executor, locks, storage
-from freebits_cli.spec_file import build_spec
+from freebits_cli.results import locks, storage
+from freebits_cli.spec.files import build_spec
+from freebits_cli.sweep import executor
 
 ARGS = ["--latent-dim", "3", "--device", "cpu", "--set", "model.hidden=[16]"]
 ARGS += ["--set", "eval.iwae_samples=4", "--set", "eval.samples=2", "--set", "train.batch_size=128"]

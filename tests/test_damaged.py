@@ -13,9 +13,10 @@ import yaml
 from report_fixtures import write_run
 from typer.testing import CliRunner
 
-from freebits_cli import executor, storage
 from freebits_cli.cli import app
 from freebits_cli.report import build_report
+from freebits_cli.results import storage
+from freebits_cli.sweep import executor
 
 runner = CliRunner()
 QUICK = ["--epochs", "3", "--set", "model.hidden=[16]", "--latent-dim", "3", "--device", "cpu"]
@@ -47,7 +48,7 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("interrupted")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    from freebits_cli.spec_file import build_spec
+    from freebits_cli.spec.files import build_spec
 
     spec = build_spec(
         None,
@@ -201,7 +202,7 @@ def test_report_never_pools_runs_of_different_specs(tmp_path: Path) -> None:
 
 
 def test_max_failures_stops_the_sweep(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from freebits_cli import train as train_module
+    from freebits_cli.engine import train as train_module
 
     real = train_module.free_bits_kl
 
@@ -288,6 +289,6 @@ def test_a_full_disk_while_training_is_one_line_naming_the_file(
     assert result.exit_code == 2, result.output
     assert "checkpoint.next.pt: cannot write (No space left on device)" in result.output
     assert not list(tmp_path.rglob("summary.json"))
-    from freebits_cli import locks
+    from freebits_cli.results import locks
 
     assert all(locks.holder(p) is None for p in tmp_path.glob("default/runs/*"))

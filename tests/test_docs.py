@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from freebits_cli import spec, spec_docs
+from freebits_cli import spec
+from freebits_cli.spec import docs as spec_docs
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -18,7 +19,7 @@ LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
 
 def test_spec_reference_is_current() -> None:
     assert spec_docs.DOC.read_text(encoding="utf-8") == spec_docs.render(), (
-        "docs/spec.md is stale: run `make docs` (python -m freebits_cli.spec_docs)"
+        "docs/spec.md is stale: run `make docs` (python -m freebits_cli.spec.docs)"
     )
 
 

@@ -18,7 +18,7 @@ from freebits_cli import load_runs
 from freebits_cli.cli import app
 from freebits_cli.export import Target, export, parse_targets
 from freebits_cli.export.live import LiveExport
-from freebits_cli.report.load import read_csv
+from freebits_cli.results.reader import read_csv
 
 runner = CliRunner()
 EPOCHS = 3

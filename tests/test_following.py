@@ -12,12 +12,12 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from freebits_cli import executor
-from freebits_cli import train as train_module
 from freebits_cli.cli import announce, app
 from freebits_cli.cli import progress as cli_progress
-from freebits_cli.progress import PackWork, SweepProgress
-from freebits_cli.spec_file import build_spec
+from freebits_cli.engine import train as train_module
+from freebits_cli.spec.files import build_spec
+from freebits_cli.sweep import executor
+from freebits_cli.sweep.progress import PackWork, SweepProgress
 
 runner = CliRunner()
 TINY = [

@@ -13,12 +13,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from freebits_cli import executor
 from freebits_cli.data import load_dataset
 from freebits_cli.errors import DataError, SpecError
-from freebits_cli.report.load import read_samples
+from freebits_cli.results.reader import read_samples
 from freebits_cli.spec import DatasetSpec, SweepSpec, valid_paths
-from freebits_cli.spec_file import build_spec, parse_override
+from freebits_cli.spec.files import build_spec, parse_override
+from freebits_cli.sweep import executor
 
 FUZZ = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

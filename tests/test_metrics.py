@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from freebits_cli import metrics
 from freebits_cli.data import load_dataset
-from freebits_cli.metrics import active_units, evaluate, iwae_nll, mutual_information
+from freebits_cli.engine import metrics
+from freebits_cli.engine.metrics import active_units, evaluate, iwae_nll, mutual_information
+from freebits_cli.engine.objective import gaussian_kl_per_dim, log_normal
 from freebits_cli.models import PackedVAE
 from freebits_cli.models.likelihoods import bernoulli_nll as reconstruction_nll
-from freebits_cli.objective import gaussian_kl_per_dim, log_normal
 from freebits_cli.spec import DatasetSpec
 
 

@@ -14,11 +14,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from freebits_cli import executor, storage
 from freebits_cli.cli import app
 from freebits_cli.models import build_model, packing
+from freebits_cli.results import storage
 from freebits_cli.spec import ModelSpec, SweepSpec
-from freebits_cli.spec_file import build_spec
+from freebits_cli.spec.files import build_spec
+from freebits_cli.sweep import executor
 
 runner = CliRunner()
 CONV = [

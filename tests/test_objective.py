@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from freebits_cli.objective import beta_at, binding_share, free_bits_kl, gaussian_kl_per_dim
+from freebits_cli.engine.objective import beta_at, binding_share, free_bits_kl, gaussian_kl_per_dim
 from freebits_cli.spec import AnnealSpec
 
 

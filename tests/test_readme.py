@@ -23,9 +23,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from freebits_cli import runs
 from freebits_cli.cli import app
 from freebits_cli.data import images as data_module
+from freebits_cli.sweep import runs
 
 ROOT = Path(__file__).parents[1]
 runner = CliRunner()

@@ -26,7 +26,7 @@ from freebits_cli.report import (
     recommend,
     strategies_table,
 )
-from freebits_cli.report.load import find_run_dirs, read_csv, read_runs
+from freebits_cli.results.reader import find_run_dirs, read_csv, read_runs
 
 FIGURES = ("active_units", "elbo", "pareto", "rate_distortion", "kl_per_dim", "kl_trajectories")
 FIGURES += ("curves", "reconstructions", "samples")

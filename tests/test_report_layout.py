@@ -19,7 +19,7 @@ from freebits_cli.report import run_figures as R
 from freebits_cli.report.build import figure_data
 from freebits_cli.report.draw import _context, per_sweep
 from freebits_cli.report.figures import FigureInput
-from freebits_cli.report.load import find_run_dirs, read_runs
+from freebits_cli.results.reader import find_run_dirs, read_runs
 
 
 def two_sweeps(root: Path) -> None:

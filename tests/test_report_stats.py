@@ -19,8 +19,8 @@ from scipy import stats
 from freebits_cli.cli.tables import results_table
 from freebits_cli.report import build_report, by_setting_rows, seed_stats, t975
 from freebits_cli.report.html import table_notes
-from freebits_cli.report.load import find_run_dirs, read_runs
 from freebits_cli.report.stats import by_setting_table
+from freebits_cli.results.reader import find_run_dirs, read_runs
 
 
 def test_t_quantiles_are_scipys() -> None:

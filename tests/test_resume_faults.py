@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 
-from freebits_cli import executor, records, storage
-from freebits_cli.spec_file import build_spec
+from freebits_cli.results import records, storage
+from freebits_cli.spec.files import build_spec
+from freebits_cli.sweep import executor
 
 SMALL = [
     ("model.hidden", [16]),
@@ -111,7 +112,7 @@ def test_a_kill_between_any_two_writes_resumes_the_pack_exactly(
 
 KILLER = """
 import os, sys
-from freebits_cli import storage
+from freebits_cli.results import storage
 real, count, at = storage.append_rows, [0], int(os.environ["KILL_AT"])
 def append_rows(*args, **kwargs):
     count[0] += 1

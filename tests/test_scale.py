@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from freebits_cli import cluster, cost, executor
 from freebits_cli.cli import app
 from freebits_cli.cli import progress as cli_progress
 from freebits_cli.cli import submit as cli_submit
-from freebits_cli.spec_file import build_spec
+from freebits_cli.spec.files import build_spec
+from freebits_cli.sweep import cluster, cost, executor
 
 runner = CliRunner()
 ROOT = Path(__file__).parents[1]
@@ -219,7 +219,7 @@ def test_version() -> None:
 def test_cuda_means_every_visible_gpu_one_worker_each(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from freebits_cli import dryrun
+    from freebits_cli.sweep import dryrun
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)  # what CUDA_VISIBLE_DEVICES leaves

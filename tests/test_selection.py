@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from freebits_cli.cli import app
 from freebits_cli.data import load_dataset
-from freebits_cli.spec_file import build_spec
+from freebits_cli.spec.files import build_spec
 
 runner = CliRunner()
 

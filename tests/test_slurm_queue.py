@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from freebits_cli import queue
 from freebits_cli.cli import app
 from freebits_cli.cli import submit as cli_submit
+from freebits_cli.sweep import queue
 
 runner = CliRunner()
 TINY = [

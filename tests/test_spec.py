@@ -26,7 +26,7 @@ from freebits_cli.spec import (
     TrainSpec,
     parse_spec,
 )
-from freebits_cli.spec_file import build_spec, dump_spec, load_yaml, parse_override
+from freebits_cli.spec.files import build_spec, dump_spec, load_yaml, parse_override
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))

@@ -8,9 +8,9 @@ import pytest
 import torch
 from test_train import small_spec, summaries, train
 
+from freebits_cli.engine.objective import binding_share, free_bits_kl
+from freebits_cli.engine.step import PackStep, make_optimizer, set_learning_rate
 from freebits_cli.models import PackedVAE
-from freebits_cli.objective import binding_share, free_bits_kl
-from freebits_cli.step import PackStep, make_optimizer, set_learning_rate
 
 
 def make_step(seed: int = 0) -> PackStep:

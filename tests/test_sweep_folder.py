@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from freebits_cli.errors import SpecError
-from freebits_cli.spec_file import build_spec, dump_spec
-from freebits_cli.sweep_folder import changes, check_unchanged, grown
+from freebits_cli.results.sweep_folder import changes, check_unchanged, grown
+from freebits_cli.spec.files import build_spec, dump_spec
 
 
 def saved(tmp_path: Path, *overrides: tuple[str, Any], extra: str = "") -> Path:

@@ -15,13 +15,14 @@ import torch
 from text_corpus import CHAIN_WORDS, write_corpus
 from typer.testing import CliRunner
 
-from freebits_cli import executor, metrics
 from freebits_cli.cli import app
 from freebits_cli.data import PAD, SPECIALS, UNK, detokenize, load_dataset
+from freebits_cli.engine import metrics
 from freebits_cli.errors import DataError
 from freebits_cli.models import build_model, packing
 from freebits_cli.spec import DatasetSpec, ModelSpec, SweepSpec
-from freebits_cli.spec_file import build_spec
+from freebits_cli.spec.files import build_spec
+from freebits_cli.sweep import executor
 
 runner = CliRunner()
 
@@ -310,7 +311,7 @@ def test_sgd_with_per_run_clipping_packs_exactly(corpus: Path, tmp_path: Path) -
 
 
 def test_clipping_uses_each_members_own_norm() -> None:
-    from freebits_cli.step import PackStep, make_optimizer
+    from freebits_cli.engine.step import PackStep, make_optimizer
 
     model = _lstm(2)
     opt = make_optimizer(model.parameters(), 0.1, 1e-8, torch.device("cpu"), False, "sgd")

@@ -14,11 +14,12 @@ from typing import Any
 import pytest
 import torch
 
-from freebits_cli import executor, storage
-from freebits_cli.records import collapse_epochs
+from freebits_cli.engine.train import learning_rate
+from freebits_cli.results import storage
+from freebits_cli.results.records import collapse_epochs
 from freebits_cli.spec import SweepSpec
-from freebits_cli.spec_file import build_spec
-from freebits_cli.train import learning_rate
+from freebits_cli.spec.files import build_spec
+from freebits_cli.sweep import executor
 
 METRICS = ("test_elbo", "test_recon", "test_kl", "test_iwae_nll", "test_mi", "active_units")
 METRICS_EPOCH = storage.METRICS_COLUMNS.index("epoch")
@@ -199,7 +200,7 @@ def test_kill_9_mid_sweep_then_resume(tmp_path: Path) -> None:
 
 
 def test_diverging_member_fails_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from freebits_cli import train as train_module
+    from freebits_cli.engine import train as train_module
 
     real = train_module.free_bits_kl
 
@@ -261,7 +262,7 @@ def test_burda_learning_rate_staircase() -> None:
 
 def test_output_bias_starts_at_the_logit_of_the_mean_pixel(tmp_path: Path) -> None:
     from freebits_cli.data import load_dataset
-    from freebits_cli.train import Member, PackTrainer
+    from freebits_cli.engine.train import Member, PackTrainer
 
     run = small_spec(("model.output_bias", "data_mean"), ("train.adam_eps", 1e-4)).expand()[0]
     data = load_dataset(run.dataset)

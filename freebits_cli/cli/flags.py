@@ -38,7 +38,7 @@ def flag_overrides(
     singles: dict[str, Any],
     sets: Sequence[str],
 ) -> list[tuple[str, Any]]:
-    from ..spec_file import parse_override
+    from freebits_cli.spec.files import parse_override
 
     out: list[tuple[str, Any]] = []
     for (flag, path), text in zip(LIST_FLAGS.items(), (lambdas, anneal, seeds, modes), strict=True):

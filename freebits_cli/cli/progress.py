@@ -16,7 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
-from ..progress import PackState, SweepProgress
+from freebits_cli.sweep.progress import PackState, SweepProgress
 
 #: Least seconds between two progress lines off a terminal (epoch or pack ends).
 LOG_EVERY_S = 10.0

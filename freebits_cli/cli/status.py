@@ -23,9 +23,9 @@ def status(
     """A table of runs: done, failed (with reason), interrupted, pending, queued (submitted)."""
 
     def body() -> int:
-        from .. import executor
-        from ..cluster import submitted
-        from ..spec_file import build_spec
+        from freebits_cli.spec.files import build_spec
+        from freebits_cli.sweep import executor
+        from freebits_cli.sweep.cluster import submitted
 
         if not results_dir.is_dir():
             raise ResultsError(f"{results_dir}: no such folder")
@@ -104,7 +104,7 @@ def status(
 
 def _epochs_done(folder: Path, total: int) -> str:
     """Distinct epochs with a complete row in metrics.csv, out of the run's epochs."""
-    from .. import storage
+    from freebits_cli.results import storage
 
     done = len(set(storage.csv_epochs(folder / storage.METRICS) or []))
     return f"{done}/{total}"

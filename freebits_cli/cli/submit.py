@@ -25,7 +25,7 @@ STATES = ("queued", "running", "done", "failed")
 def print_estimate(
     say: Console, spec: Any, plan: Any, packs: Any, devices: Sequence[str], jobs: int, o: Any
 ) -> None:
-    from .. import dryrun, executor
+    from freebits_cli.sweep import dryrun, executor
 
     if o.executor == "local":
         where = dryrun.where_local(len(packs), devices, jobs, o.shard)
@@ -44,7 +44,7 @@ def print_estimate(
 
 def submit(spec: Any, plan: Any, packs: Any, o: Any, submitter: Any) -> int | None:
     """Submit the packs; with --no-wait exit after saying how to follow them, else watch them."""
-    from .. import cluster
+    from freebits_cli.sweep import cluster
 
     say = err_console if o.json_lines else console
     sub = cluster.submit(
@@ -74,7 +74,7 @@ def _watch(plan: Any, sub: Any, say: Console) -> None:
     line naming the `slurm:` key) when a reason means a task can never start."""
     from rich.live import Live
 
-    from .. import queue
+    from freebits_cli.sweep import queue
 
     reasons: dict[str, str] = {}
     asked = -float("inf")

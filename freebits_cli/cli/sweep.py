@@ -97,7 +97,7 @@ def sweep(
     """Train every run of a sweep not yet complete, then show the results table."""
 
     def body() -> int:
-        from ..spec_file import build_spec
+        from freebits_cli.spec.files import build_spec
 
         singles = {
             "train.epochs": epochs,
@@ -166,7 +166,8 @@ def _log_targets(log: str | None, executor_kind: str) -> list[Any]:
 
 
 def _run_sweep(spec: Any, out: Path, o: SweepOptions) -> int:
-    from .. import executor, storage, sweep_folder
+    from freebits_cli.results import storage, sweep_folder
+    from freebits_cli.sweep import executor
 
     say = err_console if o.json_lines else console
     sweep_dir = storage.sweep_dir(out, spec.name)
@@ -185,7 +186,7 @@ def _run_sweep(spec: Any, out: Path, o: SweepOptions) -> int:
     on_cluster = o.executor != "local"
     submitter = None
     if on_cluster and not o.dry_run and todo:
-        from ..cluster import LOG_DIR, make_executor
+        from freebits_cli.sweep.cluster import LOG_DIR, make_executor
 
         # Options, submitit and sbatch are checked before anything is written.
         submitter = make_executor(
@@ -267,7 +268,9 @@ def _train_here(
     Returns True when the sweep stopped early (--max-failures)."""
     from dataclasses import replace as replaced
 
-    from .. import executor, interrupt, locks
+    from freebits_cli.engine import interrupt
+    from freebits_cli.results import locks
+    from freebits_cli.sweep import executor
 
     trained, elsewhere, failures = 0, 0, []
     with interrupt.handling_signals():
@@ -322,8 +325,9 @@ def _train_with_progress(
     after_epoch: Callable[[], None] | None = None,
 ) -> list[Any]:
     """Train with progress on `say` (stderr under --json: stdout holds only JSON)."""
-    from .. import executor
-    from ..progress import SweepProgress, pack_work
+    from freebits_cli.sweep import executor
+    from freebits_cli.sweep.progress import SweepProgress, pack_work
+
     from .progress import ProgressView, callbacks
 
     devices = executor.resolve_devices(device)

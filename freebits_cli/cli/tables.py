@@ -22,9 +22,9 @@ def print_rows(rows: Sequence[dict[str, Any]], json_lines: bool) -> None:
 
 def result_rows(plan: Any) -> list[dict[str, Any]]:
     """One row per run of the plan, from its files; damaged files never count as results."""
-    from .. import locks, storage
-    from ..records import FINAL_METRICS
-    from ..report.load import cross_entropy
+    from freebits_cli.results import locks, storage
+    from freebits_cli.results.reader import cross_entropy
+    from freebits_cli.results.records import FINAL_METRICS
 
     rows = []
     for item in plan.runs:

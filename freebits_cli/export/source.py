@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from freebits_cli.report.load import read_kl_history, read_results, read_samples, read_sentences
+from freebits_cli.results.reader import read_kl_history, read_results, read_samples, read_sentences
 
 if TYPE_CHECKING:
     import numpy as np

@@ -8,9 +8,9 @@ has failed runs. Modules: `build` (the whole report, start to end), `load` (read
 
 from freebits_cli.report.build import FORMATS, ReportResult, build_report, parse_formats
 from freebits_cli.report.html import by_setting_rows
-from freebits_cli.report.load import find_run_dirs
 from freebits_cli.report.recommend import STRATEGIES, pareto_mask, recommend, strategies_table
 from freebits_cli.report.stats import METRICS, by_setting_table, seed_stats, t975
+from freebits_cli.results.reader import find_run_dirs
 
 __all__ = ["FORMATS", "METRICS", "STRATEGIES", "ReportResult", "build_report", "by_setting_rows"]
 __all__ += ["by_setting_table", "find_run_dirs", "pareto_mask", "parse_formats", "recommend"]

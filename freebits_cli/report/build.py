@@ -13,16 +13,16 @@ from typing import TYPE_CHECKING
 from freebits_cli.errors import ResultsError
 from freebits_cli.report.html import write_index
 from freebits_cli.report.labels import short_label, varying
-from freebits_cli.report.load import read_kl_history, read_results, read_samples, read_sentences
 from freebits_cli.report.recommend import recommend, strategies_table
 from freebits_cli.report.sentences import sentences_html
 from freebits_cli.report.stats import by_setting_table
+from freebits_cli.results.reader import read_kl_history, read_results, read_samples, read_sentences
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from freebits_cli.report.figures import FigureInput
-    from freebits_cli.report.load import Runs
+    from freebits_cli.results.reader import Runs
 
 FORMATS = ("png", "svg", "pdf")
 

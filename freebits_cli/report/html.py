@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from freebits_cli.report.figures import FigureOutput
-    from freebits_cli.report.load import Runs
+    from freebits_cli.results.reader import Runs
 
 from freebits_cli.report.labels import (
     CROSS_ENTROPY,

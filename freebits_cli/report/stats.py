@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import pandas as pd
 
-    from freebits_cli.report.load import Runs
+    from freebits_cli.results.reader import Runs
 
 METRICS = ("test_elbo", "test_recon", "test_kl", "active_units", "active_share")
 METRICS += ("active_units_kl", "test_iwae_nll", "test_mi", "seconds")

@@ -1,4 +1,4 @@
-"""A CUDA graph on the CPU, for rehearsing the capture path of `freebits_cli.step` without a GPU.
+"""A CUDA graph on the CPU, for rehearsing the capture path of `freebits_cli.engine.step` without a GPU.
 
 A real CUDA graph records the kernels a region launches — without running them — and `replay()`
 launches exactly those kernels again, on exactly the same memory: nothing the Python code decides

@@ -60,8 +60,8 @@ def train(
     jobs: int = 1,
 ) -> Path:
     """Plan, prepare and train a sweep in this process; the sweep's folder."""
-    from freebits_cli import executor
-    from freebits_cli.spec_file import build_spec
+    from freebits_cli.spec.files import build_spec
+    from freebits_cli.sweep import executor
 
     spec = build_spec(None, [("train.device", device), *overrides])
     plan = executor.plan(spec, out)

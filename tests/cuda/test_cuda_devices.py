@@ -11,9 +11,9 @@ import torch
 from gpu_sweeps import same_files, summaries, train, write_npz
 from typer.testing import CliRunner
 
-from freebits_cli import cost, executor
 from freebits_cli.cli import app
-from freebits_cli.spec_file import build_spec
+from freebits_cli.spec.files import build_spec
+from freebits_cli.sweep import cost, executor
 
 pytestmark = pytest.mark.cuda
 SMALL = [

@@ -25,8 +25,9 @@ import yaml
 from gpu_sweeps import ENV, csv_without_timing, same_files, summaries, train, write_npz
 from seed_stats import compare_means
 
-from freebits_cli import executor, records, storage
-from freebits_cli.spec_file import build_spec
+from freebits_cli.results import records, storage
+from freebits_cli.spec.files import build_spec
+from freebits_cli.sweep import executor
 
 pytestmark = pytest.mark.cuda
 
@@ -146,7 +147,7 @@ def test_a_kill_between_any_two_writes_of_an_epoch_resumes_exactly(
 
 KILLER = """
 import os, sys
-from freebits_cli import storage
+from freebits_cli.results import storage
 real, count, at = storage.append_rows, [0], int(os.environ["KILL_AT"])
 def append_rows(*args, **kwargs):
     count[0] += 1

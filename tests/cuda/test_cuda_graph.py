@@ -20,9 +20,9 @@ import torch
 from gpu_sweeps import same_files, summaries, train, write_npz, write_text
 from test_gpu_rehearsal import ARCHS
 
+from freebits_cli.engine.objective import binding_share, free_bits_kl
+from freebits_cli.engine.step import PackStep, make_optimizer, set_learning_rate
 from freebits_cli.models import build_model
-from freebits_cli.objective import binding_share, free_bits_kl
-from freebits_cli.step import PackStep, make_optimizer, set_learning_rate
 
 pytestmark = pytest.mark.cuda
 K, BATCH, STEPS = 4, 64, 50

@@ -15,11 +15,11 @@ from gpu_sweeps import same_files, train
 from scipy import stats
 from seed_stats import compare_means
 
+from freebits_cli.engine.objective import binding_share, free_bits_kl
+from freebits_cli.engine.step import PackStep, make_optimizer, set_learning_rate
 from freebits_cli.models import build_model
-from freebits_cli.objective import binding_share, free_bits_kl
-from freebits_cli.runs import dataset
 from freebits_cli.spec import DatasetSpec, ModelSpec
-from freebits_cli.step import PackStep, make_optimizer, set_learning_rate
+from freebits_cli.sweep.runs import dataset
 
 K, BATCH = 3, 8
 ARCHS = {
@@ -165,7 +165,7 @@ def test_a_sweep_with_the_fake_graph_equals_the_eager_sweep(
 ) -> None:
     """The trainer around the graph, as on CUDA: capture on the first full batch, replays, the last
     partial batch of each epoch eager, the learning rate (cosine) changed in place every epoch."""
-    from freebits_cli import train as trainer
+    from freebits_cli.engine import train as trainer
 
     fakes = install(monkeypatch)
     monkeypatch.setattr(  # what train.py asks for on a CUDA device

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import records, storage
-from .data import BOS, DATA_SEED, EOS, PAD, Dataset, detokenize
-from .models import packing
+from freebits_cli.data import BOS, DATA_SEED, EOS, PAD, Dataset, detokenize
+from freebits_cli.models import packing
+from freebits_cli.results import records, storage
 
 #: Points along a homotopy, its two ends included (Bowman et al. 2016 show 5 to 7).
 HOMOTOPY_POINTS = 7

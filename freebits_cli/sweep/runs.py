@@ -7,7 +7,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from .spec import DatasetSpec, RunConfig
+from freebits_cli.spec import DatasetSpec, RunConfig
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,6 @@ class Plan:
 @cache
 def dataset(spec: DatasetSpec) -> Any:
     """The loaded data set of a spec, cached per process."""
-    from .data import load_dataset
+    from freebits_cli.data import load_dataset
 
     return load_dataset(spec)

@@ -17,14 +17,15 @@ from typing import Any
 
 import torch
 
-from . import batches, interrupt, pack_state, records, samples, scores, selection, storage
-from .data import Dataset
-from .metrics import evaluate
-from .models import build_model
-from .objective import beta_at, binding_share, free_bits_kl
-from .pack_state import STREAMS, Member, generator, stream_seed
-from .spec import RunConfig
-from .step import TERMS, PackStep, make_optimizer, set_learning_rate
+from freebits_cli.data import Dataset
+from freebits_cli.engine import batches, interrupt, pack_state, samples, scores, selection
+from freebits_cli.engine.metrics import evaluate
+from freebits_cli.engine.objective import beta_at, binding_share, free_bits_kl
+from freebits_cli.engine.pack_state import STREAMS, Member, generator, stream_seed
+from freebits_cli.engine.step import TERMS, PackStep, make_optimizer, set_learning_rate
+from freebits_cli.models import build_model
+from freebits_cli.results import records, storage
+from freebits_cli.spec import RunConfig
 
 __all__ = ["Member", "Outcome", "PackTrainer", "learning_rate"]
 

@@ -46,8 +46,8 @@ class PackState:
 
 def pack_work(packs: Sequence[Sequence[Any]]) -> list[PackWork]:
     """The work of each pack (lists of PlannedRun), from the cost model."""
-    from . import cost
-    from .runs import dataset
+    from freebits_cli.sweep import cost
+    from freebits_cli.sweep.runs import dataset
 
     out = []
     for pack in packs:

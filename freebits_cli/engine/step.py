@@ -19,8 +19,8 @@ import torch
 from torch.optim.adam import adam
 from torch.optim.sgd import sgd
 
-from .models import packing
-from .objective import gaussian_kl_per_dim
+from freebits_cli.engine.objective import gaussian_kl_per_dim
+from freebits_cli.models import packing
 
 #: (k, B, D) KL per example and dimension of the pack (None) or of one member (its index)
 #: -> free-bits KL (k,) and binding share (k,).

@@ -15,9 +15,9 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import SpecError
-from .spec_values import Kwargs, coerce, get_path, set_path
-from .validation import suggest, validate_run
+from freebits_cli.errors import SpecError
+from freebits_cli.spec.validation import suggest, validate_run
+from freebits_cli.spec.values import Kwargs, coerce, get_path, set_path
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from rich.table import Table
 
-from . import cost
+from freebits_cli.sweep import cost
 
 if TYPE_CHECKING:
-    from .data import Dataset
-    from .runs import PlannedRun
-    from .spec import DatasetSpec
+    from freebits_cli.data import Dataset
+    from freebits_cli.spec import DatasetSpec
+    from freebits_cli.sweep.runs import PlannedRun
 
 
 @dataclass(frozen=True)

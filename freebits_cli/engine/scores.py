@@ -10,9 +10,15 @@ from typing import Any
 
 import torch
 
-from .metrics import Evaluation, active_units, evaluate, iwae_nll, mutual_information
-from .models.likelihoods import bits_per_dim, likelihood, predicted_tokens
-from .spec import RunConfig
+from freebits_cli.engine.metrics import (
+    Evaluation,
+    active_units,
+    evaluate,
+    iwae_nll,
+    mutual_information,
+)
+from freebits_cli.models.likelihoods import bits_per_dim, likelihood, predicted_tokens
+from freebits_cli.spec import RunConfig
 
 #: A named evaluation stream -> one generator per member (seeded from each member's own seed).
 Streams = Callable[[str], list[torch.Generator]]

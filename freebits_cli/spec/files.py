@@ -8,8 +8,8 @@ from typing import Any
 
 import yaml
 
-from .errors import SpecError
-from .spec import GRID_ALIASES, SweepSpec, parse_spec, set_path
+from freebits_cli.errors import SpecError
+from freebits_cli.spec.config import GRID_ALIASES, SweepSpec, parse_spec, set_path
 
 
 def load_yaml(path: Path) -> Any:

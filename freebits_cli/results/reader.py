@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from freebits_cli.errors import ResultsError
-from freebits_cli.report.settings import flat_config, split_by_config
+from freebits_cli.results.settings import flat_config, split_by_config
 
 if TYPE_CHECKING:
     import numpy as np

@@ -6,12 +6,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from . import locks, resume, storage
-from .errors import ResultsError
-from .runs import PlannedRun, dataset
+from freebits_cli.errors import ResultsError
+from freebits_cli.results import locks, resume, storage
+from freebits_cli.sweep.runs import PlannedRun, dataset
 
 if TYPE_CHECKING:  # torch is imported only when training starts
-    from .train import EpochCallback, Outcome, StepCallback
+    from freebits_cli.engine.train import EpochCallback, Outcome, StepCallback
 
 
 def train_pack(
@@ -26,7 +26,7 @@ def train_pack(
 
     Each run is locked first; a run another process holds is left to it (outcome "busy", its
     reason the holder), and one found complete under its lock is not trained again."""
-    from .train import Outcome
+    from freebits_cli.engine.train import Outcome
 
     held: list[tuple[PlannedRun, locks.RunLock]] = []
     outcomes: list[Outcome] = []
@@ -58,7 +58,7 @@ def _train_held(
     on_step: StepCallback | None = None,
 ) -> list[Outcome]:
     """Decide again, now that the runs are locked, where each starts; train them by start epoch."""
-    from .train import Outcome
+    from freebits_cli.engine.train import Outcome
 
     outcomes: list[Outcome] = []
     fresh: dict[str, str] = {}
@@ -93,7 +93,7 @@ def _train_group(
 ) -> list[Outcome]:
     import torch
 
-    from .train import Member, PackTrainer
+    from freebits_cli.engine.train import Member, PackTrainer
 
     if threads:
         torch.set_num_threads(threads)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from .errors import Interrupted
+from freebits_cli.errors import Interrupted
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 _received: int | None = None

@@ -16,15 +16,15 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import locks, resume, storage
-from .errors import ResultsError, SpecError
-from .pack_runner import train_pack
-from .runs import Plan, PlannedRun, dataset
-from .spec import RunConfig, SweepSpec
-from .spec_file import dump_spec
+from freebits_cli.errors import ResultsError, SpecError
+from freebits_cli.results import locks, resume, storage
+from freebits_cli.spec import RunConfig, SweepSpec
+from freebits_cli.spec.files import dump_spec
+from freebits_cli.sweep.pack_runner import train_pack
+from freebits_cli.sweep.runs import Plan, PlannedRun, dataset
 
 if TYPE_CHECKING:  # torch is imported only when training starts
-    from .train import EpochCallback, Outcome, StepCallback
+    from freebits_cli.engine.train import EpochCallback, Outcome, StepCallback
 
 __all__ = ["Plan", "PlannedRun", "dataset", "train_pack"]
 
@@ -164,7 +164,7 @@ def make_packs(
 def memory_fit(devices: Sequence[str]) -> Callable[[RunConfig], int]:
     """`fits(run)`: how many members of run's config one pack may hold on the smallest device;
     a config whose single member does not fit is refused here, before anything starts."""
-    from . import cost
+    from freebits_cli.sweep import cost
 
     free = min(cost.available_bytes(d) for d in devices)
 
@@ -232,7 +232,9 @@ def check_ready(plan_: Plan, devices: Sequence[str]) -> list[str]:
     notes = []
     for spec in {item.run.dataset for item in plan_.todo}:
         notes += dataset(spec).notes
-    from .models import check_model  # models: a likelihood or module that cannot run on the data
+    from freebits_cli.models import (
+        check_model,  # models: a likelihood or module that cannot run on the data
+    )
 
     for model, spec in {(item.run.model, item.run.dataset) for item in plan_.todo}:
         check_model(model, dataset(spec))
@@ -262,7 +264,7 @@ def execute(
 
     `jobs` 0 picks the default: one worker per GPU, or DEFAULT_CPU_JOBS on the CPU. The
     callbacks are called in this process, also for packs that train in worker processes."""
-    from .workers import run_packs
+    from freebits_cli.sweep.workers import run_packs
 
     devices = resolve_devices(device)
     jobs = jobs or default_jobs(devices)

@@ -21,10 +21,10 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import ResultsError
-from .locks import LOCK
-from .spec import NAME_PATTERN, RunConfig, identity_of
+from freebits_cli import __version__
+from freebits_cli.errors import ResultsError
+from freebits_cli.results.locks import LOCK
+from freebits_cli.spec import NAME_PATTERN, RunConfig, identity_of
 
 METRICS_COLUMNS = (
     "run_id",

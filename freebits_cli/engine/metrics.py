@@ -16,8 +16,8 @@ from typing import Any
 
 import torch
 
-from .models import PackedVAE, packing
-from .objective import gaussian_kl_per_dim
+from freebits_cli.engine.objective import gaussian_kl_per_dim
+from freebits_cli.models import PackedVAE, packing
 
 EVAL_CHUNK = 2048
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Sequence
 
-from .errors import SpecError
+from freebits_cli.errors import SpecError
 
 #: Words of sbatch's error -> (the key to change, what to do).
 SBATCH_REFUSALS = (

@@ -14,8 +14,8 @@ from typing import Any
 
 import yaml
 
-from .errors import SpecError
-from .spec import GRID_ALIASES, RunConfig, SweepSpec
+from freebits_cli.errors import SpecError
+from freebits_cli.spec import GRID_ALIASES, RunConfig, SweepSpec
 
 #: Fields that change where or how a run is computed, not its numbers.
 NOT_SHAPING = frozenset({"train.device", "dataset.data_dir", "train.cuda_graph"})

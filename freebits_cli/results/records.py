@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from . import storage
-from .spec import RunConfig
+from freebits_cli.results import storage
+from freebits_cli.spec import RunConfig
 
 #: Final metrics copied from the last epoch's row into summary.json.
 FINAL_METRICS = (

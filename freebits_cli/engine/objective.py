@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from .spec import AnnealSpec
+from freebits_cli.spec import AnnealSpec
 
 LOG_2PI = math.log(2 * math.pi)
 

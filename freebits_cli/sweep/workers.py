@@ -18,12 +18,12 @@ import signal
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from . import interrupt
-from .errors import Interrupted, TrainingError
+from freebits_cli.engine import interrupt
+from freebits_cli.errors import Interrupted, TrainingError
 
 if TYPE_CHECKING:
-    from .runs import PlannedRun
-    from .train import EpochCallback, Outcome, StepCallback
+    from freebits_cli.engine.train import EpochCallback, Outcome, StepCallback
+    from freebits_cli.sweep.runs import PlannedRun
 
 #: Seconds a worker gets to stop at its next training step before the signal is sent again.
 GRACE_S = 5.0
@@ -39,7 +39,7 @@ def _worker(
     grid_paths: Sequence[str],
     progress: bool = False,
 ) -> None:
-    from .pack_runner import train_pack
+    from freebits_cli.sweep.pack_runner import train_pack
 
     def on_epoch(run_ids: Sequence[str], epoch: int, epochs: int) -> None:
         results.put(("epoch", -1, (list(run_ids), epoch, epochs)))

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import storage
-from .errors import SpecError
-from .executor import make_packs, resolve_devices
-from .pack_runner import train_pack
-from .queue import sbatch_refusal
-from .runs import PlannedRun
-from .spec import RunConfig, SlurmSpec
+from freebits_cli.errors import SpecError
+from freebits_cli.results import storage
+from freebits_cli.spec import RunConfig, SlurmSpec
+from freebits_cli.sweep.executor import make_packs, resolve_devices
+from freebits_cli.sweep.pack_runner import train_pack
+from freebits_cli.sweep.queue import sbatch_refusal
+from freebits_cli.sweep.runs import PlannedRun
 
 try:  # a dependency; still, without it only the cluster executors are unavailable
     from submitit.helpers import Checkpointable

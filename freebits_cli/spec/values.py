@@ -8,8 +8,8 @@ import types
 import typing
 from typing import Any
 
-from .errors import SpecError
-from .validation import suggest
+from freebits_cli.errors import SpecError
+from freebits_cli.spec.validation import suggest
 
 
 class Kwargs(dict):  # type: ignore[type-arg]

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import records, storage
+from freebits_cli.results import records, storage
 
 Warn = Callable[[str], None]
 

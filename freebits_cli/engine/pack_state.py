@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from .spec import RunConfig
+from freebits_cli.spec import RunConfig
 
 STREAMS = ("data", "noise", "binarize", "dequantize", "dropout")
 

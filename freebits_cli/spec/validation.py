@@ -8,7 +8,7 @@ import re
 from collections.abc import Iterable
 from typing import Any, Protocol
 
-from .errors import SpecError
+from freebits_cli.errors import SpecError
 
 
 class RunLike(Protocol):

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .spec import ModelSpec, RunConfig
+from freebits_cli.spec import ModelSpec, RunConfig
 
 #: Share of the free memory a pack may plan to use (allocator slack, fragmentation, other processes).
 HEADROOM = 0.8
@@ -49,7 +49,7 @@ def count_parameters(model: ModelSpec, image_shape: Sequence[int], vocab_size: i
     """The real parameter count of one member, from the model built on the meta device."""
     import torch
 
-    from .models import build_model
+    from freebits_cli.models import build_model
 
     with torch.device("meta"):
         packed = build_model(model, tuple(image_shape), 1, vocab_size)
@@ -135,7 +135,7 @@ def pilot_flop_rate(
     on `device`, with random data: the rate the time estimates divide by."""
     import torch
 
-    from .models import build_model
+    from freebits_cli.models import build_model
 
     dev = torch.device(device)
     p = pixels(image_shape)
