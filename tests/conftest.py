@@ -10,6 +10,7 @@ import os
 from collections.abc import Iterator
 
 import pytest
+from threads import torch_threads
 
 if "PYTEST_XDIST_WORKER" in os.environ:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -20,9 +21,12 @@ if "PYTEST_XDIST_WORKER" in os.environ:
 def one_thread() -> Iterator[None]:
     """Tiny models on a shared machine: one thread is many times faster than several. Test files
     that train ask for it with `pytestmark = pytest.mark.usefixtures("one_thread")`."""
-    import torch
+    with torch_threads(1):
+        yield
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+
+@pytest.fixture(scope="module")
+def one_thread_module() -> Iterator[None]:
+    """`one_thread` for module-scoped fixtures that train."""
+    with torch_threads(1):
+        yield

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from freebits_cli.results.storage import METRICS_COLUMNS
+from freebits_cli.schema import METRICS_COLUMNS
 
 METRIC_COLUMNS = list(METRICS_COLUMNS)
 IMAGE_SHAPE = (4, 4)

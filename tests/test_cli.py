@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import sweeps
 from typer.testing import CliRunner
 
 from freebits_cli.cli import app
-from freebits_cli.results.storage import METRICS_COLUMNS
+from freebits_cli.schema import METRICS_COLUMNS
 
 runner = CliRunner()
 QUICK = [
@@ -200,13 +201,10 @@ def test_resume_on_another_device_type_is_refused_before_anything_changes(tmp_pa
         raise KeyboardInterrupt
 
     from freebits_cli.spec.files import build_spec
-    from freebits_cli.sweep import executor
 
     spec = build_spec(None, [("grid.lambda", [0]), ("model.hidden", [16]), ("train.epochs", 3)])
-    plan = executor.plan(spec, tmp_path)
-    executor.prepare(plan, spec)
     with pytest.raises(KeyboardInterrupt):
-        executor.execute(plan, "cpu", on_epoch=stop)
+        sweeps.run(spec, tmp_path, on_epoch=stop)
     checkpoint = next(tmp_path.glob("default/runs/*/checkpoint.pt"))
     state = torch.load(checkpoint, weights_only=True)
     assert state["device_type"] == "cpu"

@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
+import sweeps
+from threads import torch_threads
 
 from freebits_cli.results import locks, storage
 from freebits_cli.spec.files import build_spec
@@ -33,14 +34,7 @@ def spec(lambdas: list[float], epochs: int) -> Any:
 
 
 def lone_sweep(out: Path, lambdas: list[float], epochs: int, pack_size: int = 0) -> None:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        plan = executor.plan(spec(lambdas, epochs), out)
-        executor.prepare(plan, spec(lambdas, epochs))
-        executor.execute(plan, "cpu", pack_size=pack_size)
-    finally:
-        torch.set_num_threads(threads)
+    sweeps.train(spec(lambdas, epochs), out, pack_size=pack_size)
 
 
 def results(out: Path) -> dict[str, Any]:
@@ -123,12 +117,9 @@ def test_a_locked_run_is_left_alone_and_shown_running(tmp_path: Path) -> None:
     lock = locks.try_lock(held)  # another open file: flock treats it as another holder
     assert lock is not None
     (held / "metrics.csv").write_text("epoch\n1\n")  # what its holder has written so far
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        outcomes = {o.run_id: o for o in executor.execute(plan, "cpu")}
-    finally:
-        torch.set_num_threads(threads)
+    packs = executor.make_packs(plan.todo, 0, 1)
+    with torch_threads(1):  # the engine's view: a held run is "busy" (run_sweep would wait)
+        outcomes = {o.run_id: o for o in executor.execute(plan, packs, ["cpu"], 1)}
     me = f"{socket.gethostname()}/{os.getpid()}"
     assert outcomes[held.name].state == "busy" and me in outcomes[held.name].reason
     assert outcomes[plan.runs[1].folder.name].state == "done"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sweeps
 import torch
 import yaml
 from report_fixtures import write_run
@@ -16,7 +17,6 @@ from typer.testing import CliRunner
 from freebits_cli.cli import app
 from freebits_cli.report import build_report
 from freebits_cli.results import storage
-from freebits_cli.sweep import executor
 
 runner = CliRunner()
 QUICK = ["--epochs", "3", "--set", "model.hidden=[16]", "--latent-dim", "3", "--device", "cpu"]
@@ -32,22 +32,17 @@ def sweep(out: Path, *extra: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def done(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def done(tmp_path_factory: pytest.TempPathFactory, one_thread_module: None) -> Path:
     out = tmp_path_factory.mktemp("done")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     result = sweep(out)
-    torch.set_num_threads(threads)
     assert result.exit_code == 0, result.output
     return out
 
 
 @pytest.fixture(scope="module")
-def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def interrupted(tmp_path_factory: pytest.TempPathFactory, one_thread_module: None) -> Path:
     """Both runs stopped after epoch 2 of 3, as a kill would leave them."""
     out = tmp_path_factory.mktemp("interrupted")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     from freebits_cli.spec.files import build_spec
 
     spec = build_spec(
@@ -63,16 +58,13 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ("train.batch_size", 256),
         ],
     )
-    plan = executor.plan(spec, out)
-    executor.prepare(plan, spec)
 
     def stop(run_ids: Any, epoch: int, epochs: int) -> None:
         if epoch == 2:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        executor.execute(plan, "cpu", on_epoch=stop)
-    torch.set_num_threads(threads)
+        sweeps.run(spec, out, on_epoch=stop)
     return out
 
 

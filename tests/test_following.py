@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sweeps
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -16,7 +17,6 @@ from freebits_cli.cli import announce, app
 from freebits_cli.cli import progress as cli_progress
 from freebits_cli.engine import train as train_module
 from freebits_cli.spec.files import build_spec
-from freebits_cli.sweep import executor
 from freebits_cli.sweep.progress import PackWork, SweepProgress
 
 runner = CliRunner()
@@ -50,15 +50,13 @@ def sweep(out: Path, *args: str, **kwargs: Any) -> Any:
 def interrupted(out: Path, epochs: int, stop_at: int, lambdas: list[float]) -> None:
     """A sweep stopped after epoch `stop_at` of `epochs`, as Ctrl-C would leave it."""
     spec = build_spec(None, [*TINY_SPEC, ("train.epochs", epochs), ("grid.lambda", lambdas)])
-    plan = executor.plan(spec, out)
-    executor.prepare(plan, spec)
 
     def stop(run_ids: Any, epoch: int, total: int) -> None:
         if epoch == stop_at:
             raise Stop
 
     with pytest.raises(Stop):
-        executor.execute(plan, "cpu", on_epoch=stop)
+        sweeps.run(spec, out, on_epoch=stop)
 
 
 def test_resume_is_announced_in_the_dry_run_and_the_sweep(tmp_path: Path) -> None:
@@ -216,12 +214,10 @@ def test_the_trainer_reports_first_and_last_steps_and_throttles_the_rest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = build_spec(None, [*TINY_SPEC, ("train.epochs", 2), ("grid.lambda", [0, 1])])
-    plan = executor.plan(spec, tmp_path)
-    executor.prepare(plan, spec)
     steps: list[tuple[str, int, int, int]] = []
     monkeypatch.setattr(train_module, "STEP_REPORT_S", 1e9)  # only the first and last step
-    executor.execute(plan, "cpu", on_step=lambda ids, e, s, n: steps.append((*ids, e, s, n)))
-    ids = tuple(sorted(r.run.run_id for r in plan.runs))
+    result = sweeps.run(spec, tmp_path, on_step=lambda ids, e, s, n: steps.append((*ids, e, s, n)))
+    ids = tuple(sorted(r.run.run_id for r in result.plan.runs))
     assert steps == [(*ids, e, s, 6) for e in (0, 1) for s in (0, 6)]
 
 
@@ -247,9 +243,7 @@ def test_lambda_0_is_trained_once_across_free_bits_modes(tmp_path: Path) -> None
         one = build_spec(
             None, [*TINY_SPEC, ("train.epochs", 1), ("free_bits.mode", mode), ("grid.lambda", [0])]
         )
-        plan = executor.plan(one, tmp_path / mode)
-        executor.prepare(plan, one)
-        (outcome,) = executor.execute(plan, "cpu")
+        (outcome,) = sweeps.train(one, tmp_path / mode)
         elbo[mode] = outcome.summary["test_elbo"]
     assert elbo["batch"] == pytest.approx(elbo["example"], abs=1e-4)
 

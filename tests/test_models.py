@@ -11,15 +11,15 @@ from typing import Any
 
 import numpy as np
 import pytest
+import sweeps
 import torch
 from typer.testing import CliRunner
 
+from freebits_cli import schema
 from freebits_cli.cli import app
 from freebits_cli.models import build_model, packing
-from freebits_cli.results import storage
 from freebits_cli.spec import ModelSpec, SweepSpec
 from freebits_cli.spec.files import build_spec
-from freebits_cli.sweep import executor
 
 runner = CliRunner()
 CONV = [
@@ -37,10 +37,7 @@ TINY = [("model.module", "tiny_vae:TinyVAE"), ("model.kwargs", {"width": 12})]
 
 
 def train(spec: SweepSpec, out: Path, pack_size: int = 0) -> None:
-    plan = executor.plan(spec, out)
-    executor.check_ready(plan, ["cpu"])
-    executor.prepare(plan, spec)
-    outcomes = executor.execute(plan, "cpu", pack_size=pack_size)
+    outcomes = sweeps.train(spec, out, pack_size=pack_size)
     assert all(o.state == "done" for o in outcomes), outcomes
 
 
@@ -243,4 +240,4 @@ def test_own_module_outputs_are_checked_against_the_likelihood() -> None:
     model = _model(spec, (8, 8), 2)
     assert model.decode(torch.zeros(2, 3, 2)).shape == (2, 3, 2 * 64)  # 2 parameters per pixel
     assert [p.shape[0] for p in model.parameters()] == [2] * len(list(model.parameters()))
-    assert storage.METRICS_COLUMNS.index("test_bits_per_dim") > 0
+    assert schema.METRICS_COLUMNS.index("test_bits_per_dim") > 0

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
+from threads import torch_threads
 from typer.testing import CliRunner
 
 from freebits_cli.cli import app
@@ -95,10 +95,8 @@ def a_users_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pa
     monkeypatch.delenv("FREEBITS_DATA", raising=False)
     monkeypatch.setenv("PATH", f"{stubs}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.chdir(work)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny models on a shared machine: one thread is many times faster
-    yield work
-    torch.set_num_threads(threads)
+    with torch_threads(1):  # tiny models on a shared machine: one thread is many times faster
+        yield work
     runs.dataset.cache_clear()
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sweeps
 
 from freebits_cli.results import records, storage
 from freebits_cli.spec.files import build_spec
@@ -50,9 +51,7 @@ class Kill(BaseException):
 
 def sweep(out: Path, on_epoch: Callable[..., None] | None = None) -> None:
     spec = build_spec(None, SMALL)
-    plan = executor.plan(spec, out)
-    executor.prepare(plan, spec)
-    executor.execute(plan, "cpu", on_epoch=on_epoch)
+    sweeps.run(spec, out, on_epoch=on_epoch)
 
 
 def count_writes(monkeypatch: pytest.MonkeyPatch, kill_at: int | None) -> list[str]:

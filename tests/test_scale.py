@@ -98,7 +98,7 @@ def test_run_id_ignores_device_and_data_dir() -> None:
     assert slurm in ids
 
 
-def test_runs_written_under_the_old_id_are_adopted_not_retrained(
+def test_runs_written_by_a_version_without_todays_fields_are_not_retrained(
     reference: Path, tmp_path: Path
 ) -> None:
     import shutil
@@ -107,11 +107,8 @@ def test_runs_written_under_the_old_id_are_adopted_not_retrained(
     shutil.copytree(reference, sweep)
     spec = build_spec(None, TINY_SPEC)
     first, second = sorted(spec.expand(), key=lambda r: r.run_id)
-    # One folder as older versions named it (device hashed in), one trained on another device and
-    # data folder by a version without some of today's fields, so only its config.json can tell.
-    (sweep / "runs" / first.run_id).rename(sweep / "runs" / first.legacy_run_id)
-    moved = sweep / "runs" / "lam1-none-s0-abcdef"
-    (sweep / "runs" / second.run_id).rename(moved)
+    # Trained on another device and data folder by a version without some of today's fields.
+    moved = sweep / "runs" / second.run_id
     config = json.loads((moved / "config.json").read_text())
     config["config"]["train"]["device"] = "cuda:1"
     config["config"]["dataset"]["data_dir"] = "/data/elsewhere"
@@ -121,11 +118,10 @@ def test_runs_written_under_the_old_id_are_adopted_not_retrained(
     (moved / "config.json").write_text(json.dumps(config))
     plan = executor.plan(spec, tmp_path)
     assert [r.state for r in plan.runs] == ["done", "done"]
-    assert {r.folder.name for r in plan.runs} == {first.legacy_run_id, moved.name}
     result = sweep_cli(tmp_path, "--lambdas", "0,1", "--epochs", "3")
     assert result.exit_code == 0 and "0 to train" in result.output, result.output
     assert sorted(p.name for p in (sweep / "runs").iterdir()) == sorted(
-        [first.legacy_run_id, moved.name]
+        [first.run_id, second.run_id]
     )
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import sweeps
 import torch
 from text_corpus import CHAIN_WORDS, write_corpus
 from typer.testing import CliRunner
@@ -22,7 +23,6 @@ from freebits_cli.errors import DataError
 from freebits_cli.models import build_model, packing
 from freebits_cli.spec import DatasetSpec, ModelSpec, SweepSpec
 from freebits_cli.spec.files import build_spec
-from freebits_cli.sweep import executor
 
 runner = CliRunner()
 
@@ -55,10 +55,7 @@ def small(corpus: Path, *extra: tuple[str, Any]) -> SweepSpec:
 
 
 def train(spec: SweepSpec, out: Path, pack_size: int = 0) -> None:
-    plan = executor.plan(spec, out)
-    executor.check_ready(plan, ["cpu"])
-    executor.prepare(plan, spec)
-    outcomes = executor.execute(plan, "cpu", pack_size=pack_size)
+    outcomes = sweeps.train(spec, out, pack_size=pack_size)
     assert all(o.state == "done" for o in outcomes), outcomes
 
 

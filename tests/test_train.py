@@ -12,17 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sweeps
 import torch
 
+from freebits_cli import schema
 from freebits_cli.engine.train import learning_rate
-from freebits_cli.results import storage
 from freebits_cli.results.records import collapse_epochs
 from freebits_cli.spec import SweepSpec
 from freebits_cli.spec.files import build_spec
 from freebits_cli.sweep import executor
 
 METRICS = ("test_elbo", "test_recon", "test_kl", "test_iwae_nll", "test_mi", "active_units")
-METRICS_EPOCH = storage.METRICS_COLUMNS.index("epoch")
+METRICS_EPOCH = schema.METRICS_COLUMNS.index("epoch")
 SMALL = [
     ("model.hidden", [32]),
     ("model.latent_dim", 4),
@@ -38,9 +39,7 @@ def small_spec(*extra: tuple[str, Any]) -> SweepSpec:
 
 
 def train(spec: SweepSpec, out: Path, pack_size: int = 0, **kwargs: Any) -> list[Any]:
-    plan = executor.plan(spec, out)
-    executor.prepare(plan, spec)
-    return executor.execute(plan, "cpu", pack_size=pack_size, **kwargs)
+    return sweeps.train(spec, out, pack_size=pack_size, **kwargs)
 
 
 def summaries(out: Path, name: str = "default") -> dict[str, dict[str, Any]]:
@@ -98,7 +97,7 @@ def test_files_follow_the_layout(tmp_path: Path) -> None:
         } <= names
         assert "checkpoint.pt" not in names
         rows = (folder / "metrics.csv").read_text().splitlines()
-        assert rows[0].split(",") == list(storage.METRICS_COLUMNS)
+        assert rows[0].split(",") == list(schema.METRICS_COLUMNS)
         assert [r.split(",")[METRICS_EPOCH] for r in rows[1:]] == ["1", "2"]
         kl_rows = (folder / "kl_per_dim.csv").read_text().splitlines()
         assert kl_rows[0] == "epoch,dim,kl" and len(kl_rows) == 1 + 2 * 4
@@ -282,7 +281,7 @@ def test_static_and_dynamic_binarisation_train_and_are_labelled(tmp_path: Path) 
     for folder in (tmp_path / "default" / "runs").iterdir():
         summary = json.loads((folder / "summary.json").read_text())
         rows = (folder / "metrics.csv").read_text().splitlines()
-        binarize = rows[1].split(",")[storage.METRICS_COLUMNS.index("binarize")]
+        binarize = rows[1].split(",")[schema.METRICS_COLUMNS.index("binarize")]
         assert summary["binarize"] == binarize == summary["setting"]["dataset.binarize"]
         labels.add(binarize)
     assert labels == {"static", "dynamic"}

@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn
 
 from freebits_cli.sweep.progress import PackState, SweepProgress
+from freebits_cli.sweep.runs import Callbacks
 
 #: Least seconds between two progress lines off a terminal (epoch or pack ends).
 LOG_EVERY_S = 10.0
@@ -109,9 +110,8 @@ class ProgressView:
             )
 
 
-def callbacks(view: ProgressView, on_pack: Any) -> dict[str, Any]:
-    """`executor.execute`'s on_epoch, on_step and on_pack, feeding `view`; `on_pack(outcomes)`
-    is called after the view is updated (it may stop the sweep)."""
+def callbacks(view: ProgressView) -> Callbacks:
+    """`run_sweep`'s progress callbacks, feeding `view`."""
     model = view.model
 
     def on_step(run_ids: Sequence[str], epoch: int, step: int, steps: int) -> None:
@@ -122,10 +122,9 @@ def callbacks(view: ProgressView, on_pack: Any) -> dict[str, Any]:
         model.on_epoch(run_ids, epoch, epochs)
         view.update("epoch")
 
-    def pack_done(outcomes: Sequence[Any]) -> None:
+    def on_pack(outcomes: Sequence[Any]) -> None:
         finished = sum(o.state != "busy" for o in outcomes)
         model.on_pack([o.run_id for o in outcomes], finished)
         view.update("pack")
-        on_pack(outcomes)
 
-    return {"on_step": on_step, "on_epoch": on_epoch, "on_pack": pack_done}
+    return Callbacks(on_epoch=on_epoch, on_step=on_step, on_pack=on_pack)

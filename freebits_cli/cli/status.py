@@ -8,6 +8,8 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from freebits_cli import schema
+
 from ..errors import FreebitsError, ResultsError
 from .app import app, console, guarded, warn
 from .tables import result_rows
@@ -31,7 +33,7 @@ def status(
             raise ResultsError(f"{results_dir}: no such folder")
         sweeps = (
             [results_dir]
-            if (results_dir / "spec.yaml").exists()
+            if (results_dir / schema.SPEC_FILE).exists()
             else sorted(p.parent for p in results_dir.glob("*/spec.yaml"))
         )
         if not sweeps:
@@ -54,7 +56,7 @@ def status(
         job_lines = []
         for sweep_dir in sweeps:
             try:
-                spec = build_spec(sweep_dir / "spec.yaml")
+                spec = build_spec(sweep_dir / schema.SPEC_FILE)
                 plan = executor.plan(spec, sweep_dir.parent)
             except FreebitsError as exc:  # one broken sweep must not hide the others
                 warn(f"{sweep_dir.name}: {exc}; its runs are not listed")
@@ -106,5 +108,5 @@ def _epochs_done(folder: Path, total: int) -> str:
     """Distinct epochs with a complete row in metrics.csv, out of the run's epochs."""
     from freebits_cli.results import storage
 
-    done = len(set(storage.csv_epochs(folder / storage.METRICS) or []))
+    done = len(set(storage.csv_epochs(folder / schema.METRICS_CSV) or []))
     return f"{done}/{total}"

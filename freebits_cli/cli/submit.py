@@ -5,15 +5,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from ..errors import SpecError
-from .app import console, err_console
-from .tables import print_rows, result_rows
+from .tables import result_rows
 
 #: Seconds between two looks at the run folders while waiting on submitted jobs.
 WATCH_INTERVAL_S = 2.0
@@ -22,53 +20,27 @@ SQUEUE_INTERVAL_S = 30.0
 STATES = ("queued", "running", "done", "failed")
 
 
-def print_estimate(
-    say: Console, spec: Any, plan: Any, packs: Any, devices: Sequence[str], jobs: int, o: Any
-) -> None:
+def print_estimate(say: Console, p: Any, pilot: bool) -> None:
+    """The dry run's cost table of a `Planned` sweep (FLOPs, and a pilot step's rate)."""
     from freebits_cli.sweep import dryrun, executor
 
+    o = p.options
     if o.executor == "local":
-        where = dryrun.where_local(len(packs), devices, jobs, o.shard)
-        pilot_device, workers = devices[0], jobs
+        where = dryrun.where_local(len(p.packs), p.devices, p.jobs, o.shard)
+        pilot_device, workers = p.devices[0], p.jobs
     else:
-        where = dryrun.where_slurm(len(packs), spec.slurm.max_array_size)
+        where = dryrun.where_slurm(len(p.packs), p.spec.slurm.max_array_size)
         pilot_device = executor.resolve_devices("auto")[0]
-        workers = spec.slurm.array_parallelism
+        workers = p.spec.slurm.array_parallelism
     est = dryrun.estimate(
-        packs, where, executor.dataset, pilot_device if o.pilot else None, workers
+        p.packs, where, executor.dataset, pilot_device if pilot else None, workers
     )
     table, total = dryrun.render(est, workers)
     say.print(table)
     say.print(total, highlight=False)
 
 
-def submit(spec: Any, plan: Any, packs: Any, o: Any, submitter: Any) -> int | None:
-    """Submit the packs; with --no-wait exit after saying how to follow them, else watch them."""
-    from freebits_cli.sweep import cluster
-
-    say = err_console if o.json_lines else console
-    sub = cluster.submit(
-        plan.sweep_dir, packs, plan.grid_paths, spec.train.device, spec.slurm, o.executor, submitter
-    )
-    say.print(
-        f"submitted {len(sub.jobs)} task(s) as job {', '.join(sub.array_ids)}; "
-        f"logs: {sub.log_dir}; follow with: freebits status {plan.sweep_dir}",
-        highlight=False,
-        soft_wrap=True,
-    )
-    if o.no_wait:
-        return 0
-    _watch(plan, sub, say)
-    errors = cluster.job_errors(sub)
-    for line in errors:
-        err_console.print(f"[red]job failed[/] {line}", highlight=False, soft_wrap=True)
-    if errors:
-        print_rows(result_rows(plan), o.json_lines)
-        return 1
-    return None
-
-
-def _watch(plan: Any, sub: Any, say: Console) -> None:
+def watch(plan: Any, sub: Any, say: Console) -> None:
     """A live table of the sweep's runs, from the run folders, until every job has ended; on
     Slurm with squeue's reasons for the tasks still pending, and a stop (the jobs cancelled, one
     line naming the `slurm:` key) when a reason means a task can never start."""

@@ -9,6 +9,8 @@ from typing import Any
 import typer
 from rich.table import Table
 
+from freebits_cli import schema
+
 from .app import console, fmt
 
 
@@ -24,18 +26,17 @@ def result_rows(plan: Any) -> list[dict[str, Any]]:
     """One row per run of the plan, from its files; damaged files never count as results."""
     from freebits_cli.results import locks, storage
     from freebits_cli.results.reader import cross_entropy
-    from freebits_cli.results.records import FINAL_METRICS
 
     rows = []
     for item in plan.runs:
         state = storage.run_state(item.folder, item.run)
         summary = storage.read_summary(item.folder) if state == "done" else None
-        failed = storage.read_json(item.folder / storage.FAILED) if state == "failed" else None
+        failed = storage.read_json(item.folder / schema.FAILED) if state == "failed" else None
         who = locks.holder(item.folder) if state != "done" else None
         numbers = {
             key: value
             for key, value in (summary or {}).items()
-            if key in FINAL_METRICS
+            if key in schema.FINAL_METRICS
             and isinstance(value, int | float)
             and not isinstance(value, bool)
         }

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from freebits_cli import schema
 from freebits_cli.data import BOS, DATA_SEED, EOS, PAD, Dataset, detokenize
 from freebits_cli.models import packing
 from freebits_cli.results import records, storage
@@ -54,7 +55,7 @@ def save_samples(
     recons = _per_member(model, lambda m: m.mean(m.decode(mu[_rows(m, mu)])))
     drawn = _per_member(model, lambda m: m.mean(m.decode(prior[_rows(m, prior)])))
     for i, folder in enumerate(folders):
-        if (folder / storage.SAMPLES).exists():
+        if (folder / schema.SAMPLES).exists():
             continue
         records.write_samples(
             folder, data.image_shape, originals=originals.cpu().numpy(),
@@ -108,11 +109,11 @@ def _save_sentences(
     vocab = data.vocab
     test = [detokenize(row, vocab) for row in originals.cpu().numpy()]
     for i, folder in enumerate(folders):
-        if not (folder / storage.VOCAB).exists():
-            storage.write_json(folder / storage.VOCAB, {"tokens": list(vocab)})
-        if (folder / storage.SENTENCES).exists():
+        if not (folder / schema.VOCAB).exists():
+            storage.write_json(folder / schema.VOCAB, {"tokens": list(vocab)})
+        if (folder / schema.SENTENCES).exists():
             continue
         record = {"originals": test}
         for key, ids in decoded.items():
             record[key] = [detokenize(row, vocab) for row in ids[i].cpu().numpy()]
-        storage.write_json(folder / storage.SENTENCES, record)
+        storage.write_json(folder / schema.SENTENCES, record)

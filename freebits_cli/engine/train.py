@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from freebits_cli import schema
 from freebits_cli.data import Dataset
 from freebits_cli.engine import batches, interrupt, pack_state, samples, scores, selection
 from freebits_cli.engine.metrics import evaluate
@@ -342,7 +343,7 @@ class PackTrainer:
         for i in keep:
             self.members[i].last_row = rows[i]
         for i, state in zip(keep, self.member_states(keep), strict=True):
-            storage.save_checkpoint(self.members[i].folder / storage.CHECKPOINT_NEXT, state)
+            storage.save_checkpoint(self.members[i].folder / schema.CHECKPOINT_NEXT, state)
         for i in keep:
             member = self.members[i]
             records.append_epoch(member.folder, rows[i], member.kl_history[-1])

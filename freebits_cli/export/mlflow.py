@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from freebits_cli.export.source import ARTIFACTS
+from freebits_cli.schema import ARTIFACTS
 
 if TYPE_CHECKING:
     from freebits_cli.export.source import ExportRun

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from freebits_cli import schema
 from freebits_cli.results.reader import read_kl_history, read_results, read_samples, read_sentences
 
 if TYPE_CHECKING:
@@ -19,13 +20,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 #: Final metrics (summary.json; the last epoch so far for unfinished runs), as in summary.csv.
-FINAL_METRICS = ("test_elbo", "test_recon", "test_kl", "active_units", "active_units_kl")
-FINAL_METRICS += ("active_share", "test_iwae_nll", "test_mi", "test_bits_per_dim")
-FINAL_METRICS += ("test_iwae_bits_per_dim",)
 #: metrics.csv columns that name the run or its setting rather than measure it.
 NOT_SCALARS = {"run_id", "lambda", "free_bits_mode", "anneal", "seed", "binarize", "epoch"}
 #: Files logged as artifacts when present.
-ARTIFACTS = ("config.json", "summary.json", "failed.json")
 
 
 @dataclass
@@ -96,7 +93,11 @@ def read_export_runs(
             warn(f"{key}: {msg}")
 
         hparams = {k: _plain(row[k]) for k in [*runs.keys, "seed"] if k != "sweep"}
-        final = {m: float(row[m]) for m in FINAL_METRICS if m in row and _plain(row[m]) is not None}
+        final = {
+            m: float(row[m])
+            for m in schema.EXPORTED_METRICS
+            if m in row and _plain(row[m]) is not None
+        }
         run = ExportRun(
             sweep=str(row["sweep"]),
             run_id=str(row["run_id"]),
@@ -123,7 +124,7 @@ def _read_samples(run: ExportRun, warn: Callable[[str], None]) -> None:
     if sentences is not None:
         run.texts = sentences
         return
-    if not (run.folder / "samples.npz").is_file():
+    if not (run.folder / schema.SAMPLES).is_file():
         return
     data = read_samples(run.folder, warn)
     if data is None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from freebits_cli import schema
 from freebits_cli.errors import ResultsError
 from freebits_cli.report.html import write_index
 from freebits_cli.report.labels import short_label, varying
@@ -81,8 +82,8 @@ def build_report(
     examples = [p for p in by_setting.pop("_example") if isinstance(p, str)]
     strategies = strategies_table(by_setting, runs.keys)
     recommendation, pareto = recommend(by_setting, runs.keys, keep_share)
-    csvs = {"summary.csv": runs.table, "by_setting.csv": by_setting}
-    csvs |= {"strategies.csv": strategies, "pareto.csv": pareto}
+    csvs = {schema.SUMMARY_CSV: runs.table, schema.BY_SETTING_CSV: by_setting}
+    csvs |= {schema.STRATEGIES_CSV: strategies, schema.PARETO_CSV: pareto}
     figure_input, sentences = figure_data(runs, by_setting, examples, pareto, keep_share)
     # Written in a hidden folder beside `out`, then swapped in: an interrupted report (Ctrl-C, a
     # full disk) leaves the previous one whole, never a page out of step with its CSVs.

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from freebits_cli.report.figures import FigureOutput
     from freebits_cli.results.reader import Runs
 
+from freebits_cli import schema
 from freebits_cli.report.labels import (
     CROSS_ENTROPY,
     LABELS,
@@ -101,7 +102,7 @@ def write_index(
 ) -> Path:
     """Write out/index.html: counts, recommendation, problems, tables, figures and specs."""
     esc = html.escape
-    table, counts, by_setting = runs.table, runs.counts(), csvs["by_setting.csv"]
+    table, counts, by_setting = runs.table, runs.counts(), csvs[schema.BY_SETTING_CSV]
     sweeps = ", ".join(sorted(table["sweep"].astype(str).unique()))
     keys = varying(by_setting, runs.keys) if len(by_setting) else ["lambda", "anneal"]
     stamp = datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -155,7 +156,10 @@ def write_index(
             '<a href="by_setting.csv">by_setting.csv</a>.',
         )
     )
-    parts += [_strategies(csvs["strategies.csv"], keys), _pareto(csvs["pareto.csv"], keys)]
+    parts += [
+        _strategies(csvs[schema.STRATEGIES_CSV], keys),
+        _pareto(csvs[schema.PARETO_CSV], keys),
+    ]
     parts.append(_figures(figures))
     if sentences:
         parts.append(
@@ -167,7 +171,7 @@ def write_index(
                 "draws in every run, decoded greedily.",
             )
         )
-    parts.append(_all_runs(csvs["summary.csv"], runs.keys))
+    parts.append(_all_runs(csvs[schema.SUMMARY_CSV], runs.keys))
     for i, (sweep, text) in enumerate(sorted(runs.specs.items())):
         body = f"<details open><summary>spec.yaml</summary><pre>{esc(text)}</pre></details>"
         parts.append(_section("spec" if i == 0 else f"spec-{i}", f"Spec of sweep {sweep}", body))
@@ -180,7 +184,7 @@ def write_index(
         f'{esc(sweeps)}</title><meta name="viewport" content="width=device-width">'
         f"<style>{CSS}</style></head><body><main>{''.join(parts)}</main></body></html>\n"
     )
-    path = out / "index.html"
+    path = out / schema.INDEX_HTML
     path.write_text(page, encoding="utf-8")
     return path
 

@@ -14,14 +14,14 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from freebits_cli import schema
+
 if TYPE_CHECKING:
     import pandas as pd
 
     from freebits_cli.results.reader import Runs
 
-METRICS = ("test_elbo", "test_recon", "test_kl", "active_units", "active_share")
-METRICS += ("active_units_kl", "test_iwae_nll", "test_mi", "seconds")
-METRICS += ("test_bits_per_dim", "test_iwae_bits_per_dim", "test_ppl", "test_elbo_ppl")
+METRICS = schema.REPORT_METRICS
 #: (lowest, highest) value of each bounded quantity; "D" is the run's latent size. Active units
 #: count latent units (Burda et al. 2015); KL and I(x;z) are never negative (He et al. 2019).
 RANGES: dict[str, tuple[float, float | str]] = {

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from freebits_cli import schema
 from freebits_cli.errors import ResultsError
 from freebits_cli.results.settings import flat_config, split_by_config
 
@@ -23,15 +24,8 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-RUN_MARKERS = ("config.json", "summary.json", "failed.json")  # under runs/ (DESIGN.md, layout)
-CANON = {"free_bits.lambda": "lambda", "free_bits.mode": "free_bits_mode"}
-CANON |= {"anneal.schedule": "anneal", "train.seed": "seed"}
-TEXT_COLS = {"run_id", "free_bits_mode", "anneal", "binarize", "likelihood"}
-NUMERIC_COLS = {"lambda", "seed", "epoch", "step", "beta", "train_loss", "train_recon", "train_kl"}
-NUMERIC_COLS |= {"test_elbo", "test_recon", "test_kl", "active_units", "active_units_kl"}
-NUMERIC_COLS |= {"binding_share", "test_iwae_nll", "test_mi", "seconds", "dim", "kl"}
-NUMERIC_COLS |= {"test_bits_per_dim", "test_iwae_bits_per_dim", "test_ppl", "test_elbo_ppl"}
-NUMERIC_COLS |= {"valid_elbo"}
+TEXT_COLS = set(schema.TEXT_COLUMNS)
+NUMERIC_COLS = {*schema.METRICS_COLUMNS, *schema.KL_COLUMNS} - TEXT_COLS
 
 
 @dataclass
@@ -61,7 +55,9 @@ def find_run_dirs(root: Path, skip: Path | None = None) -> list[Path]:
         here = Path(dirpath)
         if skipped is not None and here != root and here.resolve() == skipped:
             dirnames.clear()  # the report's own folder: never read our own output
-        elif here.parent.name == "runs" and any(m in filenames for m in RUN_MARKERS):
+        elif here.parent.name == schema.RUNS_DIR and any(
+            m in filenames for m in schema.RUN_MARKERS
+        ):
             found.append(here)
             dirnames.clear()
         else:
@@ -185,11 +181,11 @@ def _load_run(root: Path, run_dir: Path, runs: Runs) -> tuple[dict[str, Any], bo
     def warn(msg: str) -> None:
         runs.warnings.append(f"{key}: {msg}")
 
-    config = read_json(run_dir / "config.json", warn) or {}
-    summary = read_json(run_dir / "summary.json", warn, then="run counted as incomplete")
-    failed = read_json(run_dir / "failed.json", warn, then="run not counted as failed")
+    config = read_json(run_dir / schema.CONFIG, warn) or {}
+    summary = read_json(run_dir / schema.SUMMARY, warn, then="run counted as incomplete")
+    failed = read_json(run_dir / schema.FAILED, warn, then="run not counted as failed")
     problems = len(runs.warnings)
-    metrics = read_csv(run_dir / "metrics.csv", ("epoch",), warn)
+    metrics = read_csv(run_dir / schema.METRICS_CSV, ("epoch",), warn)
     if metrics is not None and metrics.empty:
         metrics = None
     if metrics is None and len(runs.warnings) == problems:  # one line per problem
@@ -207,9 +203,9 @@ def _load_run(root: Path, run_dir: Path, runs: Runs) -> tuple[dict[str, Any], bo
 
     sweep_dir = run_dir.parent.parent
     sweep = str(_pick(s.get("sweep"), config.get("sweep"), f.get("sweep"), sweep_dir.name))
-    if sweep not in runs.specs and (sweep_dir / "spec.yaml").is_file():
+    if sweep not in runs.specs and (sweep_dir / schema.SPEC_FILE).is_file():
         try:
-            runs.specs[sweep] = (sweep_dir / "spec.yaml").read_text("utf-8", errors="replace")
+            runs.specs[sweep] = (sweep_dir / schema.SPEC_FILE).read_text("utf-8", errors="replace")
         except OSError as exc:
             warn(f"../../spec.yaml is unreadable ({_why(exc)})")
     lam, schedule = _num(field("lambda", "free_bits.lambda")), field("anneal", "anneal.schedule")
@@ -226,7 +222,7 @@ def _load_run(root: Path, run_dir: Path, runs: Runs) -> tuple[dict[str, Any], bo
     }
     # Other grid fields (e.g. model.latent_dim); lists become JSON text so they can be group keys.
     for name, value in setting.items():
-        if name not in CANON:
+        if name not in schema.LABEL_FIELDS:
             row[name] = json.dumps(value) if isinstance(value, (list, dict)) else value
     row |= {"strategy": strategy(lam, schedule), "latent_dim": dim}
     row["epochs"] = _num(_pick(s.get("epochs"), _get(cfg, "train.epochs")))
@@ -236,18 +232,12 @@ def _load_run(root: Path, run_dir: Path, runs: Runs) -> tuple[dict[str, Any], bo
     row["likelihood"] = _get(cfg, "model.likelihood") or ("bernoulli" if cfg else None)
     row["cross_entropy"] = cross_entropy(row["likelihood"], row["binarize"])
     # Final metrics: summary.json for done runs; the last epoch so far for the others.
-    for name in ("test_elbo", "test_recon", "test_kl", "active_units", "active_units_kl"):
-        row[name] = _num(_pick(s.get(name), last.get(name)))
-    for name in ("test_bits_per_dim", "test_elbo_ppl"):
-        row[name] = _num(_pick(s.get(name), last.get(name)))
-    for name in (
-        "test_iwae_nll",
-        "test_mi",
-        "test_iwae_bits_per_dim",
-        "test_ppl",
-    ):  # only on some epochs: never take a stale one
-        col = metrics[name].dropna() if metrics is not None and name in metrics else ()
-        row[name] = _num(s.get(name)) if summary else _num(col.iloc[-1] if len(col) else None)
+    for name in schema.FINAL_METRICS:
+        if name not in schema.SPARSE_METRICS:
+            row[name] = _num(_pick(s.get(name), last.get(name)))
+        else:  # only on some epochs: never take a stale one
+            col = metrics[name].dropna() if metrics is not None and name in metrics else ()
+            row[name] = _num(s.get(name)) if summary else _num(col.iloc[-1] if len(col) else None)
     row["active_share"] = row["active_units"] / dim if dim > 0 else math.nan
     row["iwae_samples"] = _num(_pick(s.get("iwae_samples"), _get(cfg, "eval.iwae_samples")))
     row |= {
@@ -257,7 +247,7 @@ def _load_run(root: Path, run_dir: Path, runs: Runs) -> tuple[dict[str, Any], bo
     row["failed_reason"] = str(f.get("reason", "unknown")) if state == "failed" else None
     row["failed_epoch"] = _num(f.get("epoch")) if state == "failed" else math.nan
     # An unreadable summary.json: the run ended, but its result is lost (not "running").
-    row["summary_damaged"] = summary is None and (run_dir / "summary.json").exists()
+    row["summary_damaged"] = summary is None and (run_dir / schema.SUMMARY).exists()
     row["path"] = key
     runs.dirs[key] = run_dir
     runs.configs[key] = flat_config(cfg)
@@ -274,7 +264,7 @@ def _load_run(root: Path, run_dir: Path, runs: Runs) -> tuple[dict[str, Any], bo
 
 def read_kl_history(run_dir: Path, warn: Callable[[str], None]) -> pd.DataFrame | None:
     """kl_per_dim.csv (epoch, dim, kl), or None when absent, unreadable or empty."""
-    hist = read_csv(run_dir / "kl_per_dim.csv", ("epoch", "dim"), warn)
+    hist = read_csv(run_dir / schema.KL_PER_DIM, ("epoch", "dim"), warn)
     return hist if hist is not None and not hist.empty and "kl" in hist else None
 
 
@@ -331,7 +321,7 @@ def read_samples(run_dir: Path, warn: Callable[[str], None]) -> dict[str, np.nda
     (H, W) or (C, H, W))."""
     import numpy as np
 
-    path = run_dir / "samples.npz"
+    path = run_dir / schema.SAMPLES
     if not path.is_file():
         return None
     try:
@@ -362,7 +352,7 @@ SENTENCE_KEYS = ("originals", "reconstructions", "prior_samples", "homotopy")
 def read_sentences(run_dir: Path, warn: Callable[[str], None]) -> dict[str, list[str]] | None:
     """samples.json of a text run: test sentences, their reconstructions, prior samples and a
     homotopy, each a list of strings; None (with a warning if damaged) when there is none."""
-    data = read_json(run_dir / "samples.json", warn, "ignored")
+    data = read_json(run_dir / schema.SENTENCES, warn, "ignored")
     if data is None:
         return None
     found = {k: data[k] for k in SENTENCE_KEYS if isinstance(data.get(k), list)}

@@ -11,35 +11,21 @@ from typing import Any
 
 import numpy as np
 
+from freebits_cli import schema
 from freebits_cli.results import storage
 from freebits_cli.spec import RunConfig
-
-#: Final metrics copied from the last epoch's row into summary.json.
-FINAL_METRICS = (
-    "test_elbo",
-    "test_recon",
-    "test_kl",
-    "active_units",
-    "active_units_kl",
-    "test_iwae_nll",
-    "test_mi",
-    "binding_share",
-    "test_bits_per_dim",
-    "test_iwae_bits_per_dim",
-    "test_ppl",
-    "test_elbo_ppl",
-)
 
 
 def labels(run: RunConfig) -> dict[str, Any]:
     """The columns that say which run a row belongs to, in every output."""
-    return {
+    values = {
         "lambda": run.free_bits.lam,
         "free_bits_mode": run.free_bits.mode,
         "anneal": run.anneal.schedule,
         "seed": run.train.seed,
         "binarize": run.dataset.binarize,
     }
+    return {name: values[name] for name in schema.LABELS}
 
 
 def append_epoch(folder: Path, row: dict[str, Any], kl_per_dim: Sequence[float]) -> None:
@@ -49,12 +35,12 @@ def append_epoch(folder: Path, row: dict[str, Any], kl_per_dim: Sequence[float])
 
 
 def append_metrics(folder: Path, row: dict[str, Any]) -> None:
-    storage.append_rows(folder / storage.METRICS, storage.METRICS_COLUMNS, [row])
+    storage.append_rows(folder / schema.METRICS_CSV, schema.METRICS_COLUMNS, [row])
 
 
 def append_kl(folder: Path, epoch: int, kl_per_dim: Sequence[float]) -> None:
     kl_rows = [{"epoch": epoch, "dim": j, "kl": v} for j, v in enumerate(kl_per_dim)]
-    storage.append_rows(folder / storage.KL_PER_DIM, storage.KL_COLUMNS, kl_rows)
+    storage.append_rows(folder / schema.KL_PER_DIM, schema.KL_COLUMNS, kl_rows)
 
 
 def write_failure(
@@ -68,13 +54,13 @@ def write_failure(
         **labels(run),
         "setting": setting,
     }
-    storage.write_json(folder / storage.FAILED, record)
+    storage.write_json(folder / schema.FAILED, record)
     storage.remove_checkpoints(folder)
 
 
 def write_samples(folder: Path, image_shape: Sequence[int], **arrays: np.ndarray) -> None:
     """samples.npz (originals, reconstructions, prior_samples), replaced atomically."""
-    path = folder / storage.SAMPLES
+    path = folder / schema.SAMPLES
     tmp = storage.temporary(path, suffix=".tmp.npz")  # unique: two sweeps may share the folder
     try:
         np.savez_compressed(tmp, image_shape=np.array(image_shape), **arrays)
@@ -99,13 +85,16 @@ def write_summary(
         "latent_dim": run.model.latent_dim,
         "epochs": run.train.epochs,
         "dataset": run.dataset.name,
-        **{key: last_row.get(key) for key in FINAL_METRICS},
+        **{key: last_row.get(key) for key in schema.FINAL_METRICS},
         "iwae_samples": run.eval.iwae_samples,
         "collapse_epoch": collapse_epochs(kl_history, run.eval.collapse_threshold),
         "kl_per_dim": list(kl_history[-1]) if kl_history else [],
         **extra,
     }
-    storage.write_json(folder / storage.SUMMARY, summary)
+    unknown = set(summary) - set(schema.SUMMARY_KEYS)
+    if unknown:  # a key the schema does not name would be read by nothing
+        raise ValueError(f"summary.json keys not in the schema: {sorted(unknown)}")
+    storage.write_json(folder / schema.SUMMARY, summary)
     storage.remove_checkpoints(folder)
     return summary
 

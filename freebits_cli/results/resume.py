@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from freebits_cli import schema
 from freebits_cli.results import records, storage
 
 Warn = Callable[[str], None]
@@ -44,7 +45,7 @@ def inspect(folder: Path, warn: Warn) -> Saved:
     """Read the run's checkpoints (tensors mapped, not loaded); warn about each damaged one."""
     epochs: dict[int, str] = {}
     newest, pack, device, damaged = -1, (), None, False
-    for name in (storage.CHECKPOINT, storage.CHECKPOINT_NEXT):
+    for name in (schema.CHECKPOINT, schema.CHECKPOINT_NEXT):
         try:
             state = storage.load_checkpoint(folder / name, lazy=True)
         except ValueError as exc:
@@ -65,12 +66,12 @@ def csv_complete(folder: Path, epoch: int) -> str | None:
     """None when metrics.csv and kl_per_dim.csv hold every epoch before `epoch` (and maybe
     `epoch` itself, written from its checkpoint otherwise), each once; else what is wrong."""
     want = list(range(1, epoch))
-    for name in (storage.METRICS, storage.KL_PER_DIM):
+    for name in (schema.METRICS_CSV, schema.KL_PER_DIM):
         found = storage.csv_epochs(folder / name)
         if found is None and (want or (folder / name).exists()):
             return f"{folder / name} is missing or unreadable"
         kept = [e for e in found or [] if e <= epoch]
-        if name == storage.KL_PER_DIM:  # D rows per epoch
+        if name == schema.KL_PER_DIM:  # D rows per epoch
             kept = sorted(set(kept))
         if kept not in (want, [*want, epoch]):
             return f"{folder / name} lacks rows of epochs before {epoch}"
@@ -118,14 +119,14 @@ def restore(folder: Path, epoch: int) -> dict[str, Any]:
     Called under the run's lock. The rows of `epoch` are written again from the checkpoint when
     a kill came before (or halfway through) them; later or torn rows are dropped."""
     saved = inspect(folder, lambda _: None)
-    if saved.epochs.get(epoch) == storage.CHECKPOINT_NEXT:
+    if saved.epochs.get(epoch) == schema.CHECKPOINT_NEXT:
         storage.promote_checkpoint(folder)
     else:
-        (folder / storage.CHECKPOINT_NEXT).unlink(missing_ok=True)
-    state = storage.load_checkpoint(folder / storage.CHECKPOINT)
+        (folder / schema.CHECKPOINT_NEXT).unlink(missing_ok=True)
+    state = storage.load_checkpoint(folder / schema.CHECKPOINT)
     if state is None or state["epoch"] != epoch:
-        raise ValueError(f"{folder / storage.CHECKPOINT}: changed while resuming")
-    metrics, kl = folder / storage.METRICS, folder / storage.KL_PER_DIM
+        raise ValueError(f"{folder / schema.CHECKPOINT}: changed while resuming")
+    metrics, kl = folder / schema.METRICS_CSV, folder / schema.KL_PER_DIM
     storage.trim_rows(metrics, epoch)
     storage.trim_rows(kl, epoch)
     if epoch not in (storage.csv_epochs(metrics) or []):

@@ -12,10 +12,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-#: Fields that never tell settings apart: the seed (pooled over) and where a run was computed.
-NOT_SETTING = {"train.seed", "train.device", "dataset.data_dir"}
-#: Fields the report already has its own columns for.
-NAMED = {"free_bits.lambda", "free_bits.mode", "anneal.schedule"}
+from freebits_cli.schema import LABEL_FIELDS, SEED_FIELD, SUBMISSION_SECTIONS, placement_fields
 
 
 def flat_config(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -29,6 +26,15 @@ def flat_config(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
+def _setting_fields(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a flat config that may tell settings apart: not where it was computed, nor
+    how its jobs were submitted (the seed and the labels are left out by the caller)."""
+    placement = placement_fields(cfg.get("dataset.name"))
+    return {
+        p: v for p, v in cfg.items() if p not in placement and not p.startswith(SUBMISSION_SECTIONS)
+    }
+
+
 def _text(value: Any) -> str:
     return json.dumps(value, default=str, sort_keys=True)
 
@@ -39,9 +45,9 @@ def split_by_config(
     """Add to each row (keyed by its "path") a column per config field that varies across the
     runs; warn for each sweep whose runs differ in fields its grid does not sweep. Returns the
     fields added."""
+    configs = {key: _setting_fields(cfg) for key, cfg in configs.items()}
     known = [cfg for cfg in configs.values() if cfg]  # a run without config.json tells nothing
-    paths = sorted({p for cfg in known for p in cfg} - NOT_SETTING - NAMED)
-    paths = [p for p in paths if not p.startswith("slurm.")]  # how jobs were submitted
+    paths = sorted({p for cfg in known for p in cfg} - {SEED_FIELD, *LABEL_FIELDS})
     varying = [p for p in paths if len({_text(cfg.get(p)) for cfg in known}) > 1]
     swept: dict[str, set[str]] = {}
     for row in rows:  # grid fields of each sweep, from the runs' recorded settings

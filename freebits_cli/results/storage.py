@@ -24,43 +24,16 @@ from typing import Any
 from freebits_cli import __version__
 from freebits_cli.errors import ResultsError
 from freebits_cli.results.locks import LOCK
-from freebits_cli.spec import NAME_PATTERN, RunConfig, identity_of
-
-METRICS_COLUMNS = (
-    "run_id",
-    "lambda",
-    "free_bits_mode",
-    "anneal",
-    "seed",
-    "binarize",
-    "epoch",
-    "step",
-    "beta",
-    "train_loss",
-    "train_recon",
-    "train_kl",
-    "test_elbo",
-    "test_recon",
-    "test_kl",
-    "active_units",
-    "active_units_kl",
-    "binding_share",
-    "test_iwae_nll",
-    "test_mi",
-    "test_bits_per_dim",
-    "test_iwae_bits_per_dim",
-    "test_ppl",
-    "test_elbo_ppl",
-    "valid_elbo",
-    "seconds",
+from freebits_cli.schema import (
+    CHECKPOINT,
+    CHECKPOINT_NEXT,
+    CONFIG,
+    FAILED,
+    METRICS_CSV,
+    RUNS_DIR,
+    SUMMARY,
 )
-KL_COLUMNS = ("epoch", "dim", "kl")
-CONFIG, METRICS, KL_PER_DIM = "config.json", "metrics.csv", "kl_per_dim.csv"
-SUMMARY, FAILED, CHECKPOINT, SAMPLES = "summary.json", "failed.json", "checkpoint.pt", "samples.npz"
-#: Text runs: their sentences (test, reconstructed, from the prior, along a homotopy) and vocabulary.
-SENTENCES, VOCAB = "samples.json", "vocab.json"
-#: The checkpoint of the epoch being written; promoted to CHECKPOINT once the whole pack has it.
-CHECKPOINT_NEXT = "checkpoint.next.pt"
+from freebits_cli.spec import NAME_PATTERN, RunConfig, identity_of
 
 
 def sweep_dir(results: Path, name: str) -> Path:
@@ -73,7 +46,7 @@ def run_dir(sweep: Path, run_id: str) -> Path:
     # Run ids are built from validated numbers and names; this guards against any slip all the same.
     if not NAME_PATTERN.match(run_id) or ".." in run_id:
         raise ResultsError(f"run id {run_id!r} is not a safe folder name")
-    return sweep / "runs" / run_id
+    return sweep / RUNS_DIR / run_id
 
 
 def temporary(path: Path, suffix: str = ".tmp") -> Path:
@@ -253,7 +226,7 @@ def run_state(folder: Path, run: RunConfig | None = None) -> str:
         return "done"
     if isinstance(read_json(folder / FAILED), dict):
         return "failed"
-    if any((folder / name).exists() for name in (CHECKPOINT, CHECKPOINT_NEXT, METRICS)):
+    if any((folder / name).exists() for name in (CHECKPOINT, CHECKPOINT_NEXT, METRICS_CSV)):
         return "interrupted"
     return "pending"
 

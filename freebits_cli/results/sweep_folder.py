@@ -15,12 +15,8 @@ from typing import Any
 import yaml
 
 from freebits_cli.errors import SpecError
+from freebits_cli.schema import SPEC_FILE, SUBMISSION_SECTIONS, placement_fields
 from freebits_cli.spec import GRID_ALIASES, RunConfig, SweepSpec
-
-#: Fields that change where or how a run is computed, not its numbers.
-NOT_SHAPING = frozenset({"train.device", "dataset.data_dir", "train.cuda_graph"})
-#: Sections about how jobs are submitted, wherever they live.
-NOT_SHAPING_SECTIONS = ("slurm.",)
 
 
 def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -50,7 +46,7 @@ def _grid(tree: dict[str, Any]) -> dict[str, list[Any]]:
 
 def read_saved(sweep_dir: Path) -> dict[str, Any] | None:
     """The spec a sweep folder was run with, as a mapping; None when there is none."""
-    path = sweep_dir / "spec.yaml"
+    path = sweep_dir / SPEC_FILE
     if not path.exists():
         return None
     try:
@@ -71,9 +67,10 @@ def changes(saved: dict[str, Any], spec: SweepSpec) -> list[str]:
     new = spec.to_dict()
     swept = set(_grid(saved)) | set(_grid(new))
     old_fields, new_fields = _run_fields(saved), _run_fields(new)
+    placement = placement_fields(new_fields.get("dataset.name"))
     out = []
     for path, value in new_fields.items():
-        if path in swept or path in NOT_SHAPING or path.startswith(NOT_SHAPING_SECTIONS):
+        if path in swept or path in placement or path.startswith(SUBMISSION_SECTIONS):
             continue
         if path not in old_fields:
             continue  # a field the saved spec lacks was added since, with its old behaviour

@@ -6,9 +6,9 @@ spec files, `docs` the generated field reference. May import: `errors` only.
 """
 
 from freebits_cli.spec.config import (
+    ADDED_FIELDS,
     GRID_ALIASES,
     NAME_PATTERN,
-    PLACEMENT_FIELDS,
     TEXT_DEFAULTS,
     AnnealSpec,
     DatasetSpec,
@@ -26,9 +26,9 @@ from freebits_cli.spec.config import (
 )
 
 __all__ = [
+    "ADDED_FIELDS",
     "GRID_ALIASES",
     "NAME_PATTERN",
-    "PLACEMENT_FIELDS",
     "TEXT_DEFAULTS",
     "AnnealSpec",
     "DatasetSpec",

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from freebits_cli.errors import SpecError
+from freebits_cli.schema import placement_fields
 from freebits_cli.spec.validation import suggest, validate_run
 from freebits_cli.spec.values import Kwargs, coerce, get_path, set_path
 
@@ -203,11 +204,10 @@ class EvalSpec:
     `best_valid`), as He et al. 2019 do. Needs a validation set (text, or dataset.valid_size)."""
 
 
-#: Fields that say where a run trains, where its data lives or how its step is launched, not what
-#: it computes: recorded in config.json but kept out of the run id, so moving a sweep to another
-#: GPU or data folder (or from `cuda` to `auto`, or graphs off) does not retrain it. Resuming on
-#: another device *type* is still refused.
-PLACEMENT_FIELDS = (("train", "device"), ("dataset", "data_dir"), ("train", "cuda_graph"))
+#: Fields added since run ids were first published: at their default (which reproduces what the
+#: earlier versions computed) they are left out of a run's identity, so adding a field never
+#: renames, and so retrains, the runs of an existing results folder.
+ADDED_FIELDS: frozenset[str] = frozenset()
 #: What stands for the image defaults on text (`dataset.name: text`), so `--dataset text` alone
 #: trains the text model: field -> (image default, text value).
 TEXT_DEFAULTS = {
@@ -240,12 +240,6 @@ class RunConfig:
         """Readable prefix + short hash of `identity()`, stable across processes and machines."""
         return self._id(self.identity())
 
-    @property
-    def legacy_run_id(self) -> str:
-        """The id older versions gave this config (placement fields hashed too): lets a results
-        folder written by them be found and adopted instead of retrained."""
-        return self._id(self.to_dict())
-
     def _id(self, tree: dict[str, Any]) -> str:
         digest = hashlib.sha1(
             json.dumps(tree, sort_keys=True).encode(), usedforsecurity=False
@@ -262,18 +256,22 @@ class RunConfig:
 
 
 def identity_of(config: dict[str, Any]) -> dict[str, Any]:
-    """A run's config mapping (as in config.json) with the placement fields removed, and fields
-    added since it was written at their defaults (which reproduce what older versions did), so
-    results folders of older versions keep being recognised."""
+    """A run's config mapping (as in config.json) without its placement fields (`schema`), and
+    without the ADDED_FIELDS left at their defaults, so results folders of older versions keep
+    being recognised."""
     defaults = RunConfig().to_dict()
     tree = {
         k: {**defaults.get(k, {}), **v} if isinstance(v, dict) else v for k, v in config.items()
     }
-    for section, key in PLACEMENT_FIELDS:
+    dataset = tree.get("dataset") if isinstance(tree.get("dataset"), dict) else {}
+    for path in placement_fields(dataset.get("name")):
+        section, key = path.split(".")
         if isinstance(tree.get(section), dict):
-            if (section, key) == ("dataset", "data_dir") and tree[section].get("name") == "text":
-                continue  # "text" names no corpus: the folder it is read from does
             tree[section].pop(key, None)
+    for path in ADDED_FIELDS:
+        section, key = path.split(".")
+        if isinstance(tree.get(section), dict) and tree[section].get(key) == defaults[section][key]:
+            tree[section].pop(key)
     return tree
 
 

@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from freebits_cli import schema
 from freebits_cli.errors import SpecError
 from freebits_cli.results import storage
+from freebits_cli.schema import JOBS_FILE, LOG_DIR
 from freebits_cli.spec import RunConfig, SlurmSpec
 from freebits_cli.sweep.executor import make_packs, resolve_devices
 from freebits_cli.sweep.pack_runner import train_pack
@@ -32,7 +34,6 @@ try:  # a dependency; still, without it only the cluster executors are unavailab
 except ImportError:  # pragma: no cover - exercised by hiding the module in a test
     Checkpointable = object  # type: ignore[assignment,misc]
 
-JOBS_FILE, LOG_DIR = "jobs.json", "logs"
 #: Times a task may be requeued after hitting its time limit (pre-emption does not count).
 MAX_TIMEOUTS = 3
 EXECUTORS = ("local", "slurm", "submitit-local")
@@ -55,7 +56,7 @@ def _replan(run: RunConfig, folder: Path) -> PlannedRun:
     state = storage.run_state(folder, run)
     start, device = 0, None
     if state == "interrupted":
-        checkpoint = storage.load_checkpoint(folder / storage.CHECKPOINT)
+        checkpoint = storage.load_checkpoint(folder / schema.CHECKPOINT)
         if checkpoint:
             start, device = int(checkpoint["epoch"]), checkpoint.get("device_type")
     return PlannedRun(run, folder, state, start, device)

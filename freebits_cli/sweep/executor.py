@@ -16,15 +16,16 @@ from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from freebits_cli import schema
 from freebits_cli.errors import ResultsError, SpecError
 from freebits_cli.results import locks, resume, storage
 from freebits_cli.spec import RunConfig, SweepSpec
 from freebits_cli.spec.files import dump_spec
 from freebits_cli.sweep.pack_runner import train_pack
-from freebits_cli.sweep.runs import Plan, PlannedRun, dataset
+from freebits_cli.sweep.runs import Callbacks, Plan, PlannedRun, dataset
 
 if TYPE_CHECKING:  # torch is imported only when training starts
-    from freebits_cli.engine.train import EpochCallback, Outcome, StepCallback
+    from freebits_cli.engine.train import Outcome
 
 __all__ = ["Plan", "PlannedRun", "dataset", "train_pack"]
 
@@ -67,29 +68,9 @@ def resolve_devices(device: str) -> list[str]:
     return devices
 
 
-def adopt_legacy(sweep: Path, run: RunConfig) -> Path:
-    """The folder of `run`: its own, or one an older version wrote under the id that hashed the
-    device and data folder too (found by that id, else by its config.json), so it is not retrained."""
-    folder = storage.run_dir(sweep, run.run_id)
-    if folder.exists():
-        return folder
-    legacy = storage.run_dir(sweep, run.legacy_run_id)
-    if legacy.exists() and storage.config_matches(legacy, run):
-        return legacy
-    prefix = run.run_id.rsplit("-", 1)[0] + "-"
-    runs = sweep / "runs"
-    # Another device or data folder gives another legacy hash: look at every folder of this setting.
-    for candidate in sorted(runs.glob(f"{prefix}*")) if runs.is_dir() else ():
-        if candidate.name.count("-") == run.run_id.count("-") and storage.config_matches(
-            candidate, run
-        ):
-            return candidate
-    return folder
-
-
 def _run_folder(sweep: Path, run: RunConfig) -> Path:
     try:
-        return adopt_legacy(sweep, run)
+        return storage.run_dir(sweep, run.run_id)
     except ResultsError:
         # Only λ is printed with a free format in the run id (1e+06 has a '+'): name the field.
         raise SpecError(
@@ -110,9 +91,9 @@ def plan(spec: SweepSpec, results: Path, force: bool = False, shard: str | None 
     for run in runs:
         folder = folders[run.run_id] = _run_folder(sweep, run)
         states[run.run_id] = "pending" if force else storage.run_state(folder, run)
-        damaged = (folder / storage.SUMMARY).exists() and states[run.run_id] != "done"
+        damaged = (folder / schema.SUMMARY).exists() and states[run.run_id] != "done"
         if not force and damaged and storage.config_matches(folder, run):
-            warnings.append(f"{folder / storage.SUMMARY}: damaged; the run is not done")
+            warnings.append(f"{folder / schema.SUMMARY}: damaged; the run is not done")
     interrupted = {r.run_id: folders[r.run_id] for r in runs if states[r.run_id] == "interrupted"}
     fresh = [r.run_id for r in runs if states[r.run_id] in ("pending", "failed")]
     points = resume.resume_points(interrupted, fresh, warnings.append)
@@ -193,9 +174,9 @@ def prepare(plan_: Plan, spec: SweepSpec, replace_sweep: bool = False) -> None:
 
     Runs are reset (when they must start from scratch) only under their lock, in `train_pack`."""
     try:
-        storage.write_text(plan_.sweep_dir / "spec.yaml", dump_spec(spec))
+        storage.write_text(plan_.sweep_dir / schema.SPEC_FILE, dump_spec(spec))
         for item in plan_.runs:  # a kill between summary.json and the checkpoint's removal
-            leftover = (item.folder / storage.CHECKPOINT).exists()
+            leftover = (item.folder / schema.CHECKPOINT).exists()
             if item.state == "done" and leftover and (lock := locks.try_lock(item.folder, 0)):
                 try:
                     storage.remove_checkpoints(item.folder)
@@ -218,7 +199,7 @@ def prepare(plan_: Plan, spec: SweepSpec, replace_sweep: bool = False) -> None:
 
 def dropped_runs(sweep: Path, spec: SweepSpec) -> list[Path]:
     """Run folders of `sweep` that `spec` does not have: what replacing the sweep deletes."""
-    runs = sweep / "runs"
+    runs = sweep / schema.RUNS_DIR
     if not runs.is_dir():
         return []
     keep = {run.run_id for run in spec.expand()}  # every shard's runs, not just ours
@@ -248,40 +229,30 @@ def check_ready(plan_: Plan, devices: Sequence[str]) -> list[str]:
     return sorted(set(notes))
 
 
-PackCallback = Callable[[Sequence["Outcome"]], None]
-
-
 def execute(
     plan_: Plan,
-    device: str,
-    pack_size: int = 0,
-    jobs: int = 1,
-    on_epoch: EpochCallback | None = None,
-    on_pack: PackCallback | None = None,
-    on_step: StepCallback | None = None,
+    packs: Sequence[Sequence[PlannedRun]],
+    devices: Sequence[str],
+    jobs: int,
+    callbacks: Callbacks = Callbacks(),
 ) -> list[Outcome]:
-    """Train every run of the plan that is not done; returns the outcome of each.
-
-    `jobs` 0 picks the default: one worker per GPU, or DEFAULT_CPU_JOBS on the CPU. The
-    callbacks are called in this process, also for packs that train in worker processes."""
+    """Train `packs` (of `plan_`'s runs, from `make_packs`) on `devices` with `jobs` workers;
+    returns the outcome of each run. The callbacks are called in this process, also for packs
+    that train in worker processes."""
     from freebits_cli.sweep.workers import run_packs
 
-    devices = resolve_devices(device)
-    jobs = jobs or default_jobs(devices)
-    packs = make_packs(plan_.todo, pack_size, jobs, memory_fit(devices))
     outcomes: list[Outcome] = []
     if jobs == 1 or len(packs) == 1:
         for i, pack in enumerate(packs):
-            device_ = devices[i % len(devices)]
-            result = train_pack(pack, plan_.grid_paths, device_, on_epoch, 0, on_step)
+            device = devices[i % len(devices)]
+            result = train_pack(pack, plan_.grid_paths, device, callbacks=callbacks)
             outcomes += result
-            if on_pack:
-                on_pack(result)
+            if callbacks.on_pack:
+                callbacks.on_pack(result)
         return outcomes
     on_cpu = all(d == "cpu" for d in devices)
     threads = max(1, (os.cpu_count() or 1) // jobs) if on_cpu else 0
-    callbacks = (on_pack, on_epoch, on_step)
-    return run_packs(packs, plan_.grid_paths, devices, jobs, threads, *callbacks)
+    return run_packs(packs, plan_.grid_paths, devices, jobs, threads, callbacks)
 
 
 def default_jobs(devices: Sequence[str]) -> int:

@@ -6,21 +6,21 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from freebits_cli import schema
 from freebits_cli.errors import ResultsError
 from freebits_cli.results import locks, resume, storage
-from freebits_cli.sweep.runs import PlannedRun, dataset
+from freebits_cli.sweep.runs import Callbacks, PlannedRun, dataset
 
 if TYPE_CHECKING:  # torch is imported only when training starts
-    from freebits_cli.engine.train import EpochCallback, Outcome, StepCallback
+    from freebits_cli.engine.train import Outcome
 
 
 def train_pack(
     pack: Sequence[PlannedRun],
     grid_paths: Sequence[str],
     device: str,
-    on_epoch: EpochCallback | None = None,
     threads: int = 0,
-    on_step: StepCallback | None = None,
+    callbacks: Callbacks = Callbacks(),
 ) -> list[Outcome]:
     """Train one pack on `device` (in this process), resuming members from their checkpoints.
 
@@ -39,7 +39,7 @@ def train_pack(
             else:
                 held.append((item, lock))
         members = [item for item, _ in held]
-        outcomes += _train_held(members, grid_paths, device, on_epoch, threads, on_step)
+        outcomes += _train_held(members, grid_paths, device, threads, callbacks)
     except OSError as exc:
         where = exc.filename or pack[0].folder
         raise ResultsError(f"{where}: cannot write ({exc.strerror})") from None
@@ -53,9 +53,8 @@ def _train_held(
     pack: Sequence[PlannedRun],
     grid_paths: Sequence[str],
     device: str,
-    on_epoch: EpochCallback | None,
     threads: int,
-    on_step: StepCallback | None = None,
+    callbacks: Callbacks,
 ) -> list[Outcome]:
     """Decide again, now that the runs are locked, where each starts; train them by start epoch."""
     from freebits_cli.engine.train import Outcome
@@ -78,7 +77,7 @@ def _train_held(
         start = points.get(item.run.run_id, resume.Point(0)).epoch
         groups.setdefault(start, []).append(item)
     for start, members in sorted(groups.items()):
-        outcomes += _train_group(members, start, grid_paths, device, on_epoch, threads, on_step)
+        outcomes += _train_group(members, start, grid_paths, device, threads, callbacks)
     return outcomes
 
 
@@ -87,9 +86,8 @@ def _train_group(
     start: int,
     grid_paths: Sequence[str],
     device: str,
-    on_epoch: EpochCallback | None,
     threads: int,
-    on_step: StepCallback | None = None,
+    callbacks: Callbacks,
 ) -> list[Outcome]:
     import torch
 
@@ -113,9 +111,9 @@ def _train_group(
         else:
             storage.reset_run(item.folder)
         setting = item.run.setting(grid_paths)
-        if not (item.folder / storage.CONFIG).exists():
+        if not (item.folder / schema.CONFIG).exists():
             storage.write_json(
-                item.folder / storage.CONFIG,
+                item.folder / schema.CONFIG,
                 {
                     "run_id": item.run.run_id,
                     "sweep": item.folder.parent.parent.name,
@@ -128,4 +126,4 @@ def _train_group(
     trainer = PackTrainer(members, data, torch.device(device))
     if start:
         trainer.resume(states)
-    return trainer.run(on_epoch, on_step)
+    return trainer.run(callbacks.on_epoch, callbacks.on_step)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from freebits_cli.spec import DatasetSpec, RunConfig
+
+if TYPE_CHECKING:  # torch is imported only when training starts
+    from freebits_cli.engine.train import EpochCallback, Outcome, StepCallback
 
 
 @dataclass(frozen=True)
@@ -31,6 +35,16 @@ class Plan:
     @property
     def todo(self) -> list[PlannedRun]:
         return [r for r in self.runs if r.state != "done"]
+
+
+@dataclass(frozen=True)
+class Callbacks:
+    """A sweep's progress as it trains, by name. Each is called in the sweep's own process, also
+    for packs that train in worker processes."""
+
+    on_epoch: EpochCallback | None = None  # (run_ids, epoch, epochs): an epoch's rows committed
+    on_step: StepCallback | None = None  # (run_ids, epoch, step, steps): within an epoch
+    on_pack: Callable[[Sequence[Outcome]], None] | None = None  # (outcomes): a pack has ended
 
 
 @cache

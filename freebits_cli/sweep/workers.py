@@ -15,14 +15,15 @@ import multiprocessing
 import os
 import queue
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from freebits_cli.engine import interrupt
 from freebits_cli.errors import Interrupted, TrainingError
+from freebits_cli.sweep.runs import Callbacks
 
 if TYPE_CHECKING:
-    from freebits_cli.engine.train import EpochCallback, Outcome, StepCallback
+    from freebits_cli.engine.train import Outcome
     from freebits_cli.sweep.runs import PlannedRun
 
 #: Seconds a worker gets to stop at its next training step before the signal is sent again.
@@ -60,8 +61,9 @@ def _worker(
                 return
             index, pack = item
             try:
-                callbacks = (on_epoch, threads, on_step) if progress else (None, threads, None)
-                results.put(("done", index, train_pack(pack, grid_paths, device, *callbacks)))
+                callbacks = Callbacks(on_epoch, on_step) if progress else Callbacks()
+                outcomes = train_pack(pack, grid_paths, device, threads, callbacks)
+                results.put(("done", index, outcomes))
             except Interrupted as exc:
                 results.put(("interrupted", index, exc.signum))
                 return
@@ -90,9 +92,7 @@ def run_packs(
     devices: Sequence[str],
     jobs: int,
     threads: int,
-    on_pack: Callable[[Sequence[Outcome]], None] | None = None,
-    on_epoch: EpochCallback | None = None,
-    on_step: StepCallback | None = None,
+    callbacks: Callbacks = Callbacks(),
 ) -> list[Outcome]:
     """Train `packs` in `jobs` worker processes; returns every outcome, in completion order.
 
@@ -115,7 +115,7 @@ def run_packs(
                 tasks,
                 results,
                 grid_paths,
-                on_epoch is not None or on_step is not None,
+                callbacks.on_epoch is not None or callbacks.on_step is not None,
             ),
             name=f"freebits-worker-{i}",
         )
@@ -141,12 +141,12 @@ def run_packs(
                     ) from None
                 continue
             if kind == "epoch":
-                if on_epoch is not None:
-                    on_epoch(*payload)
+                if callbacks.on_epoch is not None:
+                    callbacks.on_epoch(*payload)
                 continue
             if kind == "step":
-                if on_step is not None:
-                    on_step(*payload)
+                if callbacks.on_step is not None:
+                    callbacks.on_step(*payload)
                 continue
             if kind == "interrupted":
                 raise Interrupted(payload)
@@ -154,8 +154,8 @@ def run_packs(
                 raise TrainingError(f"pack {index}: {payload}")
             pending -= 1
             outcomes += payload
-            if on_pack is not None:
-                on_pack(payload)
+            if callbacks.on_pack is not None:
+                callbacks.on_pack(payload)
     except BaseException as exc:
         signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGTERM
         _stop(workers, signum)

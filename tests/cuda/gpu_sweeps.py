@@ -60,16 +60,15 @@ def train(
     jobs: int = 1,
 ) -> Path:
     """Plan, prepare and train a sweep in this process; the sweep's folder."""
+    import sweeps
+
     from freebits_cli.spec.files import build_spec
-    from freebits_cli.sweep import executor
 
     spec = build_spec(None, [("train.device", device), *overrides])
-    plan = executor.plan(spec, out)
-    executor.prepare(plan, spec)
-    outcomes = executor.execute(plan, device, pack_size=pack_size, jobs=jobs)
-    failed = [o for o in outcomes if o.state != "done"]
+    result = sweeps.run(spec, out, pack_size=pack_size, jobs=jobs)
+    failed = [o for o in result.outcomes if o.state != "done"]
     assert not failed, failed
-    return plan.sweep_dir
+    return result.plan.sweep_dir
 
 
 def summaries(sweep: Path) -> dict[str, dict[str, Any]]:

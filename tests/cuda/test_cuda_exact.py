@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sweeps
 import yaml
 from gpu_sweeps import ENV, csv_without_timing, same_files, summaries, train, write_npz
 from seed_stats import compare_means
 
 from freebits_cli.results import records, storage
 from freebits_cli.spec.files import build_spec
-from freebits_cli.sweep import executor
 
 pytestmark = pytest.mark.cuda
 
@@ -93,9 +93,7 @@ class Kill(BaseException):
 
 def sweep(out: Path, images: Path) -> None:
     spec = build_spec(None, [*SMALL, ("dataset.name", str(images))])
-    plan = executor.plan(spec, out)
-    executor.prepare(plan, spec)
-    executor.execute(plan, "cuda")
+    sweeps.run(spec, out)
 
 
 def count_writes(monkeypatch: pytest.MonkeyPatch, kill_at: int | None) -> list[str]:
