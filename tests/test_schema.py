@@ -12,13 +12,14 @@ import pytest
 import sweeps
 import yaml
 
+import freebits_cli as fb
 from freebits_cli import schema
 from freebits_cli.errors import SpecError
 from freebits_cli.results import records, sweep_folder
 from freebits_cli.results.reader import read_results
 from freebits_cli.results.settings import split_by_config
 from freebits_cli.spec.files import build_spec, dump_spec
-from freebits_cli.sweep.run import Hooks, Planned, SweepOptions, run_sweep
+from freebits_cli.sweep.run import Planned
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -36,12 +37,13 @@ TINY: list[tuple[str, Any]] = [
 
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory: pytest.TempPathFactory, one_thread_module: None) -> Path:
-    """A two-run sweep trained through run_sweep alone (no CLI): its results folder."""
+    """A two-run sweep trained through the Python API's run_sweep alone (no CLI): its results
+    folder."""
     out = tmp_path_factory.mktemp("swept")
     seen: list[Planned] = []
     epochs: list[int] = []
-    hooks = Hooks(planned=seen.append)
-    result = run_sweep(build_spec(None, TINY), out, SweepOptions(), hooks)
+    hooks = fb.Hooks(planned=seen.append)
+    result = fb.run_sweep(fb.build_spec(None, TINY), out, fb.SweepOptions(), hooks)
     assert result.exit_code == 0 and result.trained == 2 and not result.failed
     (planned,) = seen
     assert len(planned.plan.todo) == 2 and sum(len(p) for p in planned.packs) == 2

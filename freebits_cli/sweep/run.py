@@ -10,6 +10,7 @@ comes through `Hooks`.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -113,13 +114,13 @@ class TooManyFailures(Exception):
 
 def run_sweep(
     spec: SweepSpec,
-    out: Path,
+    out: str | os.PathLike[str],
     options: SweepOptions | None = None,
     hooks: Hooks | None = None,
 ) -> SweepResult:
     """Run `spec` under the results folder `out`: train every run not yet complete (or submit
     them), then return how each ended. Raises SpecError / ResultsError (one line) on bad input."""
-    o, h = options or SweepOptions(), hooks or Hooks()
+    out, o, h = Path(out), options or SweepOptions(), hooks or Hooks()
     if o.executor not in EXECUTORS:
         raise SpecError("--executor", f"{o.executor!r} is not local, slurm or submitit-local")
     if o.log and o.executor != "local":
