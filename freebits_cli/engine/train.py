@@ -430,7 +430,13 @@ class PackTrainer:
         A kill in here resumes at the final epoch and comes back here: samples already written
         are kept (remade in another pack, they could differ in the last bits on a GPU)."""
         folders = [m.folder for m in self.members]
-        samples.save_samples(self.model, self.data, self.x_test, folders, self.config.eval.samples)
+        decoding = [
+            generator(self.device, stream_seed(m.run.train.seed, "decode")) for m in self.members
+        ]
+        samples.save_samples(
+            self.model, self.data, self.x_test, folders, self.config.eval.samples, decoding,
+            self.config.eval.temperature,
+        )  # fmt: skip
         outcomes = []
         for member, best in zip(self.members, self._best_scores(), strict=True):
             extra = {
