@@ -159,7 +159,9 @@ class FreeBitsSpec:
     lam: float = 0.0
     """Free-bits threshold λ in nats (YAML key `lambda`); 0 is the plain VAE."""
     mode: str = "batch"
-    """`batch` (Kingma et al. 2016), `example` (Li et al. 2019), `total`, or `group`."""
+    """`batch` (Kingma et al. 2016), `example` (Li et al. 2019's fb 2, with λ = their target/D),
+    `total` (their fb 3, λ·D), `group`, or `example_total` (their fb 1: each example's total KL
+    against λ·D)."""
     groups: int = 1
     """Number of equal latent groups for `group` mode."""
 
@@ -167,7 +169,8 @@ class FreeBitsSpec:
 @dataclass(frozen=True)
 class AnnealSpec:
     schedule: str = "none"
-    """β(t) schedule for the KL term: `none`, `linear`, `sigmoid`, `cyclical`."""
+    """β(t) schedule for the KL term: `none` (β ≡ 1), `constant` (β ≡ `beta_max`: a β-VAE),
+    `linear`, `sigmoid`, `cyclical`."""
     warmup_epochs: float = 10.0
     """Length of the linear/sigmoid warm-up in epochs."""
     warmup_steps: int | None = None
@@ -175,7 +178,8 @@ class AnnealSpec:
     beta_start: float = 0.0
     """β at step 0 of a linear/sigmoid warm-up (He et al. 2019 start at 0.1)."""
     beta_max: float = 1.0
-    """β at the end of the warm-up and the top of each cycle."""
+    """β at the end of the warm-up, the top of each cycle, and throughout `constant`; `none`
+    ignores it (β ≡ 1)."""
     cycles: int = 4
     """Number of cycles M of the cyclical schedule (Fu et al. 2019)."""
     ratio: float = 0.5

@@ -23,8 +23,8 @@ class RunLike(Protocol):
     eval: Any
 
 
-FREE_BITS_MODES = ("batch", "example", "total", "group")
-SCHEDULES = ("none", "linear", "sigmoid", "cyclical")
+FREE_BITS_MODES = ("batch", "example", "total", "group", "example_total")
+SCHEDULES = ("none", "constant", "linear", "sigmoid", "cyclical")
 BINARIZE = ("none", "dynamic", "static")
 OUTPUT_BIASES = ("default", "data_mean")
 ARCHS = ("mlp", "conv", "lstm")
