@@ -79,6 +79,11 @@ def validate_run(run: RunLike) -> None:
         f"needs one or more positive widths, got {list(m.hidden)}",
     )
     _check(m.latent_dim > 0, "model.latent_dim", f"must be > 0, got {m.latent_dim}")
+    _check(
+        _finite(m.mu_bn_gamma) and m.mu_bn_gamma >= 0,
+        "model.mu_bn_gamma",
+        f"must be a finite number >= 0 (0: no batch normalisation of μ), got {m.mu_bn_gamma}",
+    )
     _one_of(m.activation, ACTIVATIONS, "model.activation")
     _one_of(m.output_bias, OUTPUT_BIASES, "model.output_bias")
     _check(t.epochs > 0, "train.epochs", f"must be > 0, got {t.epochs}")
