@@ -56,13 +56,13 @@ def save_states(
     """Checkpoint records of `members` (at pack positions `indices`), from one device-to-host copy
     per tensor (not one per member and tensor): checkpoints are written every epoch, on the
     training path."""
-    params, moments, step = {}, {}, 0.0
+    params, moments, steps = {}, {}, torch.zeros(())
     for name, param in model.named_parameters():
         params[name] = param.detach().cpu()
         state = optimizer.state.get(param)
-        if state:  # Adam's moments or SGD's momentum buffer; Adam's step count once
+        if state:  # Adam's moments or SGD's momentum buffer; Adam's step count(s) once
             moments[name] = {key: v.cpu() for key, v in state.items() if key != "step"}
-            step = float(state.get("step", 0.0))
+            steps = state.get("step", steps).detach().cpu()  # (K,) per member, or one for all
     pack = [m.run.run_id for m in members]
     out = []
     for index, member in zip(indices, members, strict=True):
@@ -77,7 +77,7 @@ def save_states(
                     name: {key: v[index].clone() for key, v in m.items()}
                     for name, m in moments.items()
                 },
-                "adam_step": step,
+                "adam_step": float(steps[index] if steps.dim() else steps),
                 "generators": {s: g.get_state() for s, g in member.generators.items()},
                 "kl_history": torch.tensor(member.kl_history, dtype=torch.float64),
                 "last_row": member.last_row,
@@ -109,8 +109,10 @@ def load_states(
                     for key in saved
                 }
                 if adam:  # fused Adam keeps its step count as a float32 tensor beside the weights
+                    steps = [s["adam_step"] for s in states]  # type: ignore[index]
+                    per_member = getattr(optimizer, "member_steps", False)
                     entry["step"] = torch.tensor(
-                        states[0]["adam_step"], dtype=torch.float32, device=device
+                        steps if per_member else steps[0], dtype=torch.float32, device=device
                     )
                 optimizer.state[param] = entry
     for member, state in zip(members, states, strict=True):
