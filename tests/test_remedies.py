@@ -13,9 +13,11 @@ import sweeps
 import torch
 
 from freebits_cli.engine.objective import gaussian_kl_per_dim
+from freebits_cli.engine.plateau import Plateau, after_epoch, stopped
+from freebits_cli.engine.step import make_optimizer
 from freebits_cli.models import build_model
 from freebits_cli.models.mu_norm import EPS, MuNormalised, kl_floor
-from freebits_cli.spec import ModelSpec, RunConfig, SweepSpec
+from freebits_cli.spec import ModelSpec, RunConfig, SweepSpec, TrainSpec
 from freebits_cli.spec.files import build_spec
 from freebits_cli.sweep import executor
 
@@ -201,3 +203,192 @@ def test_bn_vae_packed_equals_alone_and_resumes_exactly(tmp_path: Path) -> None:
         rows = [r.split(",") for r in metrics_rows(tmp_path / "packed", run_id)]
         column = rows[0].index("train_kl")
         assert all(float(r[column]) > 0.5 * 4 * 0.7**2 * 0.95 for r in rows[1:]), run_id
+
+
+# -- LR decay on a validation plateau -----------------------------------------------------------
+
+
+def reference_plateau(
+    losses: list[float], lr: float, decay_epoch: int, lr_decay: float, max_decay: int, start: int
+) -> tuple[list[float], list[bool], int]:
+    """He et al. 2019's loop (jxhe/vae-lagging-encoder text.py), transcribed: the lr each epoch
+    trains with, whether it reloads the best model after it, and the epochs it runs."""
+    opt_dict = {"not_improved": 0, "lr": lr, "best_loss": 1e4}
+    decay_cnt, lrs, reloads = 0, [], []
+    for epoch, loss in enumerate(losses):
+        lrs.append(opt_dict["lr"])
+        reload = False
+        if loss > opt_dict["best_loss"]:
+            opt_dict["not_improved"] += 1
+            if opt_dict["not_improved"] >= decay_epoch and epoch >= start:
+                opt_dict["best_loss"] = loss
+                opt_dict["not_improved"] = 0
+                opt_dict["lr"] = opt_dict["lr"] * lr_decay
+                reload = True
+                decay_cnt += 1
+        else:
+            opt_dict["not_improved"] = 0
+            opt_dict["best_loss"] = loss
+        reloads.append(reload)
+        if decay_cnt == max_decay:
+            break
+    return lrs, reloads, len(lrs)
+
+
+def replay(elbos: list[float], lr: float, **fields: Any) -> tuple[list[float], list[bool], int]:
+    """Our rule (`plateau.after_epoch`) over validation ELBOs, in the reference's terms."""
+    train = TrainSpec(lr=lr, lr_decay="plateau", **fields)
+    state, lrs, reloads = Plateau(), [], []
+    for epoch, elbo in enumerate(elbos, start=1):
+        lrs.append(lr * state.scale)
+        reloads.append(after_epoch(state, elbo, epoch, train))
+        if stopped(state, train):
+            break
+    return lrs, reloads, len(lrs)
+
+
+@pytest.mark.parametrize(
+    ("patience", "factor", "max_decays", "start"), [(2, 0.5, 5, 0), (1, 0.5, 2, 0), (2, 0.3, 3, 4)]
+)
+def test_plateau_rule_gives_the_reference_lr_sequence(
+    patience: int, factor: float, max_decays: int, start: int
+) -> None:
+    gen = torch.Generator().manual_seed(patience + max_decays + start)
+    for _ in range(20):  # noisy, slowly improving validation losses, with plateaus
+        losses = (100 - torch.arange(30) * 0.3 + torch.randn(30, generator=gen) * 1.5).tolist()
+        expected = reference_plateau(losses, 1.0, patience, factor, max_decays, start)
+        ours = replay(
+            [-x for x in losses], 1.0, lr_patience=patience, lr_factor=factor,
+            lr_max_decays=max_decays, lr_decay_start=start,
+        )  # fmt: skip
+        assert ours == expected
+    # A hand-checked sequence: patience 2, two worse epochs decay, the third reuses the reset.
+    lrs, reloads, epochs = replay([-5, -4, -4.5, -4.6, -4.7, -3, -3.1, -3.2], 1.0)
+    assert lrs == [1, 1, 1, 1, 0.5, 0.5, 0.5, 0.5]
+    assert reloads == [False, False, False, True, False, False, False, True]
+    assert epochs == 8
+
+
+PLATEAU = [
+    ("train.epochs", 10),
+    ("eval.mi", False),
+    ("train.lr", 0.2),
+    ("train.lr_decay", "plateau"),
+    ("train.lr_patience", 1),
+    ("train.lr_max_decays", 3),
+    ("dataset.valid_size", 100),
+    ("eval.iwae_samples", 0),
+    ("eval.select", "best_valid"),
+    ("grid.lambda", [0, 0.5]),
+    ("grid.seed", [0, 1]),
+]
+
+
+def _columns(out: Path, run_id: str) -> dict[str, list[str]]:
+    rows = [r.split(",") for r in metrics_rows(out, run_id)]
+    return {name: [r[i] for r in rows[1:]] for i, name in enumerate(rows[0])}
+
+
+def test_plateau_decay_per_member_packed_equals_alone_and_resumes_exactly(tmp_path: Path) -> None:
+    spec = small_spec(*PLATEAU)
+    sweeps.train(spec, tmp_path / "packed")
+    runs = summaries(tmp_path / "packed")
+    decayed_at: dict[str, int] = {}
+    for run_id, summary in runs.items():
+        columns = _columns(tmp_path / "packed", run_id)
+        elbos = [float(v) for v in columns["valid_elbo"]]
+        lrs, reloads, epochs = replay(elbos, 0.2, lr_patience=1, lr_max_decays=3)
+        # The lr column is the rule's sequence on the run's own validation ELBOs, and a run
+        # ends where its decays are spent.
+        assert [float(v) for v in columns["lr"]] == lrs and len(elbos) == epochs
+        assert summary["lr_decays"] == sum(reloads)
+        if any(reloads):
+            decayed_at[run_id] = reloads.index(True) + 1
+    # The members decayed at their own times, and one stopped before the others.
+    assert len(set(decayed_at.values())) > 1 or len(decayed_at) < len(runs)
+    assert any(s["lr_decays"] == 3 for s in runs.values())
+    assert {len(_columns(tmp_path / "packed", r)["epoch"]) for r in runs} != {10}
+    sweeps.train(spec, tmp_path / "alone", pack_size=1)
+    assert_same_runs(tmp_path / "packed", tmp_path / "alone")
+    for run_id in runs:
+        assert runs[run_id]["best_valid"] == summaries(tmp_path / "alone")[run_id]["best_valid"]
+    first = min(decayed_at.values())
+    resume_after(spec, tmp_path / "resumed", first)
+    assert_same_runs(tmp_path / "packed", tmp_path / "resumed")
+
+
+def test_plateau_decay_reloads_the_best_parameters(tmp_path: Path) -> None:
+    spec = small_spec(*PLATEAU[:-1], ("grid.seed", [0]))
+
+    def stop(_ids: Any, done: int, _epochs: int) -> None:
+        if done == 2:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        sweeps.train(spec, tmp_path, on_epoch=stop)
+    checked = 0
+    for folder in (tmp_path / "default" / "runs").iterdir():
+        state = torch.load(folder / "checkpoint.pt", weights_only=True)
+        elbos = [float(v) for v in _columns(tmp_path, folder.name)["valid_elbo"]]
+        decayed = state["plateau"]["decays"] == 1
+        assert decayed == (elbos[1] < elbos[0])  # patience 1: a worse epoch 2 decays
+        if decayed:  # back at epoch 1's parameters, with a fresh Adam (zero moments and steps)
+            assert state["best"]["epoch"] == 1 and state["plateau"]["scale"] == 0.5
+            for name, value in state["params"].items():
+                assert torch.equal(value, state["best"]["params"][name]), name
+            assert state["adam_step"] == 0.0
+            assert all((m == 0).all() for ms in state["adam"].values() for m in ms.values())
+            checked += 1
+    assert checked
+
+
+def _lone_optimizer(kind: str, param: torch.nn.Parameter, lr: float) -> torch.optim.Optimizer:
+    if kind == "adam":
+        return torch.optim.Adam([param], lr=lr, eps=1e-8, fused=True)
+    return torch.optim.SGD([param], lr=lr, momentum=0.9)
+
+
+def test_member_optimizers_scale_and_restart_members_alone() -> None:
+    """MemberAdam / MemberSGD: member k at lr·scale_k, restarted by `reset_member`, equals a lone
+    torch optimizer run at that lr and rebuilt at the restart (He et al.'s fresh optimizers)."""
+    gen = torch.Generator().manual_seed(3)
+    start = torch.randn(3, 5, 7, generator=gen)
+    grads = [torch.randn(3, 5, 7, generator=gen) for _ in range(12)]
+    for kind in ("adam", "sgd"):
+        packed = torch.nn.Parameter(start.clone())
+        optimizer = make_optimizer(
+            [packed], 0.1, 1e-8, torch.device("cpu"), False, kind=kind, momentum=0.9
+        )
+        optimizer.lr_scales = [1.0, 0.5, 0.25]
+        for i, g in enumerate(grads):
+            if i == 6:
+                optimizer.reset_member(1)
+            packed.grad = g.clone()
+            optimizer.step()
+        for k, scale in enumerate([1.0, 0.5, 0.25]):
+            alone = torch.nn.Parameter(start[k].clone())
+            lone = _lone_optimizer(kind, alone, 0.1 * scale)
+            for i, g in enumerate(grads):
+                if i == 6 and k == 1:
+                    lone = _lone_optimizer(kind, alone, 0.1 * scale)
+                alone.grad = g[k].clone()
+                lone.step()
+            assert torch.equal(packed.detach()[k], alone.detach()), (kind, k)
+
+
+def test_plateau_settings_refuse_bad_values_in_one_line() -> None:
+    from freebits_cli.errors import SpecError
+
+    cases = [
+        ([("train.lr_decay", "plateau")], "train.lr_decay"),  # no validation set
+        ([("train.lr_decay", "sometimes")], "train.lr_decay"),
+        ([("train.lr_factor", 1.5)], "train.lr_factor"),
+        ([("train.lr_patience", 0)], "train.lr_patience"),
+        ([("train.lr_max_decays", 0)], "train.lr_max_decays"),
+        ([("model.mu_bn_gamma", -1.0)], "model.mu_bn_gamma"),
+        ([("free_bits.mode", "example_totl")], "free_bits.mode"),
+    ]
+    for fields, where in cases:
+        with pytest.raises(SpecError) as error:
+            build_spec(None, fields)
+        assert where in str(error.value) and "\n" not in str(error.value)

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from freebits_cli.engine.plateau import Plateau
 from freebits_cli.spec import RunConfig
 
 STREAMS = ("data", "noise", "binarize", "dequantize", "dropout")
@@ -33,6 +34,7 @@ class Member:
     last_row: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     best: dict[str, Any] | None = None  # eval.select best_valid: see `selection`
+    plateau: Plateau = field(default_factory=Plateau)  # train.lr_decay plateau: see `plateau`
 
 
 def stream_seed(seed: int, stream: str, epoch: int = 0) -> int:
@@ -83,6 +85,7 @@ def save_states(
                 "last_row": member.last_row,
                 "seconds": member.seconds,
                 "best": member.best,
+                "plateau": member.plateau.record(),
             }
         )
     return out
@@ -125,6 +128,7 @@ def load_states(
         member.last_row = dict(state["last_row"])
         member.seconds = float(state["seconds"])
         member.best = state.get("best")
+        member.plateau = Plateau.from_record(state.get("plateau"))
     first = states[0]
     assert first is not None
     return int(first["epoch"])

@@ -147,6 +147,20 @@ class TrainSpec:
     """Adam's ε (Burda et al. 2015 used 1e-4)."""
     lr_schedule: str = "constant"
     """`constant`, `cosine` (to 0 over training) or `burda` (lr·10^(-i/7) for 3^i epochs)."""
+    lr_decay: str = "none"
+    """`none`, or `plateau`: after `lr_patience` epochs in a row whose validation ELBO is below
+    the last one that was not, multiply the run's learning rate by `lr_factor`, reload its best
+    parameters (by validation ELBO) and start its optimizer afresh; the run ends after
+    `lr_max_decays` decays (He et al. 2019, Li et al. 2019). Per run, also inside a pack. Needs
+    a validation set (text, or dataset.valid_size)."""
+    lr_patience: int = 2
+    """Epochs without improvement before a plateau decay (their `decay_epoch`)."""
+    lr_factor: float = 0.5
+    """What a plateau decay multiplies the learning rate by (their `lr_decay`)."""
+    lr_max_decays: int = 5
+    """The run stops after this many plateau decays (their `max_decay`)."""
+    lr_decay_start: int = 0
+    """No plateau decay within the first this many epochs (He et al. 2019's `epoch >= 15`: 15)."""
     seed: int = 0
     """Seeds initialisation, data order, reparameterisation noise and binarisation."""
     device: str = "auto"
@@ -218,6 +232,11 @@ class EvalSpec:
 ADDED_FIELDS: frozenset[str] = frozenset(
     {
         "model.mu_bn_gamma",
+        "train.lr_decay",
+        "train.lr_patience",
+        "train.lr_factor",
+        "train.lr_max_decays",
+        "train.lr_decay_start",
     }
 )
 #: What stands for the image defaults on text (`dataset.name: text`), so `--dataset text` alone

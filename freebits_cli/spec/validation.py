@@ -41,6 +41,7 @@ MODULE_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "softplus", "leaky_relu")
 PRECISIONS = ("fp32", "tf32", "bf16")
 LR_SCHEDULES = ("constant", "cosine", "burda")
+LR_DECAYS = ("none", "plateau")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?(,cuda(:\d+)?)*)$")
 
 
@@ -95,6 +96,7 @@ def validate_run(run: RunLike) -> None:
         f"must be a finite number > 0, got {t.adam_eps}",
     )
     _one_of(t.lr_schedule, LR_SCHEDULES, "train.lr_schedule")
+    _validate_plateau(d, t)
     _one_of(t.optimizer, OPTIMIZERS, "train.optimizer")
     _check(
         _finite(t.momentum) and 0 <= t.momentum < 1,
@@ -166,6 +168,25 @@ def validate_run(run: RunLike) -> None:
         d.valid_size is None or d.name != "text",
         "dataset.valid_size",
         "text has its own validation file (dataset.valid or valid.txt)",
+    )
+
+
+def _validate_plateau(d: Any, t: Any) -> None:
+    """LR decay on a validation plateau: its counts and factor, and a validation set to watch."""
+    _one_of(t.lr_decay, LR_DECAYS, "train.lr_decay")
+    _check(t.lr_patience >= 1, "train.lr_patience", f"must be >= 1, got {t.lr_patience}")
+    _check(
+        _finite(t.lr_factor) and 0 < t.lr_factor < 1,
+        "train.lr_factor",
+        f"must lie in (0, 1), got {t.lr_factor}",
+    )
+    _check(t.lr_max_decays >= 1, "train.lr_max_decays", f"must be >= 1, got {t.lr_max_decays}")
+    _check(t.lr_decay_start >= 0, "train.lr_decay_start", f"must be >= 0, got {t.lr_decay_start}")
+    _check(
+        t.lr_decay == "none" or d.name == "text" or d.valid_size is not None,
+        "train.lr_decay",
+        "plateau watches a validation set: set dataset.valid_size (images hold one out of the "
+        "training set; text reads valid.txt)",
     )
 
 
