@@ -392,3 +392,59 @@ def test_plateau_settings_refuse_bad_values_in_one_line() -> None:
         with pytest.raises(SpecError) as error:
             build_spec(None, fields)
         assert where in str(error.value) and "\n" not in str(error.value)
+
+
+# -- the comparison -----------------------------------------------------------------------------
+
+
+def test_remedies_are_named_from_the_config() -> None:
+    from freebits_cli.results.remedies import remedies, remedy_name
+
+    def name(**fields: Any) -> str:
+        return remedy_name(remedies({k.replace("__", "."): v for k, v in fields.items()}))
+
+    assert name() == "plain VAE"
+    assert name(anneal__schedule="none", anneal__beta_max=0.4) == "plain VAE"  # none: β ≡ 1
+    assert name(anneal__schedule="constant", anneal__beta_max=1.0) == "plain VAE"
+    assert name(anneal__schedule="constant", anneal__beta_max=0.4) == "β < 1"
+    assert name(anneal__schedule="linear", anneal__beta_max=0.4) == "β < 1 + KL warm-up"
+    assert name(anneal__schedule="cyclical", free_bits__lambda=0.5) == "cyclical β + free bits"
+    assert name(free_bits__lambda=0.25, free_bits__mode="example_total") == (
+        "free bits (example_total)"
+    )
+    assert name(model__mu_bn_gamma=0.6, train__lr_decay="plateau") == "BN-VAE + plateau LR"
+    assert name(pretrain__epochs=5, free_bits__lambda=0.25) == "pretraining + free bits"
+    assert remedy_name(("BN-VAE", "plateau LR"), common=("plateau LR",)) == "BN-VAE"
+
+
+def test_remedies_table_takes_each_remedys_best_setting_over_seeds(tmp_path: Path) -> None:
+    from freebits_cli.report.remedies import remedies_markdown, remedies_table
+    from freebits_cli.results.reader import read_results
+
+    spec = small_spec(
+        ("grid.anneal", ["constant", "linear"]),
+        ("grid.lambda", [0, 0.5, 1.0]),
+        ("grid.seed", [0, 1]),
+        ("anneal.beta_max", 0.4),
+        ("train.epochs", 1),
+        ("eval.iwae_samples", 0),
+    )
+    sweeps.train(spec, tmp_path)
+    runs = read_results(tmp_path / "default")
+    table = remedies_table(runs)
+    assert table.attrs["common"] == ("β < 1",)
+    expected = ["plain VAE", "KL warm-up", "free bits", "KL warm-up + free bits"]
+    assert list(table["remedy"]) == expected
+    assert list(table["settings"]) == [1, 1, 2, 2] and list(table["runs"]) == [2, 2, 4, 4]
+    done = runs.table
+    for _, row in table.iterrows():
+        annealed = row["remedy"].startswith("KL warm-up")
+        free = done[(done["anneal"] == ("linear" if annealed else "constant"))]
+        free = free[(free["lambda"] > 0) == ("free bits" in row["remedy"])]
+        means = free.groupby("lambda")["test_elbo"].mean()
+        assert row["test_elbo_mean"] == pytest.approx(means.max())
+        assert row["lambda"] == means.idxmax()
+        seeds = free[free["lambda"] == row["lambda"]]["test_mi"]
+        assert row["test_mi_mean"] == pytest.approx(seeds.mean())
+    text = remedies_markdown(table)
+    assert "| KL warm-up + free bits |" in text and "Every run: β < 1." in text
