@@ -66,6 +66,8 @@ METRICS = (
     Metric("active_units"),
     Metric("active_units_kl"),
     Metric("binding_share", export=False, report=False),
+    #: The learning rate the epoch trained with (a schedule's, times a plateau decay's factors).
+    Metric("lr", final=False, export=False, report=False),
     Metric("test_iwae_nll", sparse=True),
     #: I(x;z), the mean over `eval.mi_draws` independent draws of the estimator (encodings reused).
     Metric("test_mi", sparse=True),
@@ -104,6 +106,8 @@ SUMMARY_KEYS = (
     "dataset",
     *FINAL_METRICS,
     "iwae_samples",
+    #: train.lr_decay: plateau — how many times the run's learning rate was decayed.
+    "lr_decays",
     "collapse_epoch",
     "kl_per_dim",
     "seconds",

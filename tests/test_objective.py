@@ -59,7 +59,7 @@ def test_lambda_zero_is_the_plain_vae_in_every_mode() -> None:
     mu, logvar = _stats()
     kl = gaussian_kl_per_dim(mu, logvar)
     plain = kl.sum(-1).mean()
-    for mode in ("batch", "example", "total", "group"):
+    for mode in ("batch", "example", "total", "group", "example_total"):
         torch.testing.assert_close(free_bits_kl(kl, 0.0, mode, groups=4), plain)
 
 
@@ -86,7 +86,7 @@ def test_other_modes_match_their_formulas() -> None:
 def test_per_member_lambdas_match_separate_calls() -> None:
     kls = torch.stack([gaussian_kl_per_dim(*_stats(seed=s)) for s in range(3)])  # (K, B, D)
     lams = torch.tensor([0.0, 0.5, 2.0], dtype=torch.float64)
-    for mode in ("batch", "example", "total", "group"):
+    for mode in ("batch", "example", "total", "group", "example_total"):
         packed = free_bits_kl(kls, lams, mode, groups=2)
         single = torch.stack([free_bits_kl(kls[k], lams[k].item(), mode, 2) for k in range(3)])
         torch.testing.assert_close(packed, single)
@@ -102,6 +102,36 @@ def test_binding_share_counts_dimensions_below_lambda() -> None:
     assert binding_share(kl, 0.5, "group", 2).item() == pytest.approx(0.5)  # groups 0.3 and 4.0
 
 
+def test_example_total_is_li_et_al_fb1_per_sentence_threshold() -> None:
+    """Li et al. 2019's `--fb 1` (bohanli/vae-pretraining-encoder): each example's KL summed over
+    dimensions is kept only where it exceeds the target (a mask), here max(λ·D, Σ_j KL_bj) per
+    example: the same gradient, a value that never drops below the target."""
+    mu, logvar = _stats(batch=16, dim=6, seed=11)
+    mu = (mu * torch.linspace(0.0, 1.5, 16, dtype=torch.float64)[:, None]).requires_grad_()
+    logvar = (logvar * 0.2).requires_grad_()
+    kl = gaussian_kl_per_dim(mu, logvar)
+    lam, batch, dim = 0.3, 16, 6
+    totals = [sum(kl[b, j].item() for j in range(dim)) for b in range(batch)]
+    hand = sum(max(lam * dim, t) for t in totals) / batch
+    value = free_bits_kl(kl, lam, "example_total")
+    assert value.item() == pytest.approx(hand, rel=1e-12)
+    below = torch.tensor([t < lam * dim for t in totals])
+    assert below.any() and (~below).any()
+    assert binding_share(kl, lam, "example_total").item() == pytest.approx(below.double().mean())
+    value.backward()
+    # Li et al.'s mask: the examples under the target get no KL gradient at all ...
+    assert (mu.grad[below] == 0).all() and (logvar.grad[below] == 0).all()
+    # ... the others exactly the plain KL's, divided by the batch (a mean over examples).
+    mu2, logvar2 = mu.detach().clone().requires_grad_(), logvar.detach().clone().requires_grad_()
+    masked = (gaussian_kl_per_dim(mu2, logvar2).sum(-1) * (~below).double()).sum() / batch
+    masked.backward()
+    torch.testing.assert_close(mu.grad, mu2.grad, rtol=0, atol=0)
+    torch.testing.assert_close(logvar.grad, logvar2.grad, rtol=0, atol=0)
+    # It differs from the per-dimension `example` mode and from the batch-mean `total` mode.
+    assert value.item() != pytest.approx(free_bits_kl(kl, lam, "example").item())
+    assert value.item() != pytest.approx(free_bits_kl(kl, lam, "total").item())
+
+
 STEPS_PER_EPOCH, TOTAL = 10, 400
 
 
@@ -111,6 +141,15 @@ def _beta(step: int, **kwargs: object) -> float:
 
 def test_none_schedule_is_one() -> None:
     assert [_beta(s, schedule="none", beta_max=0.3) for s in (0, 50, 400)] == [1.0, 1.0, 1.0]
+
+
+def test_constant_schedule_is_beta_max_and_none_ignores_it() -> None:
+    """A β-VAE (He et al. 2019's β = 0.4 baseline): β ≡ β_max at every step; `none` stays β ≡ 1
+    whatever β_max says, as before `constant` existed (so old runs keep their numbers)."""
+    for step in (0, 1, 57, TOTAL - 1):
+        assert _beta(step, schedule="constant", beta_max=0.4) == 0.4
+        assert _beta(step, schedule="constant") == 1.0
+        assert _beta(step, schedule="none", beta_max=0.4) == 1.0
 
 
 def test_linear_warmup() -> None:

@@ -28,7 +28,7 @@ def sweep(
         None, "--lambdas", help="Free-bits thresholds λ in nats, e.g. 0,0.1,0.5,1,2."
     ),
     anneal: str | None = typer.Option(
-        None, "--anneal", help="KL schedules: none,linear,sigmoid,cyclical."
+        None, "--anneal", help="KL schedules: none,constant,linear,sigmoid,cyclical."
     ),
     seeds: str | None = typer.Option(None, "--seeds", help="Seeds, e.g. 0,1,2."),
     epochs: int | None = typer.Option(None, "--epochs", help="Training epochs per run."),
@@ -42,7 +42,9 @@ def sweep(
     ),
     latent_dim: int | None = typer.Option(None, "--latent-dim", help="Latent dimensions D."),
     free_bits_mode: str | None = typer.Option(
-        None, "--free-bits-mode", help="batch, example, total, group (comma list sweeps)."
+        None,
+        "--free-bits-mode",
+        help="batch, example, total, group, example_total (comma list sweeps).",
     ),
     device: str | None = typer.Option(
         None, "--device", help="auto, cpu, cuda, cuda:N or cuda:0,cuda:1."

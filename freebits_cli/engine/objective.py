@@ -30,7 +30,8 @@ def _rates(
     """What each mode clamps, and its threshold, shaped to broadcast together.
 
     batch: (..., D) batch-mean KL per dimension; example: (..., B, D) KL per example and dimension;
-    total: (...) batch-mean KL of the whole vector against λ·D; group: (..., G) per group.
+    total: (...) batch-mean KL of the whole vector against λ·D; example_total: (..., B) each
+    example's KL of the whole vector against λ·D; group: (..., G) per group.
     """
     lam_t = torch.as_tensor(lam, dtype=kl_per_dim.dtype, device=kl_per_dim.device)
     lam_t = lam_t.reshape(lam_t.shape + (1,) * (kl_per_dim.dim() - 1 - lam_t.dim()))  # (..., 1)
@@ -40,6 +41,8 @@ def _rates(
         return kl_per_dim, lam_t.unsqueeze(-1)
     if mode == "total":
         return kl_per_dim.sum(-1).mean(-1), lam_t.squeeze(-1) * kl_per_dim.shape[-1]
+    if mode == "example_total":
+        return kl_per_dim.sum(-1), lam_t * kl_per_dim.shape[-1]
     if mode == "group":
         *lead, batch, dim = kl_per_dim.shape
         grouped = kl_per_dim.reshape(*lead, batch, groups, dim // groups).sum(-1)
@@ -56,6 +59,8 @@ def free_bits_kl(
     - batch:   Σ_j max(λ, mean_b KL_bj)            (Kingma et al. 2016, free bits per dimension)
     - example: mean_b Σ_j max(λ, KL_bj)            (Li et al. 2019, their "fb 2")
     - total:   max(λ·D, mean_b Σ_j KL_bj)          (a target rate for the whole latent vector)
+    - example_total: mean_b max(λ·D, Σ_j KL_bj)    (Li et al. 2019's "fb 1": each sentence's
+                                                    total KL against the threshold)
     - group:   Σ_g max(λ, mean_b Σ_{j∈g} KL_bj)    (Kingma et al. 2016, λ per group of latents)
     The clamp makes the KL gradient exactly zero wherever the threshold binds. Where λ = 0 the KL
     passes unclamped, so its gradient is the plain VAE's even where float rounding makes KL ≤ 0.
@@ -66,6 +71,8 @@ def free_bits_kl(
         return clamped
     if mode == "example":
         return clamped.sum(-1).mean(-1)
+    if mode == "example_total":
+        return clamped.mean(-1)
     return clamped.sum(-1)
 
 
@@ -75,7 +82,8 @@ def binding_share(
     """Share of dimensions whose KL gradient is zeroed by the threshold, shape (...).
 
     For `batch`, dimension j binds when mean_b KL_bj < λ; `group` counts a group's dimensions when
-    the group binds; `example` averages the indicator over examples; `total` binds all or none.
+    the group binds; `example` averages the indicator over examples and dimensions,
+    `example_total` over examples (an example binds all its dimensions); `total` binds all or none.
     """
     rate, threshold = _rates(kl_per_dim, lam, mode, groups)
     binds = (rate < threshold).float()
@@ -83,14 +91,15 @@ def binding_share(
         return binds
     if mode == "example":
         return binds.mean((-2, -1))
-    return binds.mean(-1)
+    return binds.mean(-1)  # batch, group: over dimensions; example_total: over examples
 
 
 def beta_at(step: int, anneal: AnnealSpec, steps_per_epoch: int, total_steps: int) -> float:
     """β(t) ∈ [0, β_max] multiplying the KL term at optimisation step t (0-based).
 
     Functions of the step, so they behave the same for any data set size.
-    - none:     β ≡ 1 (the plain ELBO; β_max does not apply).
+    - none:     β ≡ 1 (the plain ELBO; β_max does not apply, so older runs keep their numbers).
+    - constant: β ≡ β_max (a β-VAE; He et al. 2019's β = 0.4 baseline).
     - linear:   β_start → β_max linearly over the warm-up (Bowman et al. 2016; He et al. 2019
                 start at 0.1), then β_max.
     - sigmoid:  a logistic ramp rescaled to start at β_start and end at β_max exactly.
@@ -99,6 +108,8 @@ def beta_at(step: int, anneal: AnnealSpec, steps_per_epoch: int, total_steps: in
     """
     if anneal.schedule == "none":
         return 1.0
+    if anneal.schedule == "constant":
+        return anneal.beta_max
     if anneal.schedule == "cyclical":
         period = total_steps / anneal.cycles
         position = (step % period) / period

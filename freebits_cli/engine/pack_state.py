@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from freebits_cli.engine.plateau import Plateau
 from freebits_cli.spec import RunConfig
 
 STREAMS = ("data", "noise", "binarize", "dequantize", "dropout")
@@ -34,6 +35,7 @@ class Member:
     last_row: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     best: dict[str, Any] | None = None  # eval.select best_valid: see `selection`
+    plateau: Plateau = field(default_factory=Plateau)  # train.lr_decay plateau: see `plateau`
 
 
 def stream_seed(seed: int, stream: str, epoch: int = 0) -> int:
@@ -57,13 +59,13 @@ def save_states(
     """Checkpoint records of `members` (at pack positions `indices`), from one device-to-host copy
     per tensor (not one per member and tensor): checkpoints are written every epoch, on the
     training path."""
-    params, moments, step = {}, {}, 0.0
+    params, moments, steps = {}, {}, torch.zeros(())
     for name, param in model.named_parameters():
         params[name] = param.detach().cpu()
         state = optimizer.state.get(param)
-        if state:  # Adam's moments or SGD's momentum buffer; Adam's step count once
+        if state:  # Adam's moments or SGD's momentum buffer; Adam's step count(s) once
             moments[name] = {key: v.cpu() for key, v in state.items() if key != "step"}
-            step = float(state.get("step", 0.0))
+            steps = state.get("step", steps).detach().cpu()  # (K,) per member, or one for all
     pack = [m.run.run_id for m in members]
     out = []
     for index, member in zip(indices, members, strict=True):
@@ -78,13 +80,14 @@ def save_states(
                     name: {key: v[index].clone() for key, v in m.items()}
                     for name, m in moments.items()
                 },
-                "adam_step": step,
+                "adam_step": float(steps[index] if steps.dim() else steps),
                 "generators": {s: g.get_state() for s, g in member.generators.items()},
                 "kl_history": torch.tensor(member.kl_history, dtype=torch.float64),
                 "kl_spread": torch.tensor(member.kl_spread, dtype=torch.float64),
                 "last_row": member.last_row,
                 "seconds": member.seconds,
                 "best": member.best,
+                "plateau": member.plateau.record(),
             }
         )
     return out
@@ -111,8 +114,10 @@ def load_states(
                     for key in saved
                 }
                 if adam:  # fused Adam keeps its step count as a float32 tensor beside the weights
+                    steps = [s["adam_step"] for s in states]  # type: ignore[index]
+                    per_member = getattr(optimizer, "member_steps", False)
                     entry["step"] = torch.tensor(
-                        states[0]["adam_step"], dtype=torch.float32, device=device
+                        steps if per_member else steps[0], dtype=torch.float32, device=device
                     )
                 optimizer.state[param] = entry
     for member, state in zip(members, states, strict=True):
@@ -127,6 +132,7 @@ def load_states(
         member.last_row = dict(state["last_row"])
         member.seconds = float(state["seconds"])
         member.best = state.get("best")
+        member.plateau = Plateau.from_record(state.get("plateau"))
     first = states[0]
     assert first is not None
     return int(first["epoch"])

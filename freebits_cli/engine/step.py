@@ -47,98 +47,139 @@ def member_gradients(
     return None if any(g is None for g in grads) else grads  # type: ignore[return-value]
 
 
-class MemberAdam(torch.optim.Adam):
+class MemberOptimizer:
+    """What the member-by-member optimizers share: each member's learning-rate scale (the
+    plateau decay's lr·factor^n, one float per member, 1.0 until it decays: lr·1.0 is lr
+    exactly), and a way to start one member's optimizer afresh. The update of member k uses
+    lr = group lr · `lr_scales[k]`; members of equal lr share one kernel call, which updates each
+    tensor on its own, so grouping never changes a member's numbers."""
+
+    leaves: dict[torch.Tensor, list[torch.nn.Parameter]] | None = None
+    lr_scales: list[float] | None = None
+    #: Step counts per member (Adam): checkpoints save and load one per member.
+    member_steps = False
+
+    def scale(self, member: int) -> float:
+        return 1.0 if self.lr_scales is None else self.lr_scales[member]
+
+    def by_lr(self, lr: float, members: int) -> dict[float, list[int]]:
+        """Members grouped by their learning rate, in member order."""
+        groups: dict[float, list[int]] = {}
+        for k in range(members):
+            groups.setdefault(lr * self.scale(k), []).append(k)
+        return groups
+
+    @torch.no_grad()
+    def reset_member(self, member: int) -> None:
+        """Member `member`'s state as a fresh optimizer has it (He et al. 2019 and Li et al. 2019
+        build new optimizers when they decay the learning rate): moments, momentum buffers and
+        step counts at zero."""
+        for state in self.state.values():  # type: ignore[attr-defined]
+            for value in state.values():
+                if isinstance(value, torch.Tensor) and value.dim() > 0:
+                    value[member].zero_()
+
+
+class MemberAdam(MemberOptimizer, torch.optim.Adam):
     """torch's fused Adam over stacked parameters, each member's slice updated as its own tensor.
 
     Adam is element-wise, so one optimizer over the pack updates each member exactly as its own
     would (Kingma & Ba 2015) — in exact arithmetic. On a CPU the fused kernel takes a vector path
     for most elements and a scalar path for a tensor's last few, which round differently; handing
     it member k's slice (a view) as a tensor of its own gives it exactly the tensor a lone run has.
-    The state is torch's own (stacked moments, one step count per parameter), so checkpoints and
-    resume see an ordinary Adam. Gradients come from the members' leaves (`leaves`, see
+    The state is torch's own stacked moments with one step count per member (K,), so a member's
+    optimizer can start afresh alone. Gradients come from the members' leaves (`leaves`, see
     `packing.member_leaves`) where the step trains through them, else from the stacked gradient.
     """
 
-    leaves: dict[torch.Tensor, list[torch.nn.Parameter]] | None = None
+    member_steps = True
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
         for group in self.param_groups:
-            params, grads, moments, squares, steps, counts = [], [], [], [], [], []
+            batches: dict[float, tuple[list[torch.Tensor], ...]] = {}
+            counts = []
             for param in group["params"]:
                 member_grads = member_gradients(param, self.leaves)
                 if member_grads is None:
                     continue
                 state = self.state[param]
-                if not state:  # as torch.optim.Adam initialises it (fused: a float32 step)
-                    state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+                members = param.shape[0]
+                if not state:  # as torch.optim.Adam initialises it (fused: float32 steps)
+                    state["step"] = torch.zeros(members, dtype=torch.float32, device=param.device)
                     state["exp_avg"] = torch.zeros_like(param)
                     state["exp_avg_sq"] = torch.zeros_like(param)
-                members = param.shape[0]
-                params += param.unbind(0)
-                grads += member_grads
-                moments += state["exp_avg"].unbind(0)
-                squares += state["exp_avg_sq"].unbind(0)
-                # adam() counts each tensor's step itself: one copy per member, then kept once.
-                steps += [state["step"].clone() for _ in range(members)]
-                counts.append((state["step"], steps[-1]))
+                # adam() counts each tensor's step itself: a copy per member, written back after.
+                steps = [count.clone() for count in state["step"].unbind(0)]
+                counts.append((state["step"], steps))
+                slices = zip(
+                    param.unbind(0), member_grads, state["exp_avg"].unbind(0),
+                    state["exp_avg_sq"].unbind(0), steps, strict=True,
+                )  # fmt: skip
+                for k, tensors in enumerate(slices):
+                    lists = batches.setdefault(group["lr"] * self.scale(k), ([], [], [], [], []))
+                    for into, tensor in zip(lists, tensors, strict=True):
+                        into.append(tensor)
             beta1, beta2 = group["betas"]
-            adam(
-                params,
-                grads,
-                moments,
-                squares,
-                [],
-                steps,
-                fused=True,
-                amsgrad=False,
-                beta1=beta1,
-                beta2=beta2,
-                lr=group["lr"],
-                weight_decay=0.0,
-                eps=group["eps"],
-                maximize=False,
-            )
+            for lr, (params, grads, moments, squares, steps) in batches.items():
+                adam(
+                    params,
+                    grads,
+                    moments,
+                    squares,
+                    [],
+                    steps,
+                    fused=True,
+                    amsgrad=False,
+                    beta1=beta1,
+                    beta2=beta2,
+                    lr=lr,
+                    weight_decay=0.0,
+                    eps=group["eps"],
+                    maximize=False,
+                )
             for count, updated in counts:
-                count.copy_(updated)
+                count.copy_(torch.stack(updated))
 
 
-class MemberSGD(torch.optim.SGD):
+class MemberSGD(MemberOptimizer, torch.optim.SGD):
     """torch's SGD (with momentum) over stacked parameters, each member's slice updated as its own
     tensor, for the reason `MemberAdam` gives. Momentum buffers start at zero, which with no
     dampening gives torch's first step (buffer = gradient) exactly."""
 
-    leaves: dict[torch.Tensor, list[torch.nn.Parameter]] | None = None
-
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
         for group in self.param_groups:
-            params, grads, buffers = [], [], []
+            batches: dict[float, tuple[list[Any], list[Any], list[Any]]] = {}
             for param in group["params"]:
                 member_grads = member_gradients(param, self.leaves)
                 if member_grads is None:
                     continue
-                params += param.unbind(0)
-                grads += member_grads
                 if group["momentum"]:
                     state = self.state[param]
                     if not state:
                         state["momentum_buffer"] = torch.zeros_like(param)
-                    buffers += state["momentum_buffer"].unbind(0)
+                    buffers: list[Any] = list(state["momentum_buffer"].unbind(0))
                 else:
-                    buffers += [None] * param.shape[0]
-            sgd(
-                params,
-                grads,
-                buffers,
-                weight_decay=0.0,
-                momentum=group["momentum"],
-                lr=group["lr"],
-                dampening=0.0,
-                nesterov=False,
-                maximize=False,
-                foreach=False,
-            )
+                    buffers = [None] * param.shape[0]
+                slices = zip(param.unbind(0), member_grads, buffers, strict=True)
+                for k, tensors in enumerate(slices):
+                    lists = batches.setdefault(group["lr"] * self.scale(k), ([], [], []))
+                    for into, tensor in zip(lists, tensors, strict=True):
+                        into.append(tensor)
+            for lr, (params, grads, momentum_buffers) in batches.items():
+                sgd(
+                    params,
+                    grads,
+                    momentum_buffers,
+                    weight_decay=0.0,
+                    momentum=group["momentum"],
+                    lr=lr,
+                    dampening=0.0,
+                    nesterov=False,
+                    maximize=False,
+                    foreach=False,
+                )
 
 
 def make_optimizer(
@@ -149,19 +190,22 @@ def make_optimizer(
     capturable: bool,
     kind: str = "adam",
     momentum: float = 0.0,
+    per_member: bool = False,
 ) -> torch.optim.Optimizer:
     """Adam (fused: one kernel for all parameters) or SGD over the stacked parameters.
 
     Where a pack runs as one batched model (CUDA) the whole stacked tensors go to the kernel, and
     `capturable` keeps Adam's step count and learning rate on the device so a CUDA graph can
-    replay the update. Where it runs member by member (CPU), `MemberAdam` / `MemberSGD` keep a
-    member's update bit-identical to a lone run's.
+    replay the update. Where it runs member by member (CPU), or where members need learning
+    rates and optimizer restarts of their own (`per_member`: the plateau decay), `MemberAdam` /
+    `MemberSGD` keep a member's update bit-identical to a lone run's.
     """
+    apart = per_member or not packing.batched(device)
     if kind == "sgd":
-        if not packing.batched(device):
+        if apart:
             return MemberSGD(params, lr=lr, momentum=momentum)
         return torch.optim.SGD(params, lr=lr, momentum=momentum)
-    if not packing.batched(device):
+    if apart:
         return MemberAdam(params, lr=lr, eps=eps, fused=True)
     if capturable:
         lr_value: float | torch.Tensor = torch.tensor(lr, device=device)
@@ -215,7 +259,7 @@ class PackStep:
         self.leaves: dict[str, list[torch.nn.Parameter]] = {}
         if not packing.batched(device):
             self.leaves = packing.member_leaves(model)
-            if isinstance(optimizer, MemberAdam | MemberSGD):
+            if isinstance(optimizer, MemberOptimizer):
                 named = dict(model.named_parameters())
                 optimizer.leaves = {named[n]: ls for n, ls in self.leaves.items()}
         #: One CUDA graph per step shape (a full batch, and for text each batch length), sharing

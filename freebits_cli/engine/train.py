@@ -19,11 +19,26 @@ import torch
 
 from freebits_cli import schema
 from freebits_cli.data import Dataset
-from freebits_cli.engine import batches, interrupt, pack_state, probe, samples, scores, selection
+from freebits_cli.engine import (
+    batches,
+    interrupt,
+    pack_state,
+    plateau,
+    probe,
+    samples,
+    scores,
+    selection,
+)
 from freebits_cli.engine.metrics import evaluate
 from freebits_cli.engine.objective import beta_at, binding_share, free_bits_kl
 from freebits_cli.engine.pack_state import STREAMS, Member, generator, stream_seed
-from freebits_cli.engine.step import TERMS, PackStep, make_optimizer, set_learning_rate
+from freebits_cli.engine.step import (
+    TERMS,
+    MemberOptimizer,
+    PackStep,
+    make_optimizer,
+    set_learning_rate,
+)
 from freebits_cli.models import build_model
 from freebits_cli.results import records, storage
 from freebits_cli.results.information import verdict_of
@@ -78,7 +93,9 @@ class PackTrainer:
         self.x_train = torch.from_numpy(data.x_train).to(device)
         self.x_test = torch.from_numpy(data.x_test).to(device)
         self.x_valid = None
-        if first.eval.select == "best_valid" and data.x_valid is not None:
+        self.on_plateau = first.train.lr_decay == "plateau"
+        watch = first.eval.select == "best_valid" or self.on_plateau
+        if watch and data.x_valid is not None:
             self.x_valid = torch.from_numpy(data.x_valid).to(device)
         # Text: each training sentence's tokens, on the host, for batches of similar lengths.
         self.lengths = (data.x_train != 0).sum(1) if data.is_text else None
@@ -110,11 +127,15 @@ class PackTrainer:
                     torch.logit(mean).expand_as(self.model.to_logits.bias)
                 )
         train = self.config.train
-        # SGD trains eagerly on CUDA: its learning rate would be baked into a captured graph.
-        graph = train.cuda_graph and self.device.type == "cuda" and train.optimizer == "adam"
+        # SGD, and members with learning rates of their own (plateau), train eagerly on CUDA:
+        # a learning rate would be baked into a captured graph.
+        graph = (
+            train.cuda_graph and self.device.type == "cuda" and train.optimizer == "adam"
+            and not self.on_plateau
+        )  # fmt: skip
         self.optimizer = make_optimizer(
             self.model.parameters(), train.lr, train.adam_eps, self.device, capturable=graph,
-            kind=train.optimizer, momentum=train.momentum,
+            kind=train.optimizer, momentum=train.momentum, per_member=self.on_plateau,
         )  # fmt: skip
         for member, state in zip(self.members, states, strict=True):
             if state is None:
@@ -124,6 +145,8 @@ class PackTrainer:
                 }
         if any(s is not None for s in states):
             self._load(states)
+        if isinstance(self.optimizer, MemberOptimizer):
+            self.optimizer.lr_scales = [m.plateau.scale for m in self.members]
         self.lam = torch.tensor([x.run.free_bits.lam for x in self.members], device=self.device)
         self.mode_groups: dict[tuple[str, int], torch.Tensor] = {}
         for i, member in enumerate(self.members):
@@ -218,7 +241,8 @@ class PackTrainer:
         of kernel launches per block instead of 2K per step, in the same order for any pack.
         Batches are gathered straight into the step's buffers; nothing waits on the device.
         """
-        set_learning_rate(self.optimizer, learning_rate(self.config, epoch))
+        lr = learning_rate(self.config, epoch)
+        set_learning_rate(self.optimizer, lr)
         size, steps, step_fn = self.config.train.batch_size, self.steps_per_epoch, self.step
         data_streams = [m.generators["data"] for m in self.members]
         order = batches.permutations(self.n_train, data_streams, self.device)  # (K, N)
@@ -275,6 +299,7 @@ class PackTrainer:
                     report_at = time.monotonic() + STEP_REPORT_S
         out = dict(zip(TERMS, step_fn.sums / self.n_train, strict=True))
         out["beta"] = betas[-1]
+        out["lr"] = torch.tensor([lr * m.plateau.scale for m in self.members], dtype=torch.float64)
         return out
 
     def _draw_masks(self, masks: torch.Tensor, lengths: tuple[int, ...]) -> None:
@@ -302,6 +327,7 @@ class PackTrainer:
     ) -> list[Outcome]:
         outcomes: list[Outcome] = []
         epochs = self.config.train.epochs
+        outcomes += self._retire_stopped()  # resumed after a stop that was not yet written up
         for epoch in range(self.start_epoch, epochs):
             if not self.members:
                 break
@@ -319,6 +345,7 @@ class PackTrainer:
                 if bad:
                     diverged[i] = f"diverged at epoch {epoch + 1}: {bad[0]} is {row[bad[0]]}"
             self.start_epoch = epoch + 1
+            self._decay_on_plateau(epoch + 1, rows, diverged)
             self._commit_epoch(rows, diverged)
             for i, reason in diverged.items():
                 member = self.members[i]
@@ -326,10 +353,45 @@ class PackTrainer:
                 outcomes.append(Outcome(member.run.run_id, "failed", reason))
             if diverged:
                 self.drop(set(diverged))
+            if epoch + 1 < epochs:
+                outcomes += self._retire_stopped()
             if on_epoch is not None:
                 on_epoch([m.run.run_id for m in self.members], epoch + 1, epochs)
         if self.members:
             outcomes += self._finish()
+        return outcomes
+
+    def _decay_on_plateau(
+        self, epoch: int, rows: list[dict[str, Any]], diverged: dict[int, str]
+    ) -> None:
+        """train.lr_decay: plateau, after 1-based `epoch`: each member's rule on its validation
+        ELBO; a member that decays restarts from its best parameters with a fresh optimizer at
+        its lower learning rate (see `plateau`). Before the commit, so checkpoints hold it."""
+        if not self.on_plateau:
+            return
+        train = self.config.train
+        for i, (member, row) in enumerate(zip(self.members, rows, strict=True)):
+            if i in diverged or member.best is None:
+                continue
+            if plateau.after_epoch(member.plateau, row["valid_elbo"], epoch, train):
+                plateau.reload_best(
+                    self.model, self.optimizer, i, member.best, member.plateau.scale
+                )
+
+    def _retire_stopped(self) -> list[Outcome]:
+        """Finish the members whose plateau decays are spent (their training ends early), and
+        rebuild the pack around the others; each is finished as it would be alone."""
+        train = self.config.train
+        done = [i for i, m in enumerate(self.members) if plateau.stopped(m.plateau, train)]
+        if not done:
+            return []
+        everyone, states = self.members, self.member_states(range(len(self.members)))
+        self.members = [everyone[i] for i in done]
+        self._build([states[i] for i in done])
+        outcomes = self._finish()
+        self.members = [m for i, m in enumerate(everyone) if i not in done]
+        if self.members:
+            self._build([states[i] for i, _ in enumerate(everyone) if i not in done])
         return outcomes
 
     def _commit_epoch(self, rows: list[dict[str, Any]], diverged: dict[int, str]) -> None:
@@ -364,6 +426,7 @@ class PackTrainer:
                 "train_recon": train["recon"].tolist(),
                 "train_kl": train["kl"].tolist(),
                 "binding_share": train["binding"].tolist(),
+                "lr": train["lr"].tolist(),
                 "valid_elbo": self._validate(epoch),
             }
         )
@@ -404,7 +467,8 @@ class PackTrainer:
 
     def _best_scores(self) -> list[dict[str, Any] | None]:
         """Each member's test numbers at its best validation epoch (eval.select: best_valid)."""
-        if self.x_valid is None or any(m.best is None for m in self.members):
+        missing = self.x_valid is None or any(m.best is None for m in self.members)
+        if missing or self.config.eval.select != "best_valid":
             return [None] * len(self.members)
         bests = [m.best for m in self.members]
         model = build_model(self.config.model, self.image_shape, len(bests), self.data.vocab_size)
@@ -447,6 +511,8 @@ class PackTrainer:
             }
             if best is not None:
                 extra["best_valid"] = best
+            if self.on_plateau:
+                extra["lr_decays"] = member.plateau.decays
             summary = records.write_summary(
                 member.folder, member.run, member.last_row, member.kl_history, extra
             )

@@ -25,6 +25,7 @@ from .likelihoods import Likelihood, likelihood
 from .lstm import PackedLSTMVAE
 from .mlp import PackedVAE
 from .module import PackedModule
+from .mu_norm import MuNormalised
 
 if TYPE_CHECKING:
     from ..data import Dataset
@@ -111,6 +112,8 @@ def build_model(
         )
     else:
         model = ARCHITECTURES[spec.arch](spec, image_shape, members, lik, vocab_size)
+    if spec.mu_bn_gamma:  # BN-VAE (Zhu et al. 2020): batch-normalised μ, fixed scale γ
+        model = MuNormalised(model, spec.mu_bn_gamma)
     return model  # type: ignore[return-value]  # every family offers PackedModel's interface
 
 

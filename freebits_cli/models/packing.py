@@ -82,9 +82,11 @@ def member_leaves(model: nn.Module) -> dict[str, list[nn.Parameter]]:
 
     Training through these, autograd leaves each member's gradient on its own leaf: no step ever
     stacks K gradients into one tensor (which `unbind` would, a full copy of the weights per step).
-    An optimizer that updates the stacked parameters in place updates the leaves with them."""
+    An optimizer that updates the stacked parameters in place updates the leaves with them; a
+    parameter that takes no gradient (BN-VAE's running statistics, `mu_norm`) gives leaves that
+    take none either."""
     return {
-        name: [nn.Parameter(p.detach()[k]) for k in range(p.shape[0])]
+        name: [nn.Parameter(p.detach()[k], requires_grad=p.requires_grad) for k in range(len(p))]
         for name, p in model.named_parameters()
     }
 

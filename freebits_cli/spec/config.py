@@ -106,6 +106,10 @@ class ModelSpec:
     latent feature maps on the encoder's last H×W grid (as IAF), so latent_dim = c·H·W."""
     latent_dim: int = 16
     """Number of latent dimensions D."""
+    mu_bn_gamma: float = 0.0
+    """BN-VAE (Zhu et al. 2020): batch-normalise each posterior mean μ_j with this fixed scale γ
+    and a learned shift, which keeps the batch-mean KL above ≈ D·γ²/2 (running statistics at
+    evaluation, as BatchNorm does); 0: off. Zhu et al. use γ of 0.3 to 1.0."""
     activation: str = "relu"
     """Hidden-layer non-linearity."""
     output_bias: str = "default"
@@ -143,6 +147,20 @@ class TrainSpec:
     """Adam's ε (Burda et al. 2015 used 1e-4)."""
     lr_schedule: str = "constant"
     """`constant`, `cosine` (to 0 over training) or `burda` (lr·10^(-i/7) for 3^i epochs)."""
+    lr_decay: str = "none"
+    """`none`, or `plateau`: after `lr_patience` epochs in a row whose validation ELBO is below
+    the last one that was not, multiply the run's learning rate by `lr_factor`, reload its best
+    parameters (by validation ELBO) and start its optimizer afresh; the run ends after
+    `lr_max_decays` decays (He et al. 2019, Li et al. 2019). Per run, also inside a pack. Needs
+    a validation set (text, or dataset.valid_size)."""
+    lr_patience: int = 2
+    """Epochs without improvement before a plateau decay (their `decay_epoch`)."""
+    lr_factor: float = 0.5
+    """What a plateau decay multiplies the learning rate by (their `lr_decay`)."""
+    lr_max_decays: int = 5
+    """The run stops after this many plateau decays (their `max_decay`)."""
+    lr_decay_start: int = 0
+    """No plateau decay within the first this many epochs (He et al. 2019's `epoch >= 15`: 15)."""
     seed: int = 0
     """Seeds initialisation, data order, reparameterisation noise and binarisation."""
     device: str = "auto"
@@ -159,7 +177,9 @@ class FreeBitsSpec:
     lam: float = 0.0
     """Free-bits threshold λ in nats (YAML key `lambda`); 0 is the plain VAE."""
     mode: str = "batch"
-    """`batch` (Kingma et al. 2016), `example` (Li et al. 2019), `total`, or `group`."""
+    """`batch` (Kingma et al. 2016), `example` (Li et al. 2019's fb 2, with λ = their target/D),
+    `total` (their fb 3, λ·D), `group`, or `example_total` (their fb 1: each example's total KL
+    against λ·D)."""
     groups: int = 1
     """Number of equal latent groups for `group` mode."""
 
@@ -167,7 +187,8 @@ class FreeBitsSpec:
 @dataclass(frozen=True)
 class AnnealSpec:
     schedule: str = "none"
-    """β(t) schedule for the KL term: `none`, `linear`, `sigmoid`, `cyclical`."""
+    """β(t) schedule for the KL term: `none` (β ≡ 1), `constant` (β ≡ `beta_max`: a β-VAE),
+    `linear`, `sigmoid`, `cyclical`."""
     warmup_epochs: float = 10.0
     """Length of the linear/sigmoid warm-up in epochs."""
     warmup_steps: int | None = None
@@ -175,7 +196,8 @@ class AnnealSpec:
     beta_start: float = 0.0
     """β at step 0 of a linear/sigmoid warm-up (He et al. 2019 start at 0.1)."""
     beta_max: float = 1.0
-    """β at the end of the warm-up and the top of each cycle."""
+    """β at the end of the warm-up, the top of each cycle, and throughout `constant`; `none`
+    ignores it (β ≡ 1)."""
     cycles: int = 4
     """Number of cycles M of the cyclical schedule (Fu et al. 2019)."""
     ratio: float = 0.5
@@ -242,6 +264,12 @@ ADDED_FIELDS: frozenset[str] = frozenset(
         "eval.probe",
         "eval.probe_features",
         "eval.temperature",
+        "model.mu_bn_gamma",
+        "train.lr_decay",
+        "train.lr_patience",
+        "train.lr_factor",
+        "train.lr_max_decays",
+        "train.lr_decay_start",
     }
 )
 #: What stands for the image defaults on text (`dataset.name: text`), so `--dataset text` alone

@@ -23,8 +23,8 @@ class RunLike(Protocol):
     eval: Any
 
 
-FREE_BITS_MODES = ("batch", "example", "total", "group")
-SCHEDULES = ("none", "linear", "sigmoid", "cyclical")
+FREE_BITS_MODES = ("batch", "example", "total", "group", "example_total")
+SCHEDULES = ("none", "constant", "linear", "sigmoid", "cyclical")
 BINARIZE = ("none", "dynamic", "static")
 OUTPUT_BIASES = ("default", "data_mean")
 ARCHS = ("mlp", "conv", "lstm")
@@ -43,6 +43,7 @@ MODULE_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$
 ACTIVATIONS = ("relu", "tanh", "elu", "gelu", "softplus", "leaky_relu")
 PRECISIONS = ("fp32", "tf32", "bf16")
 LR_SCHEDULES = ("constant", "cosine", "burda")
+LR_DECAYS = ("none", "plateau")
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?(,cuda(:\d+)?)*)$")
 
 
@@ -81,6 +82,11 @@ def validate_run(run: RunLike) -> None:
         f"needs one or more positive widths, got {list(m.hidden)}",
     )
     _check(m.latent_dim > 0, "model.latent_dim", f"must be > 0, got {m.latent_dim}")
+    _check(
+        _finite(m.mu_bn_gamma) and m.mu_bn_gamma >= 0,
+        "model.mu_bn_gamma",
+        f"must be a finite number >= 0 (0: no batch normalisation of μ), got {m.mu_bn_gamma}",
+    )
     _one_of(m.activation, ACTIVATIONS, "model.activation")
     _one_of(m.output_bias, OUTPUT_BIASES, "model.output_bias")
     _check(t.epochs > 0, "train.epochs", f"must be > 0, got {t.epochs}")
@@ -92,6 +98,7 @@ def validate_run(run: RunLike) -> None:
         f"must be a finite number > 0, got {t.adam_eps}",
     )
     _one_of(t.lr_schedule, LR_SCHEDULES, "train.lr_schedule")
+    _validate_plateau(d, t)
     _one_of(t.optimizer, OPTIMIZERS, "train.optimizer")
     _check(
         _finite(t.momentum) and 0 <= t.momentum < 1,
@@ -172,6 +179,25 @@ def validate_run(run: RunLike) -> None:
         d.valid_size is None or d.name != "text",
         "dataset.valid_size",
         "text has its own validation file (dataset.valid or valid.txt)",
+    )
+
+
+def _validate_plateau(d: Any, t: Any) -> None:
+    """LR decay on a validation plateau: its counts and factor, and a validation set to watch."""
+    _one_of(t.lr_decay, LR_DECAYS, "train.lr_decay")
+    _check(t.lr_patience >= 1, "train.lr_patience", f"must be >= 1, got {t.lr_patience}")
+    _check(
+        _finite(t.lr_factor) and 0 < t.lr_factor < 1,
+        "train.lr_factor",
+        f"must lie in (0, 1), got {t.lr_factor}",
+    )
+    _check(t.lr_max_decays >= 1, "train.lr_max_decays", f"must be >= 1, got {t.lr_max_decays}")
+    _check(t.lr_decay_start >= 0, "train.lr_decay_start", f"must be >= 0, got {t.lr_decay_start}")
+    _check(
+        t.lr_decay == "none" or d.name == "text" or d.valid_size is not None,
+        "train.lr_decay",
+        "plateau watches a validation set: set dataset.valid_size (images hold one out of the "
+        "training set; text reads valid.txt)",
     )
 
 
