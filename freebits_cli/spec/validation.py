@@ -21,6 +21,8 @@ class RunLike(Protocol):
     free_bits: Any
     anneal: Any
     eval: Any
+    pretrain: Any
+    init: Any
 
 
 FREE_BITS_MODES = ("batch", "example", "total", "group")
@@ -151,6 +153,7 @@ def validate_run(run: RunLike) -> None:
     _check(e.iwae_every >= 0, "eval.iwae_every", f"must be >= 0, got {e.iwae_every}")
     _check(e.samples >= 0, "eval.samples", f"must be >= 0, got {e.samples}")
     _one_of(e.select, SELECT, "eval.select")
+    _validate_remedies(run)
     _check(
         e.select == "last" or d.name == "text" or d.valid_size is not None,
         "eval.select",
@@ -161,6 +164,28 @@ def validate_run(run: RunLike) -> None:
         d.valid_size is None or d.name != "text",
         "dataset.valid_size",
         "text has its own validation file (dataset.valid or valid.txt)",
+    )
+
+
+def _validate_remedies(run: RunLike) -> None:
+    """Pretraining, warm starts and aggressive inference training."""
+    p, t = run.pretrain, run.train
+    _check(p.epochs >= 0, "pretrain.epochs", f"must be >= 0 (0: no pretraining), got {p.epochs}")
+    _check(
+        t.aggressive_steps > 0,
+        "train.aggressive_steps",
+        f"must be > 0, got {t.aggressive_steps}",
+    )
+    _check(
+        not (p.epochs and run.init.from_),
+        "init.from",
+        "a run starts from its pretraining or from given parameters, not both "
+        "(set pretrain.epochs: 0, or drop init.from)",
+    )
+    _check(
+        run.init.from_ is None or bool(run.init.from_.strip()),
+        "init.from",
+        "must name a run folder, a model.pt or a checkpoint.pt",
     )
 
 
