@@ -33,6 +33,12 @@ class Member:
     last_row: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     best: dict[str, Any] | None = None  # eval.select best_valid: see `selection`
+    #: Where a fresh start takes its parameters (`warm_start`): a run folder, model.pt or
+    #: checkpoint; None: the member's own initialisation.
+    init_from: Path | None = None
+    #: Copy only the encoder from `init_from`; the decoder is drawn afresh from the member's
+    #: "reset" stream (Li et al. 2019's decoder reset after pretraining).
+    encoder_only: bool = False
 
 
 def stream_seed(seed: int, stream: str, epoch: int = 0) -> int:

@@ -19,7 +19,15 @@ import torch
 
 from freebits_cli import schema
 from freebits_cli.data import Dataset
-from freebits_cli.engine import batches, interrupt, pack_state, samples, scores, selection
+from freebits_cli.engine import (
+    batches,
+    interrupt,
+    pack_state,
+    samples,
+    scores,
+    selection,
+    warm_start,
+)
 from freebits_cli.engine.metrics import evaluate
 from freebits_cli.engine.objective import beta_at, binding_share, free_bits_kl
 from freebits_cli.engine.pack_state import STREAMS, Member, generator, stream_seed
@@ -98,8 +106,13 @@ class PackTrainer:
         k = len(self.members)
         self.model = build_model(m, self.image_shape, k, self.data.vocab_size)
         self.model.to(self.device)
+        # A member whose decoder is reset after a warm start draws it from a stream of its own,
+        # not again the initialisation its pretraining started from.
         self.model.reset(
-            [generator(self.device, stream_seed(x.run.train.seed, "init")) for x in self.members]
+            [
+                generator(self.device, stream_seed(x.run.train.seed, self._init_stream(x, s)))
+                for x, s in zip(self.members, states, strict=True)
+            ]
         )
         if m.output_bias == "data_mean" and m.likelihood == "bernoulli":
             # Burda et al. 2015: start the decoder at the logit of each pixel's mean intensity.
@@ -108,6 +121,7 @@ class PackTrainer:
                 self.model.to_logits.bias.copy_(
                     torch.logit(mean).expand_as(self.model.to_logits.bias)
                 )
+        self._warm_start(states)
         train = self.config.train
         # SGD trains eagerly on CUDA: its learning rate would be baked into a captured graph.
         graph = train.cuda_graph and self.device.type == "cuda" and train.optimizer == "adam"
@@ -141,6 +155,28 @@ class PackTrainer:
             dtype=self.x_train.dtype,
             grad_clip=train.grad_clip,
         )
+
+    @staticmethod
+    def _init_stream(member: Member, state: dict[str, Any] | None) -> str:
+        return "reset" if state is None and member.encoder_only else "init"
+
+    def _warm_start(self, states: list[dict[str, Any] | None]) -> None:
+        """Members starting fresh from given parameters (`init.from`, a pretraining) take them."""
+        starting = [
+            (i, m) for i, (m, s) in enumerate(zip(self.members, states, strict=True))
+            if s is None and m.init_from is not None
+        ]  # fmt: skip
+        if not starting:
+            return
+        encoder = None
+        if any(m.encoder_only for _, m in starting):
+            x = self.x_train[:2].unsqueeze(0).expand(len(self.members), -1, -1)
+            encoder = warm_start.encoder_names(self.model, x)
+        for i, member in starting:
+            assert member.init_from is not None
+            params = warm_start.read_params(member.init_from)
+            warm_start.check_shapes(self.model, params, str(member.init_from))
+            warm_start.warm_start(self.model, i, params, encoder if member.encoder_only else None)
 
     def member_state(self, index: int) -> dict[str, Any]:
         """Member `index`'s slice of weights and Adam moments, its RNG states and history."""
@@ -421,6 +457,8 @@ class PackTrainer:
         folders = [m.folder for m in self.members]
         samples.save_samples(self.model, self.data, self.x_test, folders, self.config.eval.samples)
         outcomes = []
+        for i, member in enumerate(self.members):
+            warm_start.save_model(member.folder, self.model, i, member.best)
         for member, best in zip(self.members, self._best_scores(), strict=True):
             extra = {
                 "seconds": member.seconds,
