@@ -13,6 +13,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,54 +35,92 @@ WARMUP_STEPS = 3
 
 def member_gradients(
     param: torch.Tensor, leaves: dict[torch.Tensor, list[torch.nn.Parameter]] | None
-) -> list[torch.Tensor] | None:
+) -> list[torch.Tensor | None] | None:
     """Each member's gradient of a stacked parameter: from its own leaf where the step trains
-    through leaves (see `packing.member_leaves`), else a slice of the stacked gradient; None where
-    a member has none."""
+    through leaves (see `packing.member_leaves`), else a slice of the stacked gradient; None for
+    a member without one (not trained by this step), and None where no member has one."""
     if leaves is not None and param in leaves:
         grads = [leaf.grad for leaf in leaves[param]]
     elif param.grad is not None:
         grads = list(param.grad.unbind(0))
     else:
         return None
-    return None if any(g is None for g in grads) else grads  # type: ignore[return-value]
+    return None if all(g is None for g in grads) else grads
 
 
-class MemberAdam(torch.optim.Adam):
+@dataclass(frozen=True)
+class Update:
+    """Which members one step trains, and which of their parameters it moves (He et al. 2019's
+    aggressive phase: an inner step moves only a member's encoder, the full step only its decoder).
+    Members left out keep their parameters, optimizer state and step counts untouched."""
+
+    members: tuple[int, ...]
+    encoder_only: frozenset[int] = frozenset()
+    decoder_only: frozenset[int] = frozenset()
+
+
+class _PerMember:
+    """What MemberAdam and MemberSGD share: gradients per member, and the members (and which of
+    their parameters) a step updates."""
+
+    leaves: dict[torch.Tensor, list[torch.nn.Parameter]] | None = None
+    #: This step's `Update`, None: every member, every parameter.
+    update: Update | None = None
+    #: ids of the stacked parameters of the encoder (read by `Update`'s encoder/decoder split).
+    encoder: frozenset[int] = frozenset()
+
+    def members_of(self, param: torch.Tensor, grads: list[torch.Tensor | None]) -> list[int]:
+        """The members whose slice of `param` this step updates (those with a gradient)."""
+        u = self.update
+        chosen: list[int] | range = range(len(grads)) if u is None else u.members
+        if u is not None:
+            enc = id(param) in self.encoder
+            chosen = [
+                k
+                for k in chosen
+                if not (k in u.encoder_only and not enc) and not (k in u.decoder_only and enc)
+            ]
+        return [k for k in chosen if grads[k] is not None]
+
+
+class MemberAdam(_PerMember, torch.optim.Adam):
     """torch's fused Adam over stacked parameters, each member's slice updated as its own tensor.
 
     Adam is element-wise, so one optimizer over the pack updates each member exactly as its own
     would (Kingma & Ba 2015) — in exact arithmetic. On a CPU the fused kernel takes a vector path
     for most elements and a scalar path for a tensor's last few, which round differently; handing
     it member k's slice (a view) as a tensor of its own gives it exactly the tensor a lone run has.
-    The state is torch's own (stacked moments, one step count per parameter), so checkpoints and
-    resume see an ordinary Adam. Gradients come from the members' leaves (`leaves`, see
-    `packing.member_leaves`) where the step trains through them, else from the stacked gradient.
+    The state is torch's own stacked moments, with one step count per parameter *and member*
+    ((K,) float32: the bias correction of a member that skipped steps, as in aggressive training,
+    is its own), so checkpoints and resume see an ordinary Adam per member. Gradients come from
+    the members' leaves (`leaves`, see `packing.member_leaves`) where the step trains through
+    them, else from the stacked gradient.
     """
 
-    leaves: dict[torch.Tensor, list[torch.nn.Parameter]] | None = None
+    per_member_steps = True
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
         for group in self.param_groups:
-            params, grads, moments, squares, steps, counts = [], [], [], [], [], []
+            params, grads, moments, squares, steps = [], [], [], [], []
             for param in group["params"]:
                 member_grads = member_gradients(param, self.leaves)
                 if member_grads is None:
                     continue
                 state = self.state[param]
-                if not state:  # as torch.optim.Adam initialises it (fused: a float32 step)
-                    state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
+                if not state:  # as torch.optim.Adam initialises it (fused: float32 steps)
+                    members = param.shape[0]
+                    state["step"] = torch.zeros(members, dtype=torch.float32, device=param.device)
                     state["exp_avg"] = torch.zeros_like(param)
                     state["exp_avg_sq"] = torch.zeros_like(param)
-                members = param.shape[0]
-                params += param.unbind(0)
-                grads += member_grads
-                moments += state["exp_avg"].unbind(0)
-                squares += state["exp_avg_sq"].unbind(0)
-                # adam() counts each tensor's step itself: one copy per member, then kept once.
-                steps += [state["step"].clone() for _ in range(members)]
-                counts.append((state["step"], steps[-1]))
+                for k in self.members_of(param, member_grads):
+                    params.append(param[k])
+                    grads.append(member_grads[k])
+                    moments.append(state["exp_avg"][k])
+                    squares.append(state["exp_avg_sq"][k])
+                    steps.append(state["step"][k])  # a view: adam() counts it in place
+            if not params:
+                continue
             beta1, beta2 = group["betas"]
             adam(
                 params,
@@ -99,16 +138,12 @@ class MemberAdam(torch.optim.Adam):
                 eps=group["eps"],
                 maximize=False,
             )
-            for count, updated in counts:
-                count.copy_(updated)
 
 
-class MemberSGD(torch.optim.SGD):
+class MemberSGD(_PerMember, torch.optim.SGD):
     """torch's SGD (with momentum) over stacked parameters, each member's slice updated as its own
     tensor, for the reason `MemberAdam` gives. Momentum buffers start at zero, which with no
     dampening gives torch's first step (buffer = gradient) exactly."""
-
-    leaves: dict[torch.Tensor, list[torch.nn.Parameter]] | None = None
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
@@ -118,15 +153,15 @@ class MemberSGD(torch.optim.SGD):
                 member_grads = member_gradients(param, self.leaves)
                 if member_grads is None:
                     continue
-                params += param.unbind(0)
-                grads += member_grads
-                if group["momentum"]:
-                    state = self.state[param]
-                    if not state:
-                        state["momentum_buffer"] = torch.zeros_like(param)
-                    buffers += state["momentum_buffer"].unbind(0)
-                else:
-                    buffers += [None] * param.shape[0]
+                state = self.state[param]
+                if group["momentum"] and not state:
+                    state["momentum_buffer"] = torch.zeros_like(param)
+                for k in self.members_of(param, member_grads):
+                    params.append(param[k])
+                    grads.append(member_grads[k])
+                    buffers.append(state["momentum_buffer"][k] if group["momentum"] else None)
+            if not params:
+                continue
             sgd(
                 params,
                 grads,
@@ -149,19 +184,22 @@ def make_optimizer(
     capturable: bool,
     kind: str = "adam",
     momentum: float = 0.0,
+    member_wise: bool = False,
 ) -> torch.optim.Optimizer:
     """Adam (fused: one kernel for all parameters) or SGD over the stacked parameters.
 
     Where a pack runs as one batched model (CUDA) the whole stacked tensors go to the kernel, and
     `capturable` keeps Adam's step count and learning rate on the device so a CUDA graph can
     replay the update. Where it runs member by member (CPU), `MemberAdam` / `MemberSGD` keep a
-    member's update bit-identical to a lone run's.
+    member's update bit-identical to a lone run's; `member_wise` asks for them on CUDA too, where
+    steps update some members only (aggressive training).
     """
+    apart = member_wise or not packing.batched(device)
     if kind == "sgd":
-        if not packing.batched(device):
+        if apart:
             return MemberSGD(params, lr=lr, momentum=momentum)
         return torch.optim.SGD(params, lr=lr, momentum=momentum)
-    if not packing.batched(device):
+    if apart:
         return MemberAdam(params, lr=lr, eps=eps, fused=True)
     if capturable:
         lr_value: float | torch.Tensor = torch.tensor(lr, device=device)
@@ -264,20 +302,32 @@ class PackStep:
         beta = self.beta if member is None else self.beta[member : member + 1]
         return recon + beta * fb, recon, kl, share
 
-    def _step(self, rows: int, lengths: tuple[int, ...] | None = None) -> None:
+    def _step(
+        self,
+        rows: int,
+        lengths: tuple[int, ...] | None = None,
+        update: Update | None = None,
+        accumulate: bool = True,
+    ) -> torch.Tensor:
+        """One update; returns the training loss (per example) of the members it trains. With an
+        `update`, only its members are computed (member by member) or trained (batched)."""
         x, noise, masks = self.batch(rows), self.noise(rows), self.masks(rows)
         if packing.batched(self.device):
             if lengths is not None:  # the pack's longest: shorter sentences end in padding
                 x, masks = _first_tokens(x, masks, max(lengths))
             loss, recon, kl, share = self._losses(self.model, x, noise, masks, None)
             kl_sum = kl.detach().sum((-2, -1))
+            if update is not None:
+                chosen = torch.tensor(update.members, device=self.device)
+                loss, recon, kl_sum, share = (t[chosen] for t in (loss, recon, kl_sum, share))
         else:  # member by member: bit-identical to a pack of one (see models.packing)
             parts = []
-            for k, view in enumerate(packing.member_views(self.model, self.leaves)):
+            views = packing.member_views(self.model, self.leaves)
+            for k in range(self.members) if update is None else update.members:
                 xk, mk = x[k : k + 1], None if masks is None else masks[k : k + 1]
                 if lengths is not None:
                     xk, mk = _first_tokens(xk, mk, lengths[k])
-                parts.append(self._losses(view, xk, noise[k : k + 1], mk, k))
+                parts.append(self._losses(views[k], xk, noise[k : k + 1], mk, k))
             loss, recon, share = (torch.cat([p[i] for p in parts]) for i in (0, 1, 3))
             kl_sum = torch.cat([p[2].detach().sum((-2, -1)) for p in parts])
         self.optimizer.zero_grad(set_to_none=True)
@@ -287,9 +337,17 @@ class PackStep:
         loss.sum().backward()  # members are independent, so one backward serves them all
         if self.grad_clip:
             self._clip()
-        self.optimizer.step()
-        terms = torch.stack([loss.detach() * rows, recon.detach() * rows, kl_sum, share * rows])
-        self.sums += terms.double()
+        if update is not None:
+            self.optimizer.update = update  # type: ignore[attr-defined]
+        try:
+            self.optimizer.step()
+        finally:
+            if update is not None:
+                self.optimizer.update = None  # type: ignore[attr-defined]
+        if accumulate:
+            terms = torch.stack([loss.detach() * rows, recon.detach() * rows, kl_sum, share * rows])
+            self.sums += terms.double()
+        return loss.detach()
 
     def _clip(self) -> None:
         """Scale each member's gradient to L2 norm ≤ `grad_clip`, its own norm, never the pack's
@@ -305,11 +363,14 @@ class PackStep:
         for g in grads:
             g.mul_(scale.view(-1, *[1] * (g.dim() - 1)))
 
-    def run(self, rows: int, lengths: tuple[int, ...] | None = None) -> None:
+    def run(
+        self, rows: int, lengths: tuple[int, ...] | None = None, update: Update | None = None
+    ) -> None:
         """One step on the first `rows` examples of the buffers (text: each member's first
-        `lengths[k]` tokens)."""
-        if rows != self.batch_size or not self.want_graph:
-            self._step(rows, lengths)
+        `lengths[k]` tokens); an `update` says which members and parameters it trains (the
+        step's sums must cover every member: use `inner` for steps that train some)."""
+        if rows != self.batch_size or not self.want_graph or update is not None:
+            self._step(rows, lengths, update)
             return
         key = max(lengths) if lengths else 0
         if key not in self.graphs:
@@ -322,6 +383,11 @@ class PackStep:
                 self._step(rows, lengths)
                 return
         self.graphs[key].replay()
+
+    def inner(self, rows: int, lengths: tuple[int, ...] | None, update: Update) -> torch.Tensor:
+        """A step outside the epoch's sums (aggressive training's encoder steps): the loss per
+        example of `update.members`, in that order."""
+        return self._step(rows, lengths, update, accumulate=False)
 
     def _capture(self, key: int, lengths: tuple[int, ...] | None) -> None:
         """Capture the full-batch step in a CUDA graph (PyTorch's whole-network capture recipe).
