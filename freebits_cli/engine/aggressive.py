@@ -51,7 +51,7 @@ def inner_loop(trainer: PackTrainer, index: torch.Tensor, active: Sequence[int])
         losses = step_fn.inner(rows, lengths, Update(tuple(in_loop), frozenset(in_loop)))
         chosen = torch.tensor(in_loop, device=trainer.device)
         total.index_add_(0, chosen, losses.double() * rows)
-        count.index_add_(0, chosen, units)
+        count.index_add_(0, chosen, units.double())
         for k in in_loop:
             taken[k] += 1
         if sub_iter % CHECK_EVERY == 0:
