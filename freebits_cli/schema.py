@@ -24,6 +24,11 @@ FAILED = "failed.json"
 CHECKPOINT = "checkpoint.pt"
 #: The checkpoint of the epoch being written; promoted to CHECKPOINT once the whole pack has it.
 CHECKPOINT_NEXT = "checkpoint.next.pt"
+#: A complete run's final parameters (what `init.from` and pretrained runs start from).
+MODEL_FILE = "model.pt"
+#: RESULTS/<sweep>/pretrain/<id>/: the pretrainings (Li et al. 2019) runs of the sweep start
+#: from, each a run folder of its own, shared by every run with the same pretraining.
+PRETRAIN_DIR = "pretrain"
 #: Image runs: originals, reconstructions and prior samples.
 SAMPLES = "samples.npz"
 #: Text runs: their sentences (test, reconstructed, from the prior, along a homotopy) and vocabulary.
@@ -84,6 +89,10 @@ METRICS = (
     Metric("test_ppl", sparse=True, export=False),
     Metric("test_elbo_ppl", export=False),
     Metric("valid_elbo", final=False, export=False, report=False),
+    # Aggressive inference training (He et al. 2019): encoder-only steps taken in the epoch, and
+    # the held-out MI its stop rule compared (empty once the phase is over, or never on).
+    Metric("aggressive_steps", final=False, export=False, report=False),
+    Metric("aggressive_mi", final=False, export=False, report=False),
 )
 METRIC_NAMES = tuple(m.name for m in METRICS)
 #: Final metrics copied from the last epoch's row into summary.json.

@@ -88,7 +88,7 @@ def test_a_kill_between_any_two_writes_resumes_the_pack_exactly(
         writes = count_writes(patch, None)
         sweep(tmp_path / "straight")
     expected = outputs(tmp_path / "straight")
-    assert len(expected) == 2 and len(writes) == 1 + 2 + 2 * 8 + 6, writes
+    assert len(expected) == 2 and len(writes) == 1 + 2 + 2 * 8 + 2 + 6, writes
     exact = 0
     for kill_at in range(1, len(writes) + 1):
         out = tmp_path / f"kill{kill_at}"
@@ -103,10 +103,11 @@ def test_a_kill_between_any_two_writes_resumes_the_pack_exactly(
         assert outputs(out) == expected, where
         left = {p.name for p in out.rglob("*") if p.is_file()} - {".lock", "spec.yaml"}
         assert left == {"config.json", "metrics.csv", "kl_per_dim.csv", "samples.npz"} | {
-            "summary.json"
+            "model.pt",
+            "summary.json",
         }, where
         exact += 1
-    assert exact == len(writes) == 25
+    assert exact == len(writes) == 27
 
 
 KILLER = """

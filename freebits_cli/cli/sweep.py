@@ -182,6 +182,13 @@ class Shown:
             f"train in {len(p.packs)} pack(s) -> {escape(str(plan.sweep_dir))}",
             highlight=False,
         )
+        if plan.pretrainings:
+            todo = len(plan.pretrain_todo)
+            self.say.print(
+                f"{announce.plural(len(plan.pretrainings), 'pretraining')} the runs start from "
+                f"({todo} to train first) -> {escape(str(plan.sweep_dir / 'pretrain'))}",
+                highlight=False,
+            )
         shared = announce.shared_plain_runs(p.spec)
         for line in [*announce.resume_lines(plan.todo), *([shared] if shared else [])]:
             self.say.print(line, highlight=False)

@@ -19,7 +19,7 @@ import torch
 from freebits_cli.engine.plateau import Plateau
 from freebits_cli.spec import RunConfig
 
-STREAMS = ("data", "noise", "binarize", "dequantize", "dropout")
+STREAMS = ("data", "noise", "binarize", "dequantize", "dropout", "aggressive")
 
 
 @dataclass
@@ -36,6 +36,16 @@ class Member:
     seconds: float = 0.0
     best: dict[str, Any] | None = None  # eval.select best_valid: see `selection`
     plateau: Plateau = field(default_factory=Plateau)  # train.lr_decay plateau: see `plateau`
+    #: Where a fresh start takes its parameters (`warm_start`): a run folder, model.pt or
+    #: checkpoint; None: the member's own initialisation.
+    init_from: Path | None = None
+    #: Copy only the encoder from `init_from`; the decoder is drawn afresh from the member's
+    #: "reset" stream (Li et al. 2019's decoder reset after pretraining).
+    encoder_only: bool = False
+    #: Aggressive inference training (`aggressive`): still in the phase, and the held-out MI of
+    #: the epoch before (He et al. 2019 start from 0).
+    aggressive: bool = False
+    previous_mi: float = 0.0
 
 
 def stream_seed(seed: int, stream: str, epoch: int = 0) -> int:
@@ -59,13 +69,17 @@ def save_states(
     """Checkpoint records of `members` (at pack positions `indices`), from one device-to-host copy
     per tensor (not one per member and tensor): checkpoints are written every epoch, on the
     training path."""
-    params, moments, steps = {}, {}, torch.zeros(())
+    params, moments, steps, step = {}, {}, {}, 0.0
     for name, param in model.named_parameters():
         params[name] = param.detach().cpu()
         state = optimizer.state.get(param)
-        if state:  # Adam's moments or SGD's momentum buffer; Adam's step count(s) once
+        if state:  # Adam's moments or SGD's momentum buffer; Adam's step counts
             moments[name] = {key: v.cpu() for key, v in state.items() if key != "step"}
-            steps = state.get("step", steps).detach().cpu()  # (K,) per member, or one for all
+            count = state.get("step")
+            if isinstance(count, torch.Tensor) and count.dim():  # one per member (MemberAdam)
+                steps[name] = count.cpu()
+            elif count is not None:
+                step = float(count)
     pack = [m.run.run_id for m in members]
     out = []
     for index, member in zip(indices, members, strict=True):
@@ -80,7 +94,9 @@ def save_states(
                     name: {key: v[index].clone() for key, v in m.items()}
                     for name, m in moments.items()
                 },
-                "adam_step": float(steps[index] if steps.dim() else steps),
+                "adam_step": float(step),
+                "adam_steps": {name: float(c[index]) for name, c in steps.items()},
+                "aggressive": [member.aggressive, member.previous_mi],
                 "generators": {s: g.get_state() for s, g in member.generators.items()},
                 "kl_history": torch.tensor(member.kl_history, dtype=torch.float64),
                 "kl_spread": torch.tensor(member.kl_spread, dtype=torch.float64),
@@ -113,12 +129,8 @@ def load_states(
                     key: torch.stack([s["adam"][name][key] for s in states]).to(device)  # type: ignore[index]
                     for key in saved
                 }
-                if adam:  # fused Adam keeps its step count as a float32 tensor beside the weights
-                    steps = [s["adam_step"] for s in states]  # type: ignore[index]
-                    per_member = getattr(optimizer, "member_steps", False)
-                    entry["step"] = torch.tensor(
-                        steps if per_member else steps[0], dtype=torch.float32, device=device
-                    )
+                if adam:  # fused Adam keeps its step counts as float32 tensors beside the weights
+                    entry["step"] = _steps(optimizer, name, states, device)
                 optimizer.state[param] = entry
     for member, state in zip(members, states, strict=True):
         assert state is not None
@@ -133,6 +145,28 @@ def load_states(
         member.seconds = float(state["seconds"])
         member.best = state.get("best")
         member.plateau = Plateau.from_record(state.get("plateau"))
+        if "aggressive" in state:
+            member.aggressive, member.previous_mi = (
+                bool(state["aggressive"][0]),
+                float(state["aggressive"][1]),
+            )
     first = states[0]
     assert first is not None
     return int(first["epoch"])
+
+
+def _steps(
+    optimizer: torch.optim.Optimizer,
+    name: str,
+    states: Sequence[dict[str, Any] | None],
+    device: torch.device,
+) -> torch.Tensor:
+    """Adam's step count of parameter `name`: (K,), one per member, for an optimizer that counts
+    per member (`MemberAdam`), else the pack's one count."""
+    if not getattr(optimizer, "per_member_steps", False):
+        return torch.tensor(states[0]["adam_step"], dtype=torch.float32, device=device)  # type: ignore[index]
+    counts = [
+        s["adam_steps"].get(name, s["adam_step"]) if "adam_steps" in s else s["adam_step"]  # type: ignore[operator]
+        for s in states
+    ]
+    return torch.tensor(counts, dtype=torch.float32, device=device)

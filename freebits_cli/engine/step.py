@@ -13,6 +13,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -34,40 +35,62 @@ WARMUP_STEPS = 3
 
 def member_gradients(
     param: torch.Tensor, leaves: dict[torch.Tensor, list[torch.nn.Parameter]] | None
-) -> list[torch.Tensor] | None:
+) -> list[torch.Tensor | None] | None:
     """Each member's gradient of a stacked parameter: from its own leaf where the step trains
-    through leaves (see `packing.member_leaves`), else a slice of the stacked gradient; None where
-    a member has none."""
+    through leaves (see `packing.member_leaves`), else a slice of the stacked gradient; None for
+    a member without one (not trained by this step), and None where no member has one."""
     if leaves is not None and param in leaves:
         grads = [leaf.grad for leaf in leaves[param]]
     elif param.grad is not None:
         grads = list(param.grad.unbind(0))
     else:
         return None
-    return None if any(g is None for g in grads) else grads  # type: ignore[return-value]
+    return None if all(g is None for g in grads) else grads
+
+
+@dataclass(frozen=True)
+class Update:
+    """Which members one step trains, and which of their parameters it moves (He et al. 2019's
+    aggressive phase: an inner step moves only a member's encoder, the full step only its decoder).
+    Members left out keep their parameters, optimizer state and step counts untouched."""
+
+    members: tuple[int, ...]
+    encoder_only: frozenset[int] = frozenset()
+    decoder_only: frozenset[int] = frozenset()
 
 
 class MemberOptimizer:
-    """What the member-by-member optimizers share: each member's learning-rate scale (the
-    plateau decay's lr·factor^n, one float per member, 1.0 until it decays: lr·1.0 is lr
-    exactly), and a way to start one member's optimizer afresh. The update of member k uses
+    """What the member-by-member optimizers share: gradients per member; the members (and which of
+    their parameters) a step updates (`update`: aggressive training); each member's learning-rate
+    scale (the plateau decay's lr·factor^n, one float per member, 1.0 until it decays: lr·1.0 is
+    lr exactly); and a way to start one member's optimizer afresh. The update of member k uses
     lr = group lr · `lr_scales[k]`; members of equal lr share one kernel call, which updates each
     tensor on its own, so grouping never changes a member's numbers."""
 
     leaves: dict[torch.Tensor, list[torch.nn.Parameter]] | None = None
     lr_scales: list[float] | None = None
-    #: Step counts per member (Adam): checkpoints save and load one per member.
-    member_steps = False
+    #: This step's `Update`, None: every member, every parameter.
+    update: Update | None = None
+    #: ids of the stacked parameters of the encoder (read by `Update`'s encoder/decoder split).
+    encoder: frozenset[int] = frozenset()
+    #: Step counts per parameter and member (Adam): checkpoints save and load one per member.
+    per_member_steps = False
 
     def scale(self, member: int) -> float:
         return 1.0 if self.lr_scales is None else self.lr_scales[member]
 
-    def by_lr(self, lr: float, members: int) -> dict[float, list[int]]:
-        """Members grouped by their learning rate, in member order."""
-        groups: dict[float, list[int]] = {}
-        for k in range(members):
-            groups.setdefault(lr * self.scale(k), []).append(k)
-        return groups
+    def members_of(self, param: torch.Tensor, grads: list[torch.Tensor | None]) -> list[int]:
+        """The members whose slice of `param` this step updates (those with a gradient)."""
+        u = self.update
+        chosen: list[int] | range = range(len(grads)) if u is None else u.members
+        if u is not None:
+            enc = id(param) in self.encoder
+            chosen = [
+                k
+                for k in chosen
+                if not (k in u.encoder_only and not enc) and not (k in u.decoder_only and enc)
+            ]
+        return [k for k in chosen if grads[k] is not None]
 
     @torch.no_grad()
     def reset_member(self, member: int) -> None:
@@ -87,38 +110,39 @@ class MemberAdam(MemberOptimizer, torch.optim.Adam):
     would (Kingma & Ba 2015) — in exact arithmetic. On a CPU the fused kernel takes a vector path
     for most elements and a scalar path for a tensor's last few, which round differently; handing
     it member k's slice (a view) as a tensor of its own gives it exactly the tensor a lone run has.
-    The state is torch's own stacked moments with one step count per member (K,), so a member's
-    optimizer can start afresh alone. Gradients come from the members' leaves (`leaves`, see
-    `packing.member_leaves`) where the step trains through them, else from the stacked gradient.
+    The state is torch's own stacked moments, with one step count per parameter *and member*
+    ((K,) float32: the bias correction of a member that skipped steps, as in aggressive training,
+    is its own), so checkpoints and resume see an ordinary Adam per member. Gradients come from
+    the members' leaves (`leaves`, see `packing.member_leaves`) where the step trains through
+    them, else from the stacked gradient.
     """
 
-    member_steps = True
+    per_member_steps = True
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
         for group in self.param_groups:
             batches: dict[float, tuple[list[torch.Tensor], ...]] = {}
-            counts = []
             for param in group["params"]:
                 member_grads = member_gradients(param, self.leaves)
                 if member_grads is None:
                     continue
                 state = self.state[param]
-                members = param.shape[0]
                 if not state:  # as torch.optim.Adam initialises it (fused: float32 steps)
+                    members = param.shape[0]
                     state["step"] = torch.zeros(members, dtype=torch.float32, device=param.device)
                     state["exp_avg"] = torch.zeros_like(param)
                     state["exp_avg_sq"] = torch.zeros_like(param)
-                # adam() counts each tensor's step itself: a copy per member, written back after.
-                steps = [count.clone() for count in state["step"].unbind(0)]
-                counts.append((state["step"], steps))
-                slices = zip(
-                    param.unbind(0), member_grads, state["exp_avg"].unbind(0),
-                    state["exp_avg_sq"].unbind(0), steps, strict=True,
-                )  # fmt: skip
-                for k, tensors in enumerate(slices):
+                for k in self.members_of(param, member_grads):
+                    slices = (
+                        param[k],
+                        member_grads[k],
+                        state["exp_avg"][k],
+                        state["exp_avg_sq"][k],
+                        state["step"][k],  # a view: adam() counts it in place
+                    )
                     lists = batches.setdefault(group["lr"] * self.scale(k), ([], [], [], [], []))
-                    for into, tensor in zip(lists, tensors, strict=True):
+                    for into, tensor in zip(lists, slices, strict=True):
                         into.append(tensor)
             beta1, beta2 = group["betas"]
             for lr, (params, grads, moments, squares, steps) in batches.items():
@@ -138,8 +162,6 @@ class MemberAdam(MemberOptimizer, torch.optim.Adam):
                     eps=group["eps"],
                     maximize=False,
                 )
-            for count, updated in counts:
-                count.copy_(torch.stack(updated))
 
 
 class MemberSGD(MemberOptimizer, torch.optim.SGD):
@@ -155,17 +177,15 @@ class MemberSGD(MemberOptimizer, torch.optim.SGD):
                 member_grads = member_gradients(param, self.leaves)
                 if member_grads is None:
                     continue
-                if group["momentum"]:
-                    state = self.state[param]
-                    if not state:
-                        state["momentum_buffer"] = torch.zeros_like(param)
-                    buffers: list[Any] = list(state["momentum_buffer"].unbind(0))
-                else:
-                    buffers = [None] * param.shape[0]
-                slices = zip(param.unbind(0), member_grads, buffers, strict=True)
-                for k, tensors in enumerate(slices):
+                state = self.state[param]
+                if group["momentum"] and not state:
+                    state["momentum_buffer"] = torch.zeros_like(param)
+                for k in self.members_of(param, member_grads):
+                    buffer = state["momentum_buffer"][k] if group["momentum"] else None
                     lists = batches.setdefault(group["lr"] * self.scale(k), ([], [], []))
-                    for into, tensor in zip(lists, tensors, strict=True):
+                    for into, tensor in zip(
+                        lists, (param[k], member_grads[k], buffer), strict=True
+                    ):
                         into.append(tensor)
             for lr, (params, grads, momentum_buffers) in batches.items():
                 sgd(
@@ -190,17 +210,18 @@ def make_optimizer(
     capturable: bool,
     kind: str = "adam",
     momentum: float = 0.0,
-    per_member: bool = False,
+    member_wise: bool = False,
 ) -> torch.optim.Optimizer:
     """Adam (fused: one kernel for all parameters) or SGD over the stacked parameters.
 
     Where a pack runs as one batched model (CUDA) the whole stacked tensors go to the kernel, and
     `capturable` keeps Adam's step count and learning rate on the device so a CUDA graph can
-    replay the update. Where it runs member by member (CPU), or where members need learning
-    rates and optimizer restarts of their own (`per_member`: the plateau decay), `MemberAdam` /
-    `MemberSGD` keep a member's update bit-identical to a lone run's.
+    replay the update. Where it runs member by member (CPU), `MemberAdam` / `MemberSGD` keep a
+    member's update bit-identical to a lone run's; `member_wise` asks for them on CUDA too, where
+    members need learning rates and optimizer restarts of their own (the plateau decay) or steps
+    update some members only (aggressive training).
     """
-    apart = per_member or not packing.batched(device)
+    apart = member_wise or not packing.batched(device)
     if kind == "sgd":
         if apart:
             return MemberSGD(params, lr=lr, momentum=momentum)
@@ -308,20 +329,32 @@ class PackStep:
         beta = self.beta if member is None else self.beta[member : member + 1]
         return recon + beta * fb, recon, kl, share
 
-    def _step(self, rows: int, lengths: tuple[int, ...] | None = None) -> None:
+    def _step(
+        self,
+        rows: int,
+        lengths: tuple[int, ...] | None = None,
+        update: Update | None = None,
+        accumulate: bool = True,
+    ) -> torch.Tensor:
+        """One update; returns the training loss (per example) of the members it trains. With an
+        `update`, only its members are computed (member by member) or trained (batched)."""
         x, noise, masks = self.batch(rows), self.noise(rows), self.masks(rows)
         if packing.batched(self.device):
             if lengths is not None:  # the pack's longest: shorter sentences end in padding
                 x, masks = _first_tokens(x, masks, max(lengths))
             loss, recon, kl, share = self._losses(self.model, x, noise, masks, None)
             kl_sum = kl.detach().sum((-2, -1))
+            if update is not None:
+                chosen = torch.tensor(update.members, device=self.device)
+                loss, recon, kl_sum, share = (t[chosen] for t in (loss, recon, kl_sum, share))
         else:  # member by member: bit-identical to a pack of one (see models.packing)
             parts = []
-            for k, view in enumerate(packing.member_views(self.model, self.leaves)):
+            views = packing.member_views(self.model, self.leaves)
+            for k in range(self.members) if update is None else update.members:
                 xk, mk = x[k : k + 1], None if masks is None else masks[k : k + 1]
                 if lengths is not None:
                     xk, mk = _first_tokens(xk, mk, lengths[k])
-                parts.append(self._losses(view, xk, noise[k : k + 1], mk, k))
+                parts.append(self._losses(views[k], xk, noise[k : k + 1], mk, k))
             loss, recon, share = (torch.cat([p[i] for p in parts]) for i in (0, 1, 3))
             kl_sum = torch.cat([p[2].detach().sum((-2, -1)) for p in parts])
         self.optimizer.zero_grad(set_to_none=True)
@@ -331,9 +364,17 @@ class PackStep:
         loss.sum().backward()  # members are independent, so one backward serves them all
         if self.grad_clip:
             self._clip()
-        self.optimizer.step()
-        terms = torch.stack([loss.detach() * rows, recon.detach() * rows, kl_sum, share * rows])
-        self.sums += terms.double()
+        if update is not None:
+            self.optimizer.update = update  # type: ignore[attr-defined]
+        try:
+            self.optimizer.step()
+        finally:
+            if update is not None:
+                self.optimizer.update = None  # type: ignore[attr-defined]
+        if accumulate:
+            terms = torch.stack([loss.detach() * rows, recon.detach() * rows, kl_sum, share * rows])
+            self.sums += terms.double()
+        return loss.detach()
 
     def _clip(self) -> None:
         """Scale each member's gradient to L2 norm ≤ `grad_clip`, its own norm, never the pack's
@@ -349,11 +390,14 @@ class PackStep:
         for g in grads:
             g.mul_(scale.view(-1, *[1] * (g.dim() - 1)))
 
-    def run(self, rows: int, lengths: tuple[int, ...] | None = None) -> None:
+    def run(
+        self, rows: int, lengths: tuple[int, ...] | None = None, update: Update | None = None
+    ) -> None:
         """One step on the first `rows` examples of the buffers (text: each member's first
-        `lengths[k]` tokens)."""
-        if rows != self.batch_size or not self.want_graph:
-            self._step(rows, lengths)
+        `lengths[k]` tokens); an `update` says which members and parameters it trains (the
+        step's sums must cover every member: use `inner` for steps that train some)."""
+        if rows != self.batch_size or not self.want_graph or update is not None:
+            self._step(rows, lengths, update)
             return
         key = max(lengths) if lengths else 0
         if key not in self.graphs:
@@ -366,6 +410,11 @@ class PackStep:
                 self._step(rows, lengths)
                 return
         self.graphs[key].replay()
+
+    def inner(self, rows: int, lengths: tuple[int, ...] | None, update: Update) -> torch.Tensor:
+        """A step outside the epoch's sums (aggressive training's encoder steps): the loss per
+        example of `update.members`, in that order."""
+        return self._step(rows, lengths, update, accumulate=False)
 
     def _capture(self, key: int, lengths: tuple[int, ...] | None) -> None:
         """Capture the full-batch step in a CUDA graph (PyTorch's whole-network capture recipe).

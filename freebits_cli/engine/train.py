@@ -20,6 +20,7 @@ import torch
 from freebits_cli import schema
 from freebits_cli.data import Dataset
 from freebits_cli.engine import (
+    aggressive,
     batches,
     interrupt,
     pack_state,
@@ -28,14 +29,16 @@ from freebits_cli.engine import (
     samples,
     scores,
     selection,
+    warm_start,
 )
-from freebits_cli.engine.metrics import evaluate
+from freebits_cli.engine.metrics import evaluate, mutual_information
 from freebits_cli.engine.objective import beta_at, binding_share, free_bits_kl
 from freebits_cli.engine.pack_state import STREAMS, Member, generator, stream_seed
 from freebits_cli.engine.step import (
     TERMS,
     MemberOptimizer,
     PackStep,
+    Update,
     make_optimizer,
     set_learning_rate,
 )
@@ -97,6 +100,11 @@ class PackTrainer:
         watch = first.eval.select == "best_valid" or self.on_plateau
         if watch and data.x_valid is not None:
             self.x_valid = torch.from_numpy(data.x_valid).to(device)
+        #: Held-out data of aggressive training's stop rule (He et al.: validation) — the test
+        #: set where the data has no validation set.
+        self.x_held = self.x_test
+        if data.x_valid is not None:
+            self.x_held = torch.from_numpy(data.x_valid).to(device)
         # Text: each training sentence's tokens, on the host, for batches of similar lengths.
         self.lengths = (data.x_train != 0).sum(1) if data.is_text else None
         self.dynamic = data.binarize == "dynamic"
@@ -116,8 +124,13 @@ class PackTrainer:
         k = len(self.members)
         self.model = build_model(m, self.image_shape, k, self.data.vocab_size)
         self.model.to(self.device)
+        # A member whose decoder is reset after a warm start draws it from a stream of its own,
+        # not again the initialisation its pretraining started from.
         self.model.reset(
-            [generator(self.device, stream_seed(x.run.train.seed, "init")) for x in self.members]
+            [
+                generator(self.device, stream_seed(x.run.train.seed, self._init_stream(x, s)))
+                for x, s in zip(self.members, states, strict=True)
+            ]
         )
         if m.output_bias == "data_mean" and m.likelihood == "bernoulli":
             # Burda et al. 2015: start the decoder at the logit of each pixel's mean intensity.
@@ -126,19 +139,21 @@ class PackTrainer:
                 self.model.to_logits.bias.copy_(
                     torch.logit(mean).expand_as(self.model.to_logits.bias)
                 )
+        self._warm_start(states)
         train = self.config.train
-        # SGD, and members with learning rates of their own (plateau), train eagerly on CUDA:
-        # a learning rate would be baked into a captured graph.
-        graph = (
-            train.cuda_graph and self.device.type == "cuda" and train.optimizer == "adam"
-            and not self.on_plateau
-        )  # fmt: skip
+        # SGD, members with learning rates of their own (plateau) and aggressive training (steps
+        # that update some members only) train eagerly, member by member, on CUDA: a learning
+        # rate or a member set would be baked into a captured graph.
+        apart = self.on_plateau or any(x.run.train.aggressive for x in self.members)
+        graph = train.cuda_graph and self.device.type == "cuda" and train.optimizer == "adam"
+        graph = graph and not apart
         self.optimizer = make_optimizer(
             self.model.parameters(), train.lr, train.adam_eps, self.device, capturable=graph,
-            kind=train.optimizer, momentum=train.momentum, per_member=self.on_plateau,
+            kind=train.optimizer, momentum=train.momentum, member_wise=apart,
         )  # fmt: skip
         for member, state in zip(self.members, states, strict=True):
             if state is None:
+                member.aggressive, member.previous_mi = member.run.train.aggressive, 0.0
                 member.generators = {
                     s: generator(self.device, stream_seed(member.run.train.seed, s))
                     for s in STREAMS
@@ -165,6 +180,34 @@ class PackTrainer:
             dtype=self.x_train.dtype,
             grad_clip=train.grad_clip,
         )
+        if apart:  # the encoder's parameters, which the aggressive inner steps move alone
+            x = self.x_train[:2].unsqueeze(0).expand(k, -1, -1)
+            names = warm_start.encoder_names(self.model, x)
+            self.optimizer.encoder = frozenset(  # type: ignore[attr-defined]
+                id(p) for n, p in self.model.named_parameters() if n in names
+            )
+
+    @staticmethod
+    def _init_stream(member: Member, state: dict[str, Any] | None) -> str:
+        return "reset" if state is None and member.encoder_only else "init"
+
+    def _warm_start(self, states: list[dict[str, Any] | None]) -> None:
+        """Members starting fresh from given parameters (`init.from`, a pretraining) take them."""
+        starting = [
+            (i, m) for i, (m, s) in enumerate(zip(self.members, states, strict=True))
+            if s is None and m.init_from is not None
+        ]  # fmt: skip
+        if not starting:
+            return
+        encoder = None
+        if any(m.encoder_only for _, m in starting):
+            x = self.x_train[:2].unsqueeze(0).expand(len(self.members), -1, -1)
+            encoder = warm_start.encoder_names(self.model, x)
+        for i, member in starting:
+            assert member.init_from is not None
+            params = warm_start.read_params(member.init_from)
+            warm_start.check_shapes(self.model, params, str(member.init_from))
+            warm_start.warm_start(self.model, i, params, encoder if member.encoder_only else None)
 
     def member_state(self, index: int) -> dict[str, Any]:
         """Member `index`'s slice of weights and Adam moments, its RNG states and history."""
@@ -261,6 +304,7 @@ class PackTrainer:
             device=self.device,
         )  # (steps, K), one host-to-device copy per epoch
         step_fn.sums.zero_()
+        inner_steps = [0] * len(self.members)
         pixels, latent = self.x_train.shape[1], self.config.model.latent_dim
         block = max(1, BLOCK_ELEMENTS // (size * pixels))
         ids = [m.run.run_id for m in self.members]
@@ -280,6 +324,14 @@ class PackTrainer:
                 at = slice((step - block_start) * size, (step - block_start + 1) * size)
                 index = order[:, step * size : (step + 1) * size]  # (K, b)
                 b = index.shape[1]
+                update = None
+                if active := [k for k, m in enumerate(self.members) if m.aggressive]:
+                    # He et al. 2019: the encoder first, on its own stream's batches (the step's
+                    # buffers are filled for the full update below), then the decoder alone.
+                    step_fn.beta.copy_(betas[step])
+                    taken = aggressive.inner_loop(self, index, active)
+                    inner_steps = [a + t for a, t in zip(inner_steps, taken, strict=True)]
+                    update = Update(tuple(range(len(self.members))), decoder_only=frozenset(active))
                 x = step_fn.batch(b)
                 torch.index_select(self.x_train, 0, index.reshape(-1), out=x.view(-1, pixels))
                 if coins is not None:
@@ -293,13 +345,14 @@ class PackTrainer:
                 if masks is not None:  # dropout: uniform numbers from each member's own stream
                     self._draw_masks(masks, step_lengths[step] or (pixels,) * len(self.members))
                 step_fn.beta.copy_(betas[step])
-                step_fn.run(b, step_lengths[step])
+                step_fn.run(b, step_lengths[step], update)
                 if on_step is not None and (step + 1 == steps or time.monotonic() >= report_at):
                     on_step(ids, epoch, step + 1, steps)
                     report_at = time.monotonic() + STEP_REPORT_S
         out = dict(zip(TERMS, step_fn.sums / self.n_train, strict=True))
         out["beta"] = betas[-1]
         out["lr"] = torch.tensor([lr * m.plateau.scale for m in self.members], dtype=torch.float64)
+        out["aggressive_steps"] = inner_steps  # type: ignore[assignment]
         return out
 
     def _draw_masks(self, masks: torch.Tensor, lengths: tuple[int, ...]) -> None:
@@ -428,6 +481,7 @@ class PackTrainer:
                 "binding_share": train["binding"].tolist(),
                 "lr": train["lr"].tolist(),
                 "valid_elbo": self._validate(epoch),
+                **self._aggressive_columns(epoch, train),
             }
         )
         kl_per_dim, kl_spread = ev.kl_per_dim.tolist(), ev.kl_spread.tolist()
@@ -453,6 +507,19 @@ class PackTrainer:
         return lambda model, generators: probe.probe_accuracy(
             model, self.x_train, y_train, self.x_test, y_test, generators, self.dynamic
         )
+
+    def _aggressive_columns(self, epoch: int, train: dict[str, Any]) -> dict[str, list[Any] | None]:
+        """Aggressive training's columns after `epoch`, and its stop rule applied (He et al.)."""
+        on = [m.run.train.aggressive for m in self.members]
+        if not any(on):
+            return {"aggressive_steps": None, "aggressive_mi": None}
+        steps = [t if o else None for t, o in zip(train["aggressive_steps"], on, strict=True)]
+        judged: list[float | None] = [None] * len(self.members)
+        if any(m.aggressive for m in self.members):
+            generators = self._eval_generators("aggressive_mi", epoch)
+            mi = mutual_information(self.model, self.x_held, generators).tolist()
+            judged = aggressive.stop_rule(self.members, mi)
+        return {"aggressive_steps": steps, "aggressive_mi": judged}
 
     def _validate(self, epoch: int) -> list[float] | None:
         """Validation ELBOs (eval.select: best_valid), each member's best state kept."""
@@ -502,6 +569,8 @@ class PackTrainer:
             self.config.eval.temperature,
         )  # fmt: skip
         outcomes = []
+        for i, member in enumerate(self.members):
+            warm_start.save_model(member.folder, self.model, i, member.best)
         for member, best in zip(self.members, self._best_scores(), strict=True):
             extra = {
                 "seconds": member.seconds,

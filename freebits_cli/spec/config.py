@@ -170,6 +170,15 @@ class TrainSpec:
     of the forward pass (GPU tensor cores, CPUs with AMX); weights and Adam stay float32."""
     cuda_graph: bool = True
     """On CUDA, capture the training step in a CUDA graph and replay it (no effect on CPU)."""
+    aggressive: bool = False
+    """Aggressive inference-network training (He et al. 2019, `text.py --aggressive 1`): before
+    each full update the encoder alone takes up to `aggressive_steps` steps on fresh batches
+    (stopped once its loss over 15 steps stops falling), and the full update moves only the
+    decoder; the phase ends for a run after the first epoch whose held-out MI is lower than the
+    epoch before (validation set, else the test set). Trains eagerly, member by member."""
+    aggressive_steps: int = 100
+    """Most encoder-only steps before each decoder update in the aggressive phase (He et al.'s
+    loop `while sub_iter < 100` takes at most 99)."""
 
 
 @dataclass(frozen=True)
@@ -253,6 +262,27 @@ class EvalSpec:
     `best_valid`), as He et al. 2019 do. Needs a validation set (text, or dataset.valid_size)."""
 
 
+@dataclass(frozen=True)
+class PretrainSpec:
+    epochs: int = 0
+    """Encoder pretraining (Li et al. 2019): first train the same model as an autoencoder (β = 0,
+    no free bits) for this many epochs, then start the run from it. 0: no pretraining. Runs that
+    share everything but the fields that act after it (free bits, annealing, evaluation,
+    `reset_decoder`, the run's epochs) share one pretraining, trained once in the sweep folder's
+    `pretrain/`."""
+    reset_decoder: bool = True
+    """After pretraining, re-initialise the decoder from the run's own stream and keep only the
+    pretrained encoder (Li et al.'s `--reset_dec`); false: start from the whole autoencoder."""
+
+
+@dataclass(frozen=True)
+class InitSpec:
+    from_: str | None = None
+    """Start from given parameters (YAML key `from`): a finished run's folder (its `model.pt`),
+    a `model.pt`, or a run's `checkpoint.pt`; the shapes must match this run's model. None: a
+    fresh initialisation. The optimizer starts afresh."""
+
+
 #: Fields added since run ids were first published: at their default (which reproduces what the
 #: earlier versions computed) they are left out of a run's identity, so adding a field never
 #: renames, and so retrains, the runs of an existing results folder.
@@ -270,6 +300,11 @@ ADDED_FIELDS: frozenset[str] = frozenset(
         "train.lr_factor",
         "train.lr_max_decays",
         "train.lr_decay_start",
+        "train.aggressive",
+        "train.aggressive_steps",
+        "pretrain.epochs",
+        "pretrain.reset_decoder",
+        "init.from",
     }
 )
 #: What stands for the image defaults on text (`dataset.name: text`), so `--dataset text` alone
@@ -291,6 +326,8 @@ class RunConfig:
     free_bits: FreeBitsSpec = FreeBitsSpec()
     anneal: AnnealSpec = AnnealSpec()
     eval: EvalSpec = EvalSpec()
+    pretrain: PretrainSpec = PretrainSpec()
+    init: InitSpec = InitSpec()
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: _section_to_dict(getattr(self, f.name)) for f in dataclasses.fields(self)}
@@ -336,6 +373,8 @@ def identity_of(config: dict[str, Any]) -> dict[str, Any]:
         section, key = path.split(".")
         if isinstance(tree.get(section), dict) and tree[section].get(key) == defaults[section][key]:
             tree[section].pop(key)
+            if not tree[section]:  # a section added whole, left at its defaults
+                del tree[section]
     return tree
 
 
@@ -404,6 +443,8 @@ class SweepSpec:
     free_bits: FreeBitsSpec = FreeBitsSpec()
     anneal: AnnealSpec = AnnealSpec()
     eval: EvalSpec = EvalSpec()
+    pretrain: PretrainSpec = PretrainSpec()
+    init: InitSpec = InitSpec()
     grid: dict[str, list[Any]] = field(default_factory=_default_grid)
     slurm: SlurmSpec = SlurmSpec()
 
@@ -440,12 +481,17 @@ class SweepSpec:
 # dict <-> dataclass
 
 
+#: Attribute names that differ from their YAML keys (keys that are Python keywords).
+_YAML_KEYS = {"lam": "lambda", "from_": "from"}
+_ATTR_NAMES = {key: attr for attr, key in _YAML_KEYS.items()}
+
+
 def _yaml_key(name: str) -> str:
-    return "lambda" if name == "lam" else name
+    return _YAML_KEYS.get(name, name)
 
 
 def _attr_name(key: str) -> str:
-    return "lam" if key == "lambda" else key
+    return _ATTR_NAMES.get(key, key)
 
 
 def _section_to_dict(section: Any) -> dict[str, Any]:

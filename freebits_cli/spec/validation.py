@@ -21,6 +21,8 @@ class RunLike(Protocol):
     free_bits: Any
     anneal: Any
     eval: Any
+    pretrain: Any
+    init: Any
 
 
 FREE_BITS_MODES = ("batch", "example", "total", "group", "example_total")
@@ -169,6 +171,7 @@ def validate_run(run: RunLike) -> None:
         "eval.temperature",
         f"must be > 0, got {e.temperature}",
     )
+    _validate_remedies(run)
     _check(
         e.select == "last" or d.name == "text" or d.valid_size is not None,
         "eval.select",
@@ -198,6 +201,28 @@ def _validate_plateau(d: Any, t: Any) -> None:
         "train.lr_decay",
         "plateau watches a validation set: set dataset.valid_size (images hold one out of the "
         "training set; text reads valid.txt)",
+    )
+
+
+def _validate_remedies(run: RunLike) -> None:
+    """Pretraining, warm starts and aggressive inference training."""
+    p, t = run.pretrain, run.train
+    _check(p.epochs >= 0, "pretrain.epochs", f"must be >= 0 (0: no pretraining), got {p.epochs}")
+    _check(
+        t.aggressive_steps > 0,
+        "train.aggressive_steps",
+        f"must be > 0, got {t.aggressive_steps}",
+    )
+    _check(
+        not (p.epochs and run.init.from_),
+        "init.from",
+        "a run starts from its pretraining or from given parameters, not both "
+        "(set pretrain.epochs: 0, or drop init.from)",
+    )
+    _check(
+        run.init.from_ is None or bool(run.init.from_.strip()),
+        "init.from",
+        "must name a run folder, a model.pt or a checkpoint.pt",
     )
 
 

@@ -21,6 +21,7 @@ from freebits_cli.errors import ResultsError, SpecError
 from freebits_cli.results import locks, resume, storage
 from freebits_cli.spec import RunConfig, SweepSpec
 from freebits_cli.spec.files import dump_spec
+from freebits_cli.sweep import pretrain
 from freebits_cli.sweep.pack_runner import train_pack
 from freebits_cli.sweep.runs import Callbacks, Plan, PlannedRun, dataset
 
@@ -82,28 +83,40 @@ def _run_folder(sweep: Path, run: RunConfig) -> Path:
 
 def plan(spec: SweepSpec, results: Path, force: bool = False, shard: str | None = None) -> Plan:
     """What each run of the spec needs, read from its folder (without locks: advisory; the
-    trainer decides again under the run's lock)."""
+    trainer decides again under the run's lock); and the pretrainings of those not done."""
     index, count = parse_shard(shard)
     sweep = storage.sweep_dir(results, spec.name)
     runs = sorted(spec.expand(), key=lambda r: r.run_id)[index::count]
     warnings: list[str] = []
-    states, folders = {}, {}
-    for run in runs:
-        folder = folders[run.run_id] = _run_folder(sweep, run)
+    planned = _planned(runs, [_run_folder(sweep, run) for run in runs], force, warnings)
+    todo = [item.run for item in planned if item.state != "done"]
+    pretrainings = pretrain.needed(todo)
+    folders = [pretrain.folder_of(sweep, pre) for pre in pretrainings]
+    first = _planned(pretrainings, folders, force, warnings)
+    return Plan(sweep, planned, tuple(spec.grid_paths()), tuple(warnings), first)
+
+
+def _planned(
+    runs: Sequence[RunConfig], folders: Sequence[Path], force: bool, warnings: list[str]
+) -> tuple[PlannedRun, ...]:
+    """Each run's state and resume point, read from its folder."""
+    states = {}
+    for run, folder in zip(runs, folders, strict=True):
         states[run.run_id] = "pending" if force else storage.run_state(folder, run)
         damaged = (folder / schema.SUMMARY).exists() and states[run.run_id] != "done"
         if not force and damaged and storage.config_matches(folder, run):
             warnings.append(f"{folder / schema.SUMMARY}: damaged; the run is not done")
-    interrupted = {r.run_id: folders[r.run_id] for r in runs if states[r.run_id] == "interrupted"}
-    fresh = [r.run_id for r in runs if states[r.run_id] in ("pending", "failed")]
+    by_id = {run.run_id: folder for run, folder in zip(runs, folders, strict=True)}
+    interrupted = {r: by_id[r] for r, state in states.items() if state == "interrupted"}
+    fresh = [r for r, state in states.items() if state in ("pending", "failed")]
     points = resume.resume_points(interrupted, fresh, warnings.append)
     planned = []
-    for run in runs:
+    for run, folder in zip(runs, folders, strict=True):
         point = points.get(run.run_id, resume.Point(0))
         planned.append(
             PlannedRun(
                 run,
-                folders[run.run_id],
+                folder,
                 states[run.run_id],
                 point.epoch,
                 point.device if point.epoch else None,
@@ -111,7 +124,7 @@ def plan(spec: SweepSpec, results: Path, force: bool = False, shard: str | None 
                 force,
             )
         )
-    return Plan(sweep, tuple(planned), tuple(spec.grid_paths()), tuple(warnings))
+    return tuple(planned)
 
 
 def pack_key(run: RunConfig, start_epoch: int) -> tuple[Any, ...]:
@@ -211,6 +224,8 @@ def check_ready(plan_: Plan, devices: Sequence[str]) -> list[str]:
     run on another kind of device than it was checkpointed on (RNG states do not carry over).
     Returns what loading changed that the user should hear (e.g. long sentences dropped)."""
     notes = []
+    for item in plan_.todo:
+        pretrain.check_source(item.run, plan_.sweep_dir)
     for spec in {item.run.dataset for item in plan_.todo}:
         notes += dataset(spec).notes
     from freebits_cli.models import (
@@ -220,7 +235,7 @@ def check_ready(plan_: Plan, devices: Sequence[str]) -> list[str]:
     for model, spec in {(item.run.model, item.run.dataset) for item in plan_.todo}:
         check_model(model, dataset(spec))
     kind = devices[0].split(":")[0]
-    for item in plan_.todo:
+    for item in [*plan_.pretrain_todo, *plan_.todo]:
         if item.state == "interrupted" and item.checkpoint_device not in (None, kind):
             raise ResultsError(
                 f"{item.folder}: checkpointed on {item.checkpoint_device}, cannot resume on {kind}; "

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from freebits_cli import schema
 from freebits_cli.errors import ResultsError
 from freebits_cli.results import locks, resume, storage
+from freebits_cli.sweep import pretrain
 from freebits_cli.sweep.runs import Callbacks, PlannedRun, dataset
 
 if TYPE_CHECKING:  # torch is imported only when training starts
@@ -76,9 +77,37 @@ def _train_held(
     for item in todo:
         start = points.get(item.run.run_id, resume.Point(0)).epoch
         groups.setdefault(start, []).append(item)
+    if 0 in groups:  # fresh starts from a pretraining need it complete first
+        groups[0], failed = _with_pretrainings(groups[0], device, threads, grid_paths)
+        outcomes += failed
+        if not groups[0]:
+            del groups[0]
     for start, members in sorted(groups.items()):
         outcomes += _train_group(members, start, grid_paths, device, threads, callbacks)
     return outcomes
+
+
+def _with_pretrainings(
+    fresh: list[PlannedRun], device: str, threads: int, grid_paths: Sequence[str]
+) -> tuple[list[PlannedRun], list[Outcome]]:
+    """Train (or wait for) the pretrainings of runs starting from scratch; a run whose
+    pretraining failed fails with that reason and does not train."""
+    from freebits_cli.engine import interrupt
+    from freebits_cli.engine.train import Outcome
+    from freebits_cli.results import records
+
+    if not any(item.run.pretrain.epochs for item in fresh):
+        return fresh, []
+    sweep = fresh[0].folder.parent.parent
+    reasons = pretrain.ensure([i.run for i in fresh], sweep, device, threads, interrupt.check)
+    outcomes = []
+    for item in fresh:
+        if item.run.run_id in reasons:
+            storage.reset_run(item.folder)
+            reason = reasons[item.run.run_id]
+            records.write_failure(item.folder, item.run, item.run.setting(grid_paths), reason, 0)
+            outcomes.append(Outcome(item.run.run_id, "failed", reason))
+    return [i for i in fresh if i.run.run_id not in reasons], outcomes
 
 
 def _train_group(
@@ -122,7 +151,9 @@ def _train_group(
                     **storage.environment(device),
                 },
             )
-        members.append(Member(item.run, item.folder, setting))
+        source, encoder_only = pretrain.start_of(item.run, item.folder.parent.parent)
+        members.append(Member(item.run, item.folder, setting, init_from=source,
+                              encoder_only=encoder_only))  # fmt: skip
     trainer = PackTrainer(members, data, torch.device(device))
     if start:
         trainer.resume(states)

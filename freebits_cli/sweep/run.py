@@ -62,6 +62,9 @@ class Planned:
     retrained: list[str]  # complete runs `force` trains again
     dropped: list[Path]  # run folders a replacing spec deletes
     options: SweepOptions
+    #: Packs of the pretrainings to train before the runs (`pretrain`); on a cluster each job
+    #: trains or waits for the pretraining its runs need.
+    pretrain_packs: list[Pack] = field(default_factory=list)
 
     @property
     def on_cluster(self) -> bool:
@@ -176,14 +179,16 @@ def _plan(spec: SweepSpec, out: Path, o: SweepOptions) -> tuple[Planned, bool, A
             log_dir = plan.sweep_dir / schema.LOG_DIR
             submitter = make_executor(o.executor, spec.slurm, spec.name, log_dir, spec.train.device)
         # The nodes' memory is not known here: --pack-size (or MAX_AUTO_PACK) bounds a pack.
-        devices, jobs = [spec.train.device], o.jobs or 1
+        devices, jobs, fits = [spec.train.device], o.jobs or 1, None
         packs = executor.make_packs(plan.todo, o.pack_size, jobs)
     else:
         devices = executor.resolve_devices(spec.train.device)
         jobs = o.jobs or executor.default_jobs(devices)
-        packs = executor.make_packs(plan.todo, o.pack_size, jobs, executor.memory_fit(devices))
+        fits = executor.memory_fit(devices)
+        packs = executor.make_packs(plan.todo, o.pack_size, jobs, fits)
+    first = executor.make_packs(plan.pretrain_todo, o.pack_size, jobs, fits)
     dropped = executor.dropped_runs(plan.sweep_dir, spec) if o.force and replacing else []
-    planned = Planned(spec, plan, packs, devices, jobs, retrained, dropped, o)
+    planned = Planned(spec, plan, packs, devices, jobs, retrained, dropped, o, first)
     return planned, replacing, submitter
 
 
@@ -218,6 +223,13 @@ def _train_here(planned: Planned, out: Path, h: Hooks, result: SweepResult) -> N
     plan, packs = planned.plan, planned.packs
     failures: list[str] = []
     with interrupt.handling_signals(), _exporting(out, spec.name, o.log, h.warn) as committed:
+        if planned.pretrain_packs and not planned.on_cluster:  # the runs start from these
+            first = replace(plan, grid_paths=())
+            try:
+                _train_packs(first, planned.pretrain_packs, planned, h, failures, committed)
+            except TooManyFailures as exc:
+                result.stopped = str(exc)
+                return
         while True:
             try:
                 outcomes = _train_packs(plan, packs, planned, h, failures, committed)

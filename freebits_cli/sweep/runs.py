@@ -31,10 +31,17 @@ class Plan:
     runs: tuple[PlannedRun, ...]
     grid_paths: tuple[str, ...]
     warnings: tuple[str, ...] = ()  # one line per damaged file found
+    #: The pretrainings the runs to train start from (`pretrain`), each planned like a run in
+    #: RESULTS/<sweep>/pretrain/<id>/: trained before the runs that need them.
+    pretrainings: tuple[PlannedRun, ...] = ()
 
     @property
     def todo(self) -> list[PlannedRun]:
         return [r for r in self.runs if r.state != "done"]
+
+    @property
+    def pretrain_todo(self) -> list[PlannedRun]:
+        return [r for r in self.pretrainings if r.state != "done"]
 
 
 @dataclass(frozen=True)
