@@ -326,3 +326,13 @@ def test_the_new_fields_at_their_defaults_keep_every_run_id() -> None:
     )
     batch = build_spec(None, [("eval.mi_estimator", "batch")]).expand()[0]
     assert batch.identity()["eval"]["mi_estimator"] == "batch" and batch.run_id != run.run_id
+
+
+def test_large_test_sets_get_fewer_draws() -> None:
+    from freebits_cli.engine.metrics import mi_draws
+
+    assert mi_draws(10, 359) == 10  # digits: every draw
+    assert mi_draws(10, 10_000) == 2 and mi_draws(10, 50_000) == 2  # an interval needs two
+    assert mi_draws(10, 6_000) == 5
+    assert mi_draws(10, 10_000, batch=50) == 10  # per-batch mixtures cost N × B
+    assert mi_draws(1, 359) == 1  # asked for one: no interval
