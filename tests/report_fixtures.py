@@ -90,36 +90,30 @@ def write_run(
         out.writerow(METRIC_COLUMNS)
         for e in range(1, last + 1):
             gap = epochs - e  # 1 nat per epoch below the final numbers
-            out.writerow(
-                [
-                    run_id,
-                    lam,
-                    mode,
-                    anneal,
-                    seed,
-                    binarize,
-                    e,
-                    e * 10,
-                    min(1.0, e / 2),
-                    -elbo + gap,
-                    -elbo - kl + gap,
-                    kl,
-                    elbo - gap,
-                    -elbo - kl + gap,
-                    kl,
-                    active_units,
-                    active_units,
-                    0.5,
-                    iwae if (iwae is not None and e == epochs) else "",
-                    mi if (mi is not None and e == epochs) else "",
-                    "",  # test_bits_per_dim: not an image likelihood
-                    "",  # test_iwae_bits_per_dim
-                    "",  # test_ppl: not text
-                    "",  # test_elbo_ppl
-                    "",  # valid_elbo
-                    e * 0.1,
-                ]
-            )
+            row = {
+                "run_id": run_id,
+                "lambda": lam,
+                "free_bits_mode": mode,
+                "anneal": anneal,
+                "seed": seed,
+                "binarize": binarize,
+                "epoch": e,
+                "step": e * 10,
+                "beta": min(1.0, e / 2),
+                "train_loss": -elbo + gap,
+                "train_recon": -elbo - kl + gap,
+                "train_kl": kl,
+                "test_elbo": elbo - gap,
+                "test_recon": -elbo - kl + gap,
+                "test_kl": kl,
+                "active_units": active_units,
+                "active_units_kl": active_units,
+                "binding_share": 0.5,
+                "test_iwae_nll": iwae if (iwae is not None and e == epochs) else "",
+                "test_mi": mi if (mi is not None and e == epochs) else "",
+                "seconds": e * 0.1,
+            }  # every other column (bits per dim, perplexity, ...) empty: not measured here
+            out.writerow([row.get(c, "") for c in METRIC_COLUMNS])
     with (run_dir / "kl_per_dim.csv").open("w", newline="") as fh:
         out = csv.writer(fh)
         out.writerow(["epoch", "dim", "kl"])

@@ -298,3 +298,41 @@ def test_kl_per_dim_csv_holds_the_split(swept: Path) -> None:
         assert hist is not None and list(hist.columns) == list(schema.KL_COLUMNS)
         assert (hist["kl_spread"] >= 0).all() and hist["kl_spread"].notna().all()
         np.testing.assert_allclose(hist["kl_spread"] + hist["kl_rest"], hist["kl"], rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("eval.mi_estimator", "pairs"),
+        ("eval.mi_draws", 0),
+        ("eval.mi_batch", 1),
+        ("eval.probe_features", "logits"),
+        ("eval.temperature", 0),
+    ],
+)
+def test_bad_information_fields_name_themselves(field: str, value: object) -> None:
+    from freebits_cli.errors import SpecError
+
+    with pytest.raises(SpecError, match=field.replace(".", r"\.")):
+        build_spec(None, [(field, value)])
+
+
+def test_the_new_fields_at_their_defaults_keep_every_run_id() -> None:
+    """Added fields left at their defaults are not part of a run's identity (results folders of
+    earlier versions are recognised); set otherwise they are."""
+    run = build_spec(None, []).expand()[0]
+    assert not {"mi_draws", "mi_estimator", "mi_batch", "probe", "temperature"} & set(
+        run.identity()["eval"]
+    )
+    batch = build_spec(None, [("eval.mi_estimator", "batch")]).expand()[0]
+    assert batch.identity()["eval"]["mi_estimator"] == "batch" and batch.run_id != run.run_id
+
+
+def test_large_test_sets_get_fewer_draws() -> None:
+    from freebits_cli.engine.metrics import mi_draws
+
+    assert mi_draws(10, 359) == 10  # digits: every draw
+    assert mi_draws(10, 10_000) == 2 and mi_draws(10, 50_000) == 2  # an interval needs two
+    assert mi_draws(10, 6_000) == 5
+    assert mi_draws(10, 10_000, batch=50) == 10  # per-batch mixtures cost N × B
+    assert mi_draws(1, 359) == 1  # asked for one: no interval

@@ -200,14 +200,25 @@ class Information:
     per member, each a mean over independent draws of z from the same encodings: (K,)."""
 
     mi: torch.Tensor  # I(x;z), the mean over draws
-    mi_lo: torch.Tensor  # its 95% interval over the draws (Student t; NaN for one draw)
+    mi_lo: torch.Tensor  # its 95% interval (NaN for one draw; see `information`)
     mi_hi: torch.Tensor
     marginal_kl: torch.Tensor  # KL(q(z)‖p(z)) = E_q(z)[log q(z)] − E_q(z)[log p(z)]
     draws: torch.Tensor  # (K, R) the MI of each draw
 
 
-#: Two-sided level of the MI's interval over draws.
+#: Two-sided level of the MI's interval.
 MI_LEVEL = 0.95
+#: Sample-component pairs the MI's draws may cost together: two draws on 10,000 test examples.
+#: Each draw is one pass over N × N pairs (N × B per batch), the estimate's whole cost; the noise
+#: of one draw falls as 1/√N, so a large test set needs few draws and a small one gets many.
+MI_PAIRS = 2 * 10_000**2
+
+
+def mi_draws(most: int, n: int, batch: int | None = None) -> int:
+    """Draws of the MI estimate on n examples: `most` (eval.mi_draws) where they cost at most
+    MI_PAIRS pairs, else as many as do, and never fewer than two (an interval needs two)."""
+    per_draw = n * min(n, batch or n)
+    return most if most < 2 else max(2, min(most, MI_PAIRS // max(1, per_draw)))
 
 
 @torch.no_grad()
@@ -229,15 +240,29 @@ def information(
     Li et al. 2019's code: the estimate is capped by log N), or over each consecutive block of
     `batch` examples, the blocks' estimates averaged weighted by their sizes (He et al. 2019's
     code: capped by log B, and lower). How log q(z_i) is summed: `aggregate.log_aggregate`. Draw
-    1 is the single draw earlier versions reported; the interval says how far the mean of the
-    draws may sit from the estimator's expectation on these examples (Monte Carlo noise only, not
-    which examples the test set holds).
+    1 is the single draw earlier versions reported.
+
+    The interval: given the encodings, q(z) is fixed, so the terms t_i = E log q(z|x_i) −
+    log q(z_i) of one draw are independent across examples i (and across draws). The variance of
+    the mean over R draws and N examples is Σ_i Var(t_i) / (R N²), estimated from each example's
+    spread over the draws (N(R − 1) degrees of freedom, so two draws already pin it down). It says
+    how far the estimate may sit from its expectation on these examples — the Monte Carlo noise
+    of z — not which examples the test set holds.
     """
-    mi, marginal = _by_member(
+    mi_terms, marginal_terms = _by_member(
         model, x, generators, lambda m, g: _information(m, x, g, draws, batch, budget)
-    )
-    mean, lo, hi = _interval(mi)
-    return Information(mean, lo, hi, marginal.mean(-1), mi)
+    )  # (K, R, N) each
+    per_draw = mi_terms.mean(-1)  # (K, R)
+    mean = per_draw.mean(-1)
+    if draws < 2:
+        nan = torch.full_like(mean, math.nan)
+        return Information(mean, nan, nan, marginal_terms.mean((-1, -2)), per_draw)
+    from scipy import stats
+
+    n = mi_terms.shape[-1]
+    variance = mi_terms.var(1, correction=1).sum(-1) / (draws * n * n)
+    half = stats.t.ppf(0.5 + MI_LEVEL / 2, n * (draws - 1)) * variance.sqrt()
+    return Information(mean, mean - half, mean + half, marginal_terms.mean((-1, -2)), per_draw)
 
 
 def mutual_information(
@@ -250,19 +275,6 @@ def mutual_information(
     return information(model, x, generators, budget=budget).mi
 
 
-def _interval(draws: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Mean over the last axis and its Student-t interval at MI_LEVEL: (K, R) -> 3 × (K,)."""
-    from scipy import stats
-
-    mean = draws.mean(-1)
-    r = draws.shape[-1]
-    if r < 2:
-        nan = torch.full_like(mean, math.nan)
-        return mean, nan, nan
-    half = stats.t.ppf(0.5 + MI_LEVEL / 2, r - 1) * draws.std(-1, correction=1) / math.sqrt(r)
-    return mean, mean - half, mean + half
-
-
 def _information(
     model: Any,
     x: torch.Tensor,
@@ -271,7 +283,8 @@ def _information(
     batch: int | None,
     budget: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(MI, marginal KL) of each draw: two (k, R) tensors for the k members `model` holds."""
+    """Per draw and example, the MI's and the marginal KL's terms: two (k, R, N) tensors for the
+    k members `model` holds."""
     members, latent = model.members, model.latent_dim
     mus, logvars = [], []
     for part in x.split(EVAL_CHUNK):
@@ -281,7 +294,7 @@ def _information(
     mu, logvar = torch.cat(mus, 1), torch.cat(logvars, 1)  # (K, N, D)
     n = mu.shape[1]
     # E_q(z|x)[log q(z|x)] is the negative entropy of a diagonal Gaussian, in closed form.
-    neg_entropy = (-0.5 * latent * LOG_2PI - 0.5 * (1 + logvar).sum(-1)).double().mean(-1)
+    neg_entropy = (-0.5 * latent * LOG_2PI - 0.5 * (1 + logvar).sum(-1)).double()  # (K, N)
     std, mu64, logvar64 = (0.5 * logvar).exp(), mu.double(), logvar.double()
     blocks = [(s, min(n, s + batch)) for s in range(0, n, batch)] if batch else [(0, n)]
     mi, marginal = [], []
@@ -295,6 +308,6 @@ def _information(
             ]
         )  # fmt: skip
         log_pz = -0.5 * (latent * LOG_2PI + z.pow(2).sum(-1))  # (K, N) log N(z_i; 0, I)
-        mi.append(neg_entropy - log_qz.mean(-1))
-        marginal.append((log_qz - log_pz).mean(-1))
-    return torch.stack(mi, -1), torch.stack(marginal, -1)
+        mi.append(neg_entropy - log_qz)
+        marginal.append(log_qz - log_pz)
+    return torch.stack(mi, 1), torch.stack(marginal, 1)

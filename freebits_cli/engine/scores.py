@@ -17,6 +17,7 @@ from freebits_cli.engine.metrics import (
     evaluate,
     information,
     iwae_nll,
+    mi_draws,
 )
 from freebits_cli.models.likelihoods import bits_per_dim, likelihood, predicted_tokens
 from freebits_cli.spec import RunConfig
@@ -49,7 +50,8 @@ def test_scores(
     info: Columns = dict.fromkeys(("test_mi", "test_mi_lo", "test_mi_hi", "test_marginal_kl"))
     if spec.mi and final:
         batch = spec.mi_batch if spec.mi_estimator == "batch" else None
-        got = information(model, x, streams("mi"), draws=spec.mi_draws, batch=batch)
+        draws = mi_draws(spec.mi_draws, x.shape[0], batch)
+        got = information(model, x, streams("mi"), draws=draws, batch=batch)
         info = {
             "test_mi": got.mi.tolist(),
             "test_mi_lo": got.mi_lo.tolist(),

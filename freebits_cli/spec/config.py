@@ -230,8 +230,10 @@ class EvalSpec:
     run (Hoffman & Johnson 2016: the two add up to the mean KL)."""
     mi_draws: int = 10
     """Independent draws of the MI estimate (one z per test example each, the encodings reused):
-    `test_mi` is their mean, `test_mi_lo`/`test_mi_hi` its 95% interval (Student t over the
-    draws; Monte Carlo noise only). 1: a single draw, no interval."""
+    `test_mi` is their mean, `test_mi_lo`/`test_mi_hi` its 95% interval (from each example's
+    spread over the draws; Monte Carlo noise only). At most this many: a large test set gets
+    fewer, as many as cost 2 × 10,000² sample-component pairs, and never fewer than 2 (10,000
+    test images: 2; 359 digits: 10). 1: a single draw, no interval."""
     mi_estimator: str = "dataset"
     """The aggregate posterior q(z) of the MI estimate: `dataset` mixes every test example (as Li
     et al. 2019's code; capped at log N); `batch` mixes each block of `eval.mi_batch`
