@@ -166,7 +166,9 @@ def test_choose_on_many_cores_balances_members() -> None:
     assert choice.describe() == "4 workers × 2 threads on 8 cores (cgroup quota)"
     fixed = [[0, 1], [2, 3]]  # --pack-size 2: packs stay whole, spread over 2 workers
     choice = cores.choose(fixed, eight, 0, True, lambda: Timing([5.0] * 4, 1.0, 1.0))
-    assert (choice.workers, choice.threads, choice.split) == (2, 4, False)
+    assert (choice.workers, choice.threads, choice.split) == (2, 4, False)  # 1 + 10 s < 20 s
+    choice = cores.choose(fixed, eight, 0, True, lambda: Timing([5.0] * 4, 1.0, 11.0))
+    assert choice.workers == 1  # 11 + 10 s: the packs of 10 s each, not members of 5 s, count
 
 
 def test_jobs_keeps_its_meaning() -> None:

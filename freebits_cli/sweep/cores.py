@@ -257,6 +257,9 @@ def choose(
     t = timing()
     if t is None:  # too little work to pay a worker's start-up
         return in_process
+    if fixed_packs:  # whole packs are what the workers pull
+        each = iter(t.member_seconds)
+        t = Timing([sum(next(each) for _ in p) for p in packs], t.speedup, t.startup)
     if t.speedup < 1.0:  # busy cores: one thread beats them in this process
         in_process = Choice(1, 1, cores)
     best, best_s = in_process, seconds_in_process(t)

@@ -33,7 +33,8 @@ if TYPE_CHECKING:  # torch is imported only when training starts
 __all__ = ["Plan", "PlannedRun", "dataset", "train_pack"]
 
 MAX_AUTO_PACK = 64
-#: Worker processes on the CPU when --jobs is not given; measured in README ("One box, many GPUs").
+#: Worker processes the CPU packs are first formed for when --jobs is not given; `choose` then
+#: decides how they train (docs/scale-out.md, "Every core of a CPU").
 DEFAULT_CPU_JOBS = 1
 
 

@@ -6,6 +6,10 @@ the death of the sweep process (`interrupt`), so they stop between training step
 forwards its own stop signal to them, waits, and forwards it again (which exits at once) to any
 worker still busy, so no process of the sweep outlives it by more than a few seconds. Runs resume
 from their last complete epoch's checkpoints either way.
+
+A worker says when it is ready (torch imported, its first pack's data set loaded); the slowest
+worker's start-up is kept in the registry of trainers, the cost `cores.choose` weighs next time.
+Workers start with OpenMP's passive wait unless the user chose a policy (read when torch loads).
 """
 
 from __future__ import annotations
