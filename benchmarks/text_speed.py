@@ -30,24 +30,33 @@ sys.path.insert(0, str(ROOT))
 
 from freebits_cli.models.lstm import PackedLSTM  # noqa: E402
 
+#: The benchmark's text runs beside λ: a small LSTM VAE, IWAE, MI and samples off (also what
+#: contention.py trains, beside plain_text_loop.py's loop of the same shape).
+SWEEP_SETTINGS = (
+    "dataset.max_vocab=10000",
+    "model.embedding_dim=128",
+    "model.hidden=[128]",
+    "model.latent_dim=16",
+    "model.dropout=0.3",
+    "train.batch_size=64",
+    "eval.iwae_samples=0",
+    "eval.mi=false",
+    "eval.samples=0",
+)
+
+
+def sweep_args(corpus: Path, lambdas: str, train_size: int) -> list[str]:
+    """`freebits sweep` arguments of the benchmark's text sweep (one epoch)."""
+    args = ["sweep", "--dataset", "text", "--data-dir", str(corpus), "--lambdas", lambdas]
+    args += ["--epochs", "1", "--set", f"dataset.train_size={train_size}"]
+    for setting in SWEEP_SETTINGS:
+        args += ["--set", setting]
+    return args
+
 
 def sweep_seconds(corpus: Path, device: str, train_size: int, pack_size: int, out: Path) -> float:
-    args = [sys.executable, "-m", "freebits_cli", "sweep", "--dataset", "text"]
-    args += ["--data-dir", str(corpus), "--lambdas", "0,0.25,0.5,1", "--epochs", "1"]
+    args = [sys.executable, "-m", "freebits_cli", *sweep_args(corpus, "0,0.25,0.5,1", train_size)]
     args += ["--device", device, "--pack-size", str(pack_size), "--out", str(out)]
-    for setting in (
-        f"dataset.train_size={train_size}",
-        "dataset.max_vocab=10000",
-        "model.embedding_dim=128",
-        "model.hidden=[128]",
-        "model.latent_dim=16",
-        "model.dropout=0.3",
-        "train.batch_size=64",
-        "eval.iwae_samples=0",
-        "eval.mi=false",
-        "eval.samples=0",
-    ):
-        args += ["--set", setting]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     started = time.perf_counter()
     done = subprocess.run(args, env=env, capture_output=True, text=True)

@@ -53,7 +53,15 @@ def sweep(
         0,
         "--jobs",
         min=0,
-        help="Packs trained at once, one worker per device slot (0: one per GPU, 1 on the CPU).",
+        help="Packs trained at once, one worker per device slot (0: one per GPU; on the CPU, "
+        "chosen from the cores).",
+    ),
+    threads: int = typer.Option(
+        0,
+        "--threads",
+        min=0,
+        help="CPU threads the sweep may use in all (0: every core it may use; the default "
+        "honours OMP_NUM_THREADS, CPU affinity, cgroup quotas and SLURM_CPUS_PER_TASK).",
     ),
     pack_size: int = typer.Option(
         0, "--pack-size", min=0, help="Runs per batched model (0: auto)."
@@ -115,6 +123,7 @@ def sweep(
         spec = build_spec(spec_file, overrides)
         options = SweepOptions(
             jobs=jobs,
+            threads=threads,
             pack_size=pack_size,
             shard=shard,
             dry_run=dry_run,
@@ -177,9 +186,10 @@ class Shown:
     def planned(self, p: Any) -> None:
         """The plan line, resumes, shared runs, --force's deletions; the dry run's tables."""
         plan, o = p.plan, p.options
+        how = f" on {p.choice.describe()}" if p.choice is not None and p.choice.threads else ""
         self.say.print(
             f"sweep [bold]{escape(p.spec.name)}[/]: {len(plan.runs)} runs, {len(plan.todo)} to "
-            f"train in {len(p.packs)} pack(s) -> {escape(str(plan.sweep_dir))}",
+            f"train in {len(p.packs)} pack(s){how} -> {escape(str(plan.sweep_dir))}",
             highlight=False,
         )
         if plan.pretrainings:

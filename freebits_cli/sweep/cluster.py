@@ -24,6 +24,7 @@ from freebits_cli.errors import SpecError
 from freebits_cli.results import storage
 from freebits_cli.schema import JOBS_FILE, LOG_DIR
 from freebits_cli.spec import RunConfig, SlurmSpec
+from freebits_cli.sweep import cores
 from freebits_cli.sweep.executor import make_packs, resolve_devices
 from freebits_cli.sweep.pack_runner import train_pack
 from freebits_cli.sweep.queue import sbatch_refusal
@@ -83,10 +84,12 @@ class PackTask(Checkpointable):
             if not item.start_epoch:
                 storage.reset_run(item.folder)
         devices = resolve_devices(self.device)
+        # On a CPU node: as many threads as the task's cores (SLURM_CPUS_PER_TASK, its cgroup).
+        threads = cores.machine().count if devices[0] == "cpu" else 0
         outcomes = []
         # Members at different epochs (a kill between two members' checkpoints) form separate packs.
         for pack in make_packs(todo, len(self.runs), 1):
-            outcomes += train_pack(pack, self.grid_paths, devices[0])
+            outcomes += train_pack(pack, self.grid_paths, devices[0], threads)
         return [{"run_id": o.run_id, "state": o.state, "reason": o.reason} for o in outcomes]
 
 

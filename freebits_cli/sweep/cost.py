@@ -16,8 +16,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from freebits_cli.spec import ModelSpec, RunConfig
+from freebits_cli.sweep.cores import Timing
+
+if TYPE_CHECKING:
+    from freebits_cli.sweep.runs import PlannedRun
 
 #: Share of the free memory a pack may plan to use (allocator slack, fragmentation, other processes).
 HEADROOM = 0.8
@@ -173,3 +178,41 @@ def pilot_flop_rate(
     seconds = (time.perf_counter() - started) / steps
     params = sum(t.numel() for t in model.parameters())
     return 6.0 * params * run.train.batch_size / max(seconds, 1e-9)
+
+
+#: A floor under one core's FLOP rate (a slow core on a busy machine): a sweep whose work at this
+#: rate could not pay a worker's start-up is not worth the pilot steps that would time it.
+SLOW_CORE_FLOPS = 1e9
+
+
+def cpu_timing(packs: Sequence[Sequence[PlannedRun]], cores: int, startup: float) -> Timing | None:
+    """What `cores.choose` weighs for CPU packs: each member's remaining work at one thread, from
+    a pilot at one thread, and how much faster one process is on `cores` threads (a second pilot
+    of the same steps). None when even a slow core would train everything before a worker starts."""
+    import torch
+
+    from freebits_cli.sweep.runs import dataset
+
+    members, flops = [], []
+    for pack in packs:
+        run = pack[0].run
+        data = dataset(run.dataset)
+        params = count_parameters(run.model, data.image_shape, data.vocab_size)
+        full = pack_flops(run, params, 1, len(data.x_train), len(data.x_test))
+        remaining = (run.train.epochs - pack[0].start_epoch) / max(1, run.train.epochs)
+        for _ in pack:
+            members.append((run, data))
+            flops.append(full * remaining)
+    if sum(flops) / SLOW_CORE_FLOPS * (1 - 1 / cores) < startup:
+        return None
+    run, data = members[0]
+    own = torch.get_num_threads()
+    rates = {}
+    try:
+        for threads in (1, cores):
+            torch.set_num_threads(threads)
+            rates[threads] = pilot_flop_rate(run, data.image_shape, 1, "cpu", data.vocab_size)
+    finally:
+        torch.set_num_threads(own)
+    speedup = rates[cores] / rates[1]
+    return Timing([f / rates[1] for f in flops], speedup, startup)

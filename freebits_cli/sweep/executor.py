@@ -3,14 +3,16 @@
 Runs that may share one batched model (same data, architecture and optimisation settings, same
 epoch to resume from) are grouped into packs of at most `pack_size` and of what the device's memory
 holds (`cost`); packs run one after another in this process (`jobs=1`, with per-epoch progress) or
-in `jobs` worker processes, one per device slot (`workers`); `cluster` submits them to Slurm.
+in `jobs` worker processes, one per device slot (`workers`); on a CPU `choose` decides how many
+workers of how many threads, from the cores the sweep may use (`cores`, `trainers`); `cluster`
+submits them to Slurm.
 """
 
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
@@ -21,7 +23,7 @@ from freebits_cli.errors import ResultsError, SpecError
 from freebits_cli.results import locks, resume, storage
 from freebits_cli.spec import RunConfig, SweepSpec
 from freebits_cli.spec.files import dump_spec
-from freebits_cli.sweep import pretrain
+from freebits_cli.sweep import cores, cost, pretrain, trainers
 from freebits_cli.sweep.pack_runner import train_pack
 from freebits_cli.sweep.runs import Callbacks, Plan, PlannedRun, dataset
 
@@ -31,7 +33,8 @@ if TYPE_CHECKING:  # torch is imported only when training starts
 __all__ = ["Plan", "PlannedRun", "dataset", "train_pack"]
 
 MAX_AUTO_PACK = 64
-#: Worker processes on the CPU when --jobs is not given; measured in README ("One box, many GPUs").
+#: Worker processes the CPU packs are first formed for when --jobs is not given; `choose` then
+#: decides how they train (docs/scale-out.md, "Every core of a CPU").
 DEFAULT_CPU_JOBS = 1
 
 
@@ -158,8 +161,6 @@ def make_packs(
 def memory_fit(devices: Sequence[str]) -> Callable[[RunConfig], int]:
     """`fits(run)`: how many members of run's config one pack may hold on the smallest device;
     a config whose single member does not fit is refused here, before anything starts."""
-    from freebits_cli.sweep import cost
-
     free = min(cost.available_bytes(d) for d in devices)
 
     @cache
@@ -250,24 +251,74 @@ def execute(
     devices: Sequence[str],
     jobs: int,
     callbacks: Callbacks = Callbacks(),
+    threads: int = 0,
+    limit: cores.Cores | None = None,
 ) -> list[Outcome]:
-    """Train `packs` (of `plan_`'s runs, from `make_packs`) on `devices` with `jobs` workers;
-    returns the outcome of each run. The callbacks are called in this process, also for packs
-    that train in worker processes."""
+    """Train `packs` (of `plan_`'s runs, from `make_packs`) on `devices` with `jobs` workers of
+    `threads` threads each (0: torch's default); returns the outcome of each run. The callbacks
+    are called in this process, also for packs that train in worker processes.
+
+    In this process each pack starts by reading the registry of freebits trainers again: with
+    `limit` (the cores the sweep may use) it takes no more threads than its share beside them."""
     from freebits_cli.sweep.workers import run_packs
 
     outcomes: list[Outcome] = []
     if jobs == 1 or len(packs) == 1:
         for i, pack in enumerate(packs):
             device = devices[i % len(devices)]
-            result = train_pack(pack, plan_.grid_paths, device, callbacks=callbacks)
+            count = threads
+            if threads and limit is not None:
+                count = min(threads, cores.shared(limit, trainers.others()).count)
+                trainers.register(count)
+            with _torch_threads(count):
+                result = train_pack(pack, plan_.grid_paths, device, callbacks=callbacks)
             outcomes += result
             if callbacks.on_pack:
                 callbacks.on_pack(result)
         return outcomes
-    on_cpu = all(d == "cpu" for d in devices)
-    threads = max(1, (os.cpu_count() or 1) // jobs) if on_cpu else 0
     return run_packs(packs, plan_.grid_paths, devices, jobs, threads, callbacks)
+
+
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    """torch's intra-op threads for one pack in this process, restored after it (0: unchanged)."""
+    if not count:
+        yield
+        return
+    import torch
+
+    own = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(own)
+
+
+def choose(
+    todo: Sequence[PlannedRun],
+    packs: list[list[PlannedRun]],
+    devices: Sequence[str],
+    jobs: int,
+    threads: int,
+    pack_size: int,
+    fits: Callable[[RunConfig], int],
+) -> tuple[cores.Choice, list[list[PlannedRun]]]:
+    """How `packs` train here (`cores.choose`: workers and threads from the cores this sweep
+    may use beside other freebits trainers) and the packs for it: with a split, each pack's
+    members spread over the workers."""
+    if not all(d == "cpu" for d in devices):  # GPU workers: one per GPU, torch's threads
+        return cores.Choice(jobs or default_jobs(devices), 0, cores.machine(threads)), packs
+    limit = cores.shared(cores.machine(threads), trainers.others())
+
+    def timing() -> cores.Timing | None:
+        startup = cores.startup_guess(trainers.startup())
+        return cost.cpu_timing(packs, limit.count, startup)
+
+    choice = cores.choose(packs, limit, jobs, bool(pack_size), timing)
+    if choice.split:
+        packs = make_packs(todo, pack_size, choice.workers, fits)
+    return choice, packs
 
 
 def default_jobs(devices: Sequence[str]) -> int:

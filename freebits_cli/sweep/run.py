@@ -22,7 +22,8 @@ from freebits_cli import schema
 from freebits_cli.errors import SpecError
 from freebits_cli.results import storage, sweep_folder
 from freebits_cli.spec import SweepSpec
-from freebits_cli.sweep import executor
+from freebits_cli.sweep import executor, trainers
+from freebits_cli.sweep.cores import Choice
 from freebits_cli.sweep.runs import Callbacks, Plan, PlannedRun
 
 if TYPE_CHECKING:
@@ -39,7 +40,8 @@ Pack = list[PlannedRun]
 class SweepOptions:
     """How to run a sweep (what `freebits sweep`'s flags other than the spec's say)."""
 
-    jobs: int = 0  # packs trained at once (0: one per GPU, DEFAULT_CPU_JOBS on the CPU)
+    jobs: int = 0  # packs trained at once (0: one per GPU; on the CPU, chosen from the cores)
+    threads: int = 0  # CPU threads the sweep may use in all (0: every core it may use)
     pack_size: int = 0  # runs per batched model (0: spread over the jobs, what memory holds)
     shard: str | None = None  # "I/N": train only shard I of N of the runs
     dry_run: bool = False  # plan and show, train nothing
@@ -65,6 +67,7 @@ class Planned:
     #: Packs of the pretrainings to train before the runs (`pretrain`); on a cluster each job
     #: trains or waits for the pretraining its runs need.
     pretrain_packs: list[Pack] = field(default_factory=list)
+    choice: Choice | None = None  # workers × threads here (None on a cluster)
 
     @property
     def on_cluster(self) -> bool:
@@ -171,7 +174,7 @@ def _plan(spec: SweepSpec, out: Path, o: SweepOptions) -> tuple[Planned, bool, A
     retrained = [r.run.run_id for r in plan.runs if r.state == "done"] if o.force else []
     if o.force:
         plan = executor.plan(spec, out, force=True, shard=o.shard)
-    submitter = None
+    submitter, choice = None, None
     if o.executor != "local":
         if not o.dry_run and plan.todo:
             from freebits_cli.sweep.cluster import make_executor
@@ -186,9 +189,16 @@ def _plan(spec: SweepSpec, out: Path, o: SweepOptions) -> tuple[Planned, bool, A
         jobs = o.jobs or executor.default_jobs(devices)
         fits = executor.memory_fit(devices)
         packs = executor.make_packs(plan.todo, o.pack_size, jobs, fits)
+        if plan.todo:
+            choice, packs = executor.choose(
+                plan.todo, packs, devices, o.jobs, o.threads, o.pack_size, fits
+            )
+            jobs = choice.workers
     first = executor.make_packs(plan.pretrain_todo, o.pack_size, jobs, fits)
     dropped = executor.dropped_runs(plan.sweep_dir, spec) if o.force and replacing else []
-    planned = Planned(spec, plan, packs, devices, jobs, retrained, dropped, o, first)
+    planned = Planned(
+        spec, plan, packs, devices, jobs, retrained, dropped, o, pretrain_packs=first, choice=choice
+    )
     return planned, replacing, submitter
 
 
@@ -222,17 +232,22 @@ def _train_here(planned: Planned, out: Path, h: Hooks, result: SweepResult) -> N
     spec, o = planned.spec, planned.options
     plan, packs = planned.plan, planned.packs
     failures: list[str] = []
-    with interrupt.handling_signals(), _exporting(out, spec.name, o.log, h.warn) as committed:
+    choice = planned.choice
+    with (
+        interrupt.handling_signals(),
+        _exporting(out, spec.name, o.log, h.warn) as committed,
+        trainers.registered(choice.workers * choice.threads if choice else 0),
+    ):
         if planned.pretrain_packs and not planned.on_cluster:  # the runs start from these
             first = replace(plan, grid_paths=())
             try:
-                _train_packs(first, planned.pretrain_packs, planned, h, failures, committed)
+                _train_packs(first, planned.pretrain_packs, planned, choice, h, failures, committed)
             except TooManyFailures as exc:
                 result.stopped = str(exc)
                 return
         while True:
             try:
-                outcomes = _train_packs(plan, packs, planned, h, failures, committed)
+                outcomes = _train_packs(plan, packs, planned, choice, h, failures, committed)
             except TooManyFailures as exc:
                 result.stopped = str(exc)
                 return
@@ -260,6 +275,9 @@ def _train_here(planned: Planned, out: Path, h: Hooks, result: SweepResult) -> N
                 break
             fits = executor.memory_fit(planned.devices)
             packs = executor.make_packs(plan.todo, o.pack_size, planned.jobs, fits)
+            choice, packs = executor.choose(
+                plan.todo, packs, planned.devices, o.jobs, o.threads, o.pack_size, fits
+            )
     h.note(f"trained {result.trained} run(s) here; {result.elsewhere} finished by another process")
 
 
@@ -267,6 +285,7 @@ def _train_packs(
     plan: Plan,
     packs: Sequence[Pack],
     planned: Planned,
+    choice: Choice | None,
     h: Hooks,
     failures: list[str],
     committed: Callable[[], None] | None,
@@ -296,8 +315,12 @@ def _train_packs(
         return Callbacks(on_epoch=on_epoch, on_step=callbacks.on_step, on_pack=on_pack)
 
     progress = h.progress or _no_progress
-    with progress(packs, planned.jobs) as callbacks:
-        return executor.execute(plan, packs, planned.devices, planned.jobs, shown(callbacks))
+    jobs, threads = (choice.workers, choice.threads) if choice else (planned.jobs, 0)
+    share = choice.cores if choice else None
+    with progress(packs, jobs) as callbacks:
+        return executor.execute(
+            plan, packs, planned.devices, jobs, shown(callbacks), threads, share
+        )
 
 
 @contextmanager

@@ -6,6 +6,10 @@ the death of the sweep process (`interrupt`), so they stop between training step
 forwards its own stop signal to them, waits, and forwards it again (which exits at once) to any
 worker still busy, so no process of the sweep outlives it by more than a few seconds. Runs resume
 from their last complete epoch's checkpoints either way.
+
+A worker says when it is ready (torch imported, its first pack's data set loaded); the slowest
+worker's start-up is kept in the registry of trainers, the cost `cores.choose` weighs next time.
+Workers start with OpenMP's passive wait unless the user chose a policy (read when torch loads).
 """
 
 from __future__ import annotations
@@ -15,11 +19,13 @@ import multiprocessing
 import os
 import queue
 import signal
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from freebits_cli.engine import interrupt
 from freebits_cli.errors import Interrupted, TrainingError
+from freebits_cli.sweep import trainers
 from freebits_cli.sweep.runs import Callbacks
 
 if TYPE_CHECKING:
@@ -32,6 +38,7 @@ POLL_S = 0.2
 
 
 def _worker(
+    slot: int,
     device: str,
     threads: int,
     parent: int,
@@ -49,6 +56,7 @@ def _worker(
         results.put(("step", -1, (list(run_ids), epoch, step, steps)))
 
     interrupt.watch_parent(parent)
+    ready = False
     with interrupt.handling_signals():
         while True:
             try:
@@ -60,6 +68,14 @@ def _worker(
             if item is None:
                 return
             index, pack = item
+            if not ready:  # imports and the data set loaded: what starting a worker costs
+                import torch  # noqa: F401
+
+                from freebits_cli.sweep.runs import dataset
+
+                dataset(pack[0].run.dataset)
+                results.put(("ready", slot, None))
+                ready = True
             try:
                 callbacks = Callbacks(on_epoch, on_step) if progress else Callbacks()
                 outcomes = train_pack(pack, grid_paths, device, threads, callbacks)
@@ -109,6 +125,7 @@ def run_packs(
         context.Process(
             target=_worker,
             args=(
+                i,
                 devices[i % len(devices)],
                 threads,
                 os.getpid(),
@@ -121,8 +138,8 @@ def run_packs(
         )
         for i in range(jobs)
     ]
-    for w in workers:
-        w.start()
+    started = _start(workers)
+    startup: list[float] = []
     outcomes: list[Outcome] = []
     pending = len(packs)
     try:
@@ -139,6 +156,11 @@ def run_packs(
                         f"worker {dead[0].name} died (exit code {dead[0].exitcode}); "
                         "run the same command again to resume"
                     ) from None
+                continue
+            if kind == "ready":
+                startup.append(time.perf_counter() - started[index])
+                if len(startup) == len(workers):  # the slowest worker is what a split waits for
+                    trainers.record_startup(max(startup))
                 continue
             if kind == "epoch":
                 if callbacks.on_epoch is not None:
@@ -166,3 +188,22 @@ def run_packs(
         tasks.cancel_join_thread()
         results.cancel_join_thread()
     return outcomes
+
+
+def _start(workers: Sequence[Any]) -> list[float]:
+    """Start the workers, with OpenMP's passive wait in their environment (read when their torch
+    loads) unless the user chose a policy; returns when each was started."""
+    from freebits_cli.sweep.cores import WAIT_POLICY
+
+    name, value = WAIT_POLICY
+    own = os.environ.get(name)
+    os.environ.setdefault(name, value)
+    started = []
+    try:
+        for w in workers:
+            started.append(time.perf_counter())
+            w.start()
+    finally:
+        if own is None:
+            os.environ.pop(name, None)
+    return started
