@@ -196,3 +196,19 @@ def make_sweep(
         for a in anneals
         for s in seeds
     ]
+
+
+def figure_input(root: Path) -> Any:
+    """The report's FigureInput for the runs below `root`, as build_report makes it (no drawing)."""
+    from freebits_cli.report import by_setting_table, recommend
+    from freebits_cli.report.build import figure_data
+    from freebits_cli.report.draw import _context
+    from freebits_cli.results.reader import find_run_dirs, read_runs
+
+    runs, _ = read_runs(root, find_run_dirs(root, skip=root / "report"))
+    by_setting = by_setting_table(runs)
+    examples = [p for p in by_setting.pop("_example") if isinstance(p, str)]
+    _, pareto = recommend(by_setting, runs.keys, 0.9)
+    inp, _ = figure_data(runs, by_setting, examples, pareto, 0.9)
+    inp.context = _context(inp)
+    return inp

@@ -25,7 +25,7 @@ from freebits_cli.report.figures import (
     fig_elbo,
     fig_pareto,
 )
-from freebits_cli.report.labels import CAPTIONS
+from freebits_cli.report.labels import CAPTIONS, MORE_SEEDS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -147,5 +147,28 @@ def draw_all(
             fig.savefig(out / f"{prefix}{stem}.{fmt}")  # dpi, background, bbox: from the style
             result.files.append(out / f"{prefix}{stem}.{fmt}")
         others = [f"{prefix}{stem}.{f}" for f in fmts if f != web]
-        result.shown.append((f"{prefix}{stem}.{web}", *CAPTIONS[stem], others, group))
+        result.shown.append((f"{prefix}{stem}.{web}", *caption(stem, inp), others, group))
     return result
+
+
+#: Figures that draw 95% intervals over seeds (bands or bars).
+INTERVAL_FIGURES = ("active_units", "elbo", "pareto")
+
+
+def caption(stem: str, inp: FigureInput) -> tuple[str, str]:
+    """Title and caption of a figure on the page: CAPTIONS[stem], and what this report's runs
+    add to it (text runs' likelihoods, settings with one seed)."""
+    heading, text = CAPTIONS[stem]
+    done = inp.by_setting[inp.by_setting["n"] > 0] if len(inp.by_setting) else inp.by_setting
+    if stem == "elbo" and "test_elbo_ppl_mean" in done and done["test_elbo_ppl_mean"].notna().any():
+        text = TEXT_ELBO
+    if stem in INTERVAL_FIGURES and len(done) and (done["n"] == 1).any():
+        text += f" {MORE_SEEDS}"
+    return heading, text
+
+
+TEXT_ELBO = (
+    "The price of free bits in likelihood: the true, unclamped ELBO (β = 1) per sentence; beside "
+    "it the importance-weighted NLL when runs computed one, and the test perplexity, exp(NLL per "
+    "predicted token, </s> included)."
+)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from freebits_cli.report.labels import (
     LABELS,
+    NO_INTERVAL,
     cross_entropy_note,
     short_label,
     varying,
@@ -154,17 +155,25 @@ def _by_lambda(ax: Axes, inp: FigureInput, metric: str, ylabel: str, legend: boo
     """Mean over seeds vs λ with a 95% interval band, one line per schedule (and mode, ...).
 
     Each band has an outline in its line's colour, so where bands overlap both stay readable;
-    the legend pairs each line with its band and names the band."""
+    the legend pairs each line with its band and names the band. Settings with one seed have
+    no interval: the legend says so ("n = 1: no interval") instead of naming a band not drawn."""
+    import numpy as np
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     done = inp.by_setting[(inp.by_setting["n"] > 0) & inp.by_setting[f"{metric}_mean"].notna()]
     title, lines = series(done, inp.keys)
     handles: list[Any] = []
+    banded = 0
     for i, (label, g) in enumerate(lines):
         x, y = g["lambda"].to_numpy(float), g[f"{metric}_mean"].to_numpy(float)
         lo, hi = g[f"{metric}_lo"].to_numpy(float), g[f"{metric}_hi"].to_numpy(float)
         style = _style(i)
         (line,) = ax.plot(x, y, label=label or "mean", **style)  # width, size: the style's
+        if not (np.isfinite(lo) & np.isfinite(hi)).any():
+            handles.append(line)
+            continue
+        banded += 1
         ax.fill_between(x, lo, hi, color=style["color"], alpha=0.12, linewidth=0)
         for edge in (lo, hi):
             ax.plot(x, edge, color=style["color"], linewidth=0.7, alpha=0.6, linestyle=":")
@@ -181,8 +190,14 @@ def _by_lambda(ax: Axes, inp: FigureInput, metric: str, ylabel: str, legend: boo
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if legend and handles:
-        key = Patch(facecolor="0.6", alpha=0.35, edgecolor="0.4", label="band: 95% interval")
-        outside(ax, [*handles, key], title)
+        keys: list[Any] = []
+        if banded:
+            keys.append(
+                Patch(facecolor="0.6", alpha=0.35, edgecolor="0.4", label="band: 95% interval")
+            )
+        if (done["n"] == 1).any():
+            keys.append(Line2D([], [], linestyle="", label=NO_INTERVAL))
+        outside(ax, [*handles, *keys], title)
     return title
 
 

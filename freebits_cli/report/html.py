@@ -25,6 +25,7 @@ from freebits_cli.report.labels import (
     CROSS_ENTROPY,
     LABELS,
     LIKELIHOOD_METRICS,
+    MORE_SEEDS,
     NOTES,
     by_setting_rows,
     describe,
@@ -262,7 +263,7 @@ def _strategies(df: pd.DataFrame, keys: Sequence[str]) -> str:
             r["settings"],
             r["runs"],
             r["n"],
-            fmt_pm(r["test_elbo_mean"], r["test_elbo_ci95"]),
+            fmt_pm(r["test_elbo_mean"], r["test_elbo_ci95"], n=r["n"]),
             fmt_pm(r["active_units_mean"], None, 1),  # the mean of the best setting
         ]
         for _, r in df.iterrows()
@@ -272,6 +273,7 @@ def _strategies(df: pd.DataFrame, keys: Sequence[str]) -> str:
         'annealing; both: λ > 0 and annealing. <a href="strategies.csv">strategies.csv</a>'
     )
     body = _table(head, rows) if rows else "<p>No finished run yet.</p>"
+    body += _notes([MORE_SEEDS] if (df["n"] == 1).any() else [])
     return _section("strategies", "Best ELBO per strategy", body, note)
 
 
@@ -281,7 +283,7 @@ def _pareto(df: pd.DataFrame, keys: Sequence[str]) -> str:
         [
             describe(r, keys),
             r["n"],
-            fmt_pm(r["test_elbo_mean"], r["test_elbo_ci95"]),
+            fmt_pm(r["test_elbo_mean"], r["test_elbo_ci95"], n=r["n"]),
             fmt_stat(r, "active_units", 1),
             "-" if math.isnan(r["active_share_mean"]) else f"{r['active_share_mean']:.0%}",
             "recommended" if r["recommended"] else "",
@@ -293,4 +295,5 @@ def _pareto(df: pd.DataFrame, keys: Sequence[str]) -> str:
         'units. <a href="pareto.csv">pareto.csv</a>'
     )
     body = _table(head, rows) if rows else "<p>No finished run yet.</p>"
+    body += _notes([MORE_SEEDS] if (df["n"] == 1).any() else [])
     return _section("pareto", "Pareto front: ELBO vs active units", body, note)

@@ -39,19 +39,36 @@ def fmt_value(value: Any) -> str:
     return str(value)
 
 
-def fmt_pm(mean: Any, ci: Any, digits: int = 2) -> str:
-    """mean ± 95% CI half-width; the mean alone when there is one seed; - when missing."""
+#: Where an interval would be, for a setting with one seed: nothing to estimate a spread from.
+NO_INTERVAL = "n = 1: no interval"
+#: What to do about it, said once below a table or figure that has such a setting.
+MORE_SEEDS = (
+    f"{NO_INTERVAL}: a setting with one seed has no spread to estimate an interval from; "
+    "run more seeds (e.g. --seeds 0,1,2) for 95% intervals."
+)
+
+
+def fmt_pm(mean: Any, ci: Any, digits: int = 2, n: Any = None) -> str:
+    """mean ± 95% CI half-width; with one seed (`n` = 1) the mean and "n = 1: no interval";
+    the mean alone when there is no interval otherwise; - when missing."""
     if _missing(mean):
         return "-"
-    return f"{mean:.{digits}f}" if _missing(ci) else f"{mean:.{digits}f} ± {ci:.{digits}f}"
+    if _missing(ci):
+        return f"{mean:.{digits}f} ({NO_INTERVAL})" if _one(n) else f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {ci:.{digits}f}"
 
 
-def fmt_interval(mean: Any, lo: Any, hi: Any, digits: int = 2) -> str:
-    """mean [lo, hi]: a 95% interval clipped to the quantity's range; the mean alone without one."""
+def _one(n: Any) -> bool:
+    return not _missing(n) and int(n) == 1
+
+
+def fmt_interval(mean: Any, lo: Any, hi: Any, digits: int = 2, n: Any = None) -> str:
+    """mean [lo, hi]: a 95% interval clipped to the quantity's range; the mean alone without one
+    (with "n = 1: no interval" when there is one seed)."""
     if _missing(mean):
         return "-"
     if _missing(lo) or _missing(hi):
-        return f"{mean:.{digits}f}"
+        return f"{mean:.{digits}f} ({NO_INTERVAL})" if _one(n) else f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
@@ -89,12 +106,12 @@ def fmt_stat(row: Mapping[str, Any] | pd.Series, metric: str, digits: int = 2) -
     (the interval clipped to its range); a negative mean MI as noise (see NOTES)."""
     from freebits_cli.report.stats import RANGES
 
-    mean = row.get(f"{metric}_mean")
+    mean, n = row.get(f"{metric}_mean"), row.get("n")
     if metric == "test_mi" and not _missing(mean) and mean < 0:
         return fmt_mi(mean)
     if metric in RANGES and f"{metric}_lo" in row:
-        return fmt_interval(mean, row[f"{metric}_lo"], row[f"{metric}_hi"], digits)
-    return fmt_pm(mean, row.get(f"{metric}_ci95"), digits)
+        return fmt_interval(mean, row[f"{metric}_lo"], row[f"{metric}_hi"], digits, n)
+    return fmt_pm(mean, row.get(f"{metric}_ci95"), digits, n)
 
 
 def varying(df: pd.DataFrame, keys: Sequence[str]) -> list[str]:
@@ -216,4 +233,6 @@ def table_notes(df: pd.DataFrame) -> list[str]:
         notes.append(f"{CROSS_ENTROPY} {NOTES[CROSS_ENTROPY]}")
     if "test_mi_mean" in df and (df["test_mi_mean"] < 0).any():
         notes.append(f"{NOISE} {NOTES[NOISE]}")
+    if "n" in df and (df["n"] == 1).any():
+        notes.append(MORE_SEEDS)
     return notes
