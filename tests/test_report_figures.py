@@ -58,3 +58,58 @@ def test_one_seed_tables_and_captions_say_no_interval(tmp_path: Path) -> None:
     assert "-100.00 (n = 1: no interval)" in strategies and "--seeds 0,1,2" in strategies
     by_setting = page[page.index('id="by-setting"') : page.index('id="strategies"')]
     assert "(n = 1: no interval)" in by_setting
+
+
+# ------------------------------------------------------------------ 2. active units in [0, D]
+
+
+def constant_units(root: Path, units: int, dim: int) -> Path:
+    make_sweep(
+        root / "flat", [0, 1, 2], ["none", "linear"], [0, 1],
+        lambda lam, a, s: {"active_units": units, "latent_dim": dim, "kl": 0.0 if not units else 5},
+    )  # fmt: skip
+    return root
+
+
+def integer_ticks(ticks: object) -> bool:
+    return all(float(t) == int(t) for t in ticks)  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("units", "dim"), [(32, 32), (0, 16)], ids=["all-active", "collapsed"])
+def test_active_unit_axes_are_zero_to_d_with_integer_ticks(
+    tmp_path: Path, units: int, dim: int
+) -> None:
+    from freebits_cli.report import run_figures as R
+
+    inp = figure_input(constant_units(tmp_path, units, dim))
+    au = F.fig_active_units(inp).axes[0]
+    pareto = F.fig_pareto(inp).axes[0]
+    curves = next(a for a in R.fig_curves(inp).axes if a.get_ylabel() == "active units")
+    for lim, ticks in [
+        (au.get_ylim(), au.get_yticks()),
+        (pareto.get_xlim(), pareto.get_xticks()),
+        (curves.get_ylim(), curves.get_yticks()),
+    ]:
+        assert lim == (0, dim)  # were 30.5-33.5 and -0.04-0.04
+        assert integer_ticks(ticks)
+    marks = [line for line in au.lines if line.get_marker() not in ("None", "")]
+    assert marks and not any(line.get_clip_on() for line in marks)  # drawn whole on the edge
+
+
+def test_points_off_the_curves_axis_are_marked(tmp_path: Path) -> None:
+    from freebits_cli.report import run_figures as R
+
+    make_sweep(
+        tmp_path / "s", [0, 1, 2], ["none"], [0, 1, 2, 3],
+        lambda lam, a, s: {"elbo": -100.0}, epochs=20,
+    )  # fmt: skip
+    # One run's first epoch far below the rest (λ = 2 at epoch 1 in the issue).
+    inp = figure_input(tmp_path)
+    key = next(k for k in inp.metrics if "lam2-none-s0" in k)
+    inp.metrics[key].loc[0, "test_elbo"] = -5000.0
+    ax = next(a for a in R.fig_curves(inp).axes if a.get_ylabel().startswith("test ELBO"))
+    low = ax.get_ylim()[0]
+    assert low > -5000  # the axis keeps the end readable ...
+    below = [line for line in ax.lines if line.get_marker() == "v"]
+    assert len(below) == 1 and list(below[0].get_ydata()) == [low]  # ... and marks the point
+    assert list(below[0].get_xdata()) == [1.0] and R.BELOW in ax.get_ylabel()

@@ -201,6 +201,24 @@ def _by_lambda(ax: Axes, inp: FigureInput, metric: str, ylabel: str, legend: boo
     return title
 
 
+def unit_axis(ax: Axes, dims: Sequence[int], axis: str = "y") -> None:
+    """An active-unit axis: [0, D] (a count of latent units cannot leave it), integer ticks, and
+    the marks on its ends drawn whole rather than cut in half by the frame."""
+    from matplotlib.ticker import MaxNLocator
+
+    top = max((int(d) for d in dims), default=1) or 1
+    (ax.set_ylim if axis == "y" else ax.set_xlim)(0, top)
+    (ax.yaxis if axis == "y" else ax.xaxis).set_major_locator(MaxNLocator(integer=True))
+    from matplotlib.collections import PathCollection
+
+    for line in ax.lines:
+        if line.get_marker() not in (None, "", "None", " "):
+            line.set_clip_on(False)
+    for points in ax.collections:
+        if isinstance(points, PathCollection):  # scatter points
+            points.set_clip_on(False)
+
+
 def fig_active_units(inp: FigureInput) -> Figure | str:
     from matplotlib.figure import Figure
 
@@ -217,11 +235,11 @@ def fig_active_units(inp: FigureInput) -> Figure | str:
             f"latent size D = {d}",
             (0.01, d),
             xycoords=("axes fraction", "data"),
-            va="bottom",
+            va="top",
             fontsize="small",
             color="0.25",
         )
-    ax.set_ylim(0, max(dims, default=1) * 1.08)
+    unit_axis(ax, dims)
     title(fig, "Active units vs free-bits λ", inp)
     return fig
 
@@ -366,6 +384,7 @@ def fig_pareto(inp: FigureInput) -> Figure | str:
             linewidth=1,
             label=f"{inp.keep_share:.0%} of D = {d} units",
         )
+    unit_axis(ax, [int(d) for d in ok["latent_dim"].dropna()], axis="x")
     ax.set_xlabel("active units (mean over seeds)")
     note = cross_entropy_note(ok)
     ax.set_ylabel("test ELBO (nats, mean over seeds; higher is better)" + f"\n{note}" * bool(note))

@@ -20,12 +20,14 @@ from freebits_cli.report.figures import (
     size,
     title,
     two_legends,
+    unit_axis,
 )
 from freebits_cli.report.labels import cross_entropy_note, short_label, varying
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 
@@ -227,6 +229,10 @@ def fig_curves(inp: FigureInput) -> Figure | str:
             y = np.concatenate([s[:, 1] for s in segs])
             lo, hi = np.nanpercentile(y, 5), np.nanmax(y)
             ax.set_ylim(lo - 0.1 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9))
+            if mark_below(ax, segs, cols):
+                label += f"\n{BELOW}"
+        if col == "active_units":
+            unit_axis(ax, [int(d) for d in runs["latent_dim"].dropna()])
         ax.set(xlabel="epoch", ylabel=label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -237,6 +243,26 @@ def fig_curves(inp: FigureInput) -> Figure | str:
     two_legends(axes[0, 1], axes[1, 1], colors, handles)
     title(fig, "Training curves on the test set, one line per run", inp)
     return fig
+
+
+BELOW = "▼ below the axis"
+
+
+def mark_below(ax: Axes, segs: Sequence[np.ndarray], colors: Sequence[object]) -> bool:
+    """Points under the axis' lower limit, drawn as ▼ on its edge in their line's colour, so a
+    cut-off early epoch is seen, not silently lost; whether there were any (the axis label then
+    says what ▼ means: a legend would sit on the lines)."""
+    low = ax.get_ylim()[0]
+    shown = False
+    for seg, color in zip(segs, colors, strict=True):
+        under = seg[seg[:, 1] < low]
+        if len(under):
+            ax.plot(
+                under[:, 0], [low] * len(under), "v", color=color, markersize=6, clip_on=False,
+                markeredgecolor="black", markeredgewidth=0.4, label=BELOW if not shown else None,
+            )  # fmt: skip
+            shown = True
+    return shown
 
 
 def _image_rows(inp: FigureInput, array: str, with_originals: bool) -> Figure | str:
