@@ -3,6 +3,7 @@ colours, colour bars, labels), on hand-written run folders (tests/report_fixture
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,66 @@ def test_points_off_the_curves_axis_are_marked(tmp_path: Path) -> None:
     below = [line for line in ax.lines if line.get_marker() == "v"]
     assert len(below) == 1 and list(below[0].get_ydata()) == [low]  # ... and marks the point
     assert list(below[0].get_xdata()) == [1.0] and R.BELOW in ax.get_ylabel()
+
+
+# ------------------------------------------------------------------ 3. colours that separate
+
+
+def test_neighbouring_lambdas_get_distinct_colours() -> None:
+    import numpy as np
+
+    colors = F.lambda_colors([0, 0.1, 0.25, 0.5, 1, 2, 5])
+    rgb = [np.array(colors[v][:3]) for v in sorted(colors)]
+    gaps = [float(np.linalg.norm(a - b)) for a, b in itertools.pairwise(rgb)]
+    assert min(gaps) > 0.4, gaps  # viridis gave λ = 0 and 0.1 a gap of 0.25
+
+
+def held_at_lambda(root: Path) -> Path:
+    """Two informative units of 3 nats each, the other two held at λ by free bits."""
+    make_sweep(
+        root / "held", [0, 0.1, 0.5, 1, 2], ["none"], [0],
+        lambda lam, a, s: {"kl": 6.0, "active_units": 2},
+    )  # fmt: skip
+    return root
+
+
+def test_kl_heatmap_scale_separates_the_held_units(tmp_path: Path) -> None:
+    import numpy as np
+
+    from freebits_cli.report import run_figures as R
+
+    fig = R.fig_kl_per_dim(figure_input(held_at_lambda(tmp_path)))
+    image = fig.axes[0].images[0]
+    rgb = {lam: np.array(image.cmap(image.norm(lam))[:3]) for lam in (0.5, 1, 2)}
+    assert np.linalg.norm(rgb[0.5] - rgb[1]) > 0.15 and np.linalg.norm(rgb[1] - rgb[2]) > 0.15
+    bars = [a for a in fig.axes if a.get_label() == "<colorbar>"]
+    assert len(bars) == 1 and "nats" in bars[0].get_ylabel()
+    assert "log" in bars[0].get_ylabel()
+    fig.canvas.draw()  # tick labels are made at draw time
+    ticks = [t.get_text() for t in bars[0].get_yticklabels() if t.get_text()]
+    assert ticks and all(t.replace(".", "", 1).isdigit() for t in ticks), ticks  # 0.5, 1, 2
+    # A collapsed unit (λ = 0's are at 1e-5 nats) falls below the scale: the "under" grey.
+    assert image.norm(1e-5) < 0 and image.cmap(image.norm(1e-5))[:3] == pytest.approx((0.55,) * 3)
+
+
+# ------------------------------------------------------------------ 4. the paper style
+
+
+def test_paper_style_trajectory_rows_keep_their_setting(tmp_path: Path) -> None:
+    from matplotlib.style import context
+
+    from freebits_cli.report import run_figures as R
+    from freebits_cli.report.draw import style_sheets
+
+    make_sweep(
+        tmp_path / "p", [0, 1], ["none", "linear"], [0],
+        lambda lam, a, s: {"active_units": 2},
+    )  # fmt: skip
+    inp = figure_input(tmp_path)
+    with context(style_sheets("paper")):
+        fig = R.fig_kl_trajectories(inp)
+        titles = [ax.get_title() for ax in fig.axes if ax.get_label() != "<colorbar>"]
+        assert {"none · λ = 0", "none · λ = 1", "linear · λ = 0", "linear · λ = 1"} == set(titles)
+        size = fig.axes[0].title.get_fontsize()
+        assert size >= fig.axes[0].yaxis.label.get_fontsize()  # not "small" on an 8 pt style
+    assert "lowest seed" not in R.fig_kl_trajectories(inp)._suptitle.get_text()

@@ -1,8 +1,10 @@
 """Figures of the report, drawn with matplotlib's object API (no pyplot state; Agg for PNG).
 
-Colours: λ uses viridis (perceptually uniform, readable in grey and by colour-blind readers),
-stopped at 85% so the pale yellow end stays visible on white; categories (schedules) use the
-Okabe-Ito palette *and* a line style / marker each, so nothing depends on colour alone.
+Colours: up to eight λ values take the Okabe-Ito colours (distinct for colour-blind readers) in
+an order where neighbouring λ never get similar colours (a sequential map gave λ = 0 and 0.1
+nearly the same); more λ values use viridis, stopped at 85% so the pale yellow end stays visible
+on white. Categories (schedules) use the Okabe-Ito palette *and* a line style / marker each, so
+nothing depends on colour alone.
 """
 
 from __future__ import annotations
@@ -78,10 +80,18 @@ def natural(text: str) -> tuple[int, float, str]:
         return (0 if text == "none" else 1, 0.0, text)
 
 
+#: λ's colours, in order: each differs in hue and lightness from the one before it.
+LAMBDA_COLORS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#F0E442")
+LAMBDA_COLORS += ("#000000",)
+
+
 def lambda_colors(lams: Sequence[float]) -> dict[float, Any]:
     from matplotlib import colormaps
+    from matplotlib.colors import to_rgba
 
     values = sorted({float(v) for v in lams if v == v})
+    if len(values) <= len(LAMBDA_COLORS):
+        return {v: to_rgba(c) for v, c in zip(values, LAMBDA_COLORS, strict=False)}
     cmap = colormaps["viridis"]
     return {v: cmap(0.85 * i / max(len(values) - 1, 1)) for i, v in enumerate(values)}
 

@@ -169,8 +169,9 @@ CAPTIONS = {
     ),
     "kl_per_dim": (
         "KL per latent dimension",
-        "Final KL of each unit, sorted within each run; "
-        "dark cells are collapsed units; free bits hold units near λ (white marks).",
+        "Final KL of each unit, sorted within each run, on a log colour scale in nats; grey "
+        "cells (below the scale) are collapsed units; free bits hold units near λ (white marks "
+        "on the colour bar).",
     ),
     "kl_trajectories": (
         "KL per unit over epochs",
