@@ -67,7 +67,16 @@ METRICS = (
     Metric("active_units_kl"),
     Metric("binding_share", export=False, report=False),
     Metric("test_iwae_nll", sparse=True),
+    #: I(x;z), the mean over `eval.mi_draws` independent draws of the estimator (encodings reused).
     Metric("test_mi", sparse=True),
+    #: The 95% interval of that mean (Student t over the draws).
+    Metric("test_mi_lo", sparse=True, export=False, report=False),
+    Metric("test_mi_hi", sparse=True, export=False, report=False),
+    #: KL(q(z)‖p(z)) of the aggregate posterior, from the MI's samples: the rate that carries no
+    #: information about x (Hoffman & Johnson 2016); test_mi + test_marginal_kl ≈ test_kl.
+    Metric("test_marginal_kl", sparse=True),
+    #: Test accuracy of a logistic regression on the posterior means (where the data has labels).
+    Metric("test_probe_accuracy", sparse=True),
     Metric("test_bits_per_dim"),
     Metric("test_iwae_bits_per_dim", sparse=True),
     Metric("test_ppl", sparse=True, export=False),
@@ -81,7 +90,9 @@ SPARSE_METRICS = tuple(m.name for m in METRICS if m.sparse)
 EXPORTED_METRICS = (*(m.name for m in METRICS if m.export), "active_share")
 
 METRICS_COLUMNS = ("run_id", *LABELS, "epoch", "step", *TRAIN_TERMS, *METRIC_NAMES, "seconds")
-KL_COLUMNS = ("epoch", "dim", "kl")
+#: kl = kl_spread + kl_rest per unit: ½ Var_x μ_j (the part that varies with x) and the offset
+#: and variance terms ½ (E_x μ_j)² + ½ E_x[σ_j² − 1 − log σ_j²] (the same for every x).
+KL_COLUMNS = ("epoch", "dim", "kl", "kl_spread", "kl_rest")
 
 #: summary.json's keys (an unknown key is refused when it is written).
 SUMMARY_KEYS = (
@@ -99,6 +110,8 @@ SUMMARY_KEYS = (
     "device",
     "setting",
     "best_valid",
+    #: `collapsed` | `informative` | `kl_without_information` (results/information.py).
+    "information",
 )
 
 #: summary.csv (the report's and `load_runs`' table, one row per run): these columns, then one
@@ -121,6 +134,7 @@ RUN_TABLE_COLUMNS = (
     "cross_entropy",
     *FINAL_METRICS,
     "active_share",
+    "information",
     "iwae_samples",
     "seconds",
     "device",
@@ -146,7 +160,7 @@ REPORT_METRICS = (
     "test_elbo_ppl",
 )
 #: Columns read as text (every other known column is a number).
-TEXT_COLUMNS = ("run_id", "free_bits_mode", "anneal", "binarize", "likelihood")
+TEXT_COLUMNS = ("run_id", "free_bits_mode", "anneal", "binarize", "likelihood", "information")
 
 # Spec fields, by what they do to a run.
 #: Fields that say where a run trains, where its data lives or how its step is launched, not what

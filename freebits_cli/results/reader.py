@@ -239,6 +239,8 @@ def _load_run(root: Path, run_dir: Path, runs: Runs) -> tuple[dict[str, Any], bo
             col = metrics[name].dropna() if metrics is not None and name in metrics else ()
             row[name] = _num(s.get(name)) if summary else _num(col.iloc[-1] if len(col) else None)
     row["active_share"] = row["active_units"] / dim if dim > 0 else math.nan
+    # The verdict a finished run wrote (results/information.py); none before it finished.
+    row["information"] = s.get("information") if summary else None
     row["iwae_samples"] = _num(_pick(s.get("iwae_samples"), _get(cfg, "eval.iwae_samples")))
     row |= {
         "seconds": _num(s.get("seconds")),
@@ -345,8 +347,17 @@ def read_samples(run_dir: Path, warn: Callable[[str], None]) -> dict[str, np.nda
     return data
 
 
-#: The sentence lists of a text run's samples.json, in the order a page shows them.
-SENTENCE_KEYS = ("originals", "reconstructions", "prior_samples", "homotopy")
+#: The sentence lists of a text run's samples.json, in the order a page shows them: greedy
+#: decodes, then the same codes decoded by sampling at the run's `eval.temperature` (absent in
+#: runs written before sampled decoding).
+SENTENCE_KEYS = (
+    "originals",
+    "reconstructions",
+    "prior_samples",
+    "homotopy",
+    "sampled_reconstructions",
+    "sampled_prior_samples",
+)
 
 
 def read_sentences(run_dir: Path, warn: Callable[[str], None]) -> dict[str, list[str]] | None:
