@@ -25,7 +25,7 @@ from freebits_cli.report.figures import (
     fig_elbo,
     fig_pareto,
 )
-from freebits_cli.report.labels import CAPTIONS, MORE_SEEDS
+from freebits_cli.report.labels import CAPTIONS, MORE_SEEDS, iwae_k
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -162,6 +162,12 @@ def caption(stem: str, inp: FigureInput) -> tuple[str, str]:
     done = inp.by_setting[inp.by_setting["n"] > 0] if len(inp.by_setting) else inp.by_setting
     if stem == "elbo" and "test_elbo_ppl_mean" in done and done["test_elbo_ppl_mean"].notna().any():
         text = TEXT_ELBO
+    k = iwae_k(inp.runs[inp.runs["test_iwae_nll"].notna()]) if "test_iwae_nll" in inp.runs else ""
+    if stem == "elbo" and k:
+        text += (
+            f" IWAE bound with {k} importance samples (Burda et al. 2015; papers report k = 500 "
+            "for text and 5,000 for MNIST, so a smaller k gives a looser bound)."
+        )
     if stem in INTERVAL_FIGURES and len(done) and (done["n"] == 1).any():
         text += f" {MORE_SEEDS}"
     return heading, text

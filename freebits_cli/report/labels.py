@@ -11,14 +11,50 @@ if TYPE_CHECKING:
     import pandas as pd
 
 LABELS = {"lambda": "λ", "free_bits_mode": "free-bits mode", "anneal": "schedule", "sweep": "sweep"}
-# (column stem, header, decimals) of the metrics shown in the terminal and the page.
-SHOWN = (("test_elbo", "ELBO (nats)", 2), ("active_units", "active units", 1))
-SHOWN += (("test_kl", "KL (nats)", 2), ("test_iwae_nll", "IWAE NLL (nats)", 2))
-SHOWN += (("test_mi", "MI (nats)", 2),)
+# (column stem, header, decimals) of the metrics shown in the terminal and the page. Both
+# active-unit rules side by side, so a gap between them is seen: the covariance rule counts units
+# whose posterior mean varies with x (Burda et al. 2015), the KL rule units whose mean KL is
+# above a threshold (met too by posteriors all moved off the prior alike).
+SHOWN = (("test_elbo", "ELBO (nats)", 2), ("test_recon", "recon (nats)", 2))
+SHOWN += (("active_units", "AU (cov.)", 1), ("active_units_kl", "AU (KL)", 1))
+SHOWN += (("test_kl", "KL (nats)", 2), ("test_mi", "MI (nats)", 2))
+SHOWN += (("test_marginal_kl", "marginal KL", 2), ("test_probe_accuracy", "probe acc.", 3))
+SHOWN += (("test_iwae_nll", "IWAE NLL (nats)", 2),)
 # Image likelihoods (8-bit data) also report NLL / (C·H·W · ln 2).
 SHOWN += (("test_bits_per_dim", "bits/dim", 3), ("test_iwae_bits_per_dim", "IWAE bits/dim", 3))
 # Text: perplexity per predicted token, from the IWAE NLL and from -ELBO.
 SHOWN += (("test_ppl", "PPL", 1), ("test_elbo_ppl", "PPL (ELBO)", 1))
+#: Metrics computed with the IWAE bound: their header names its k (Burda et al. 2015).
+IWAE_METRICS = ("test_iwae_nll", "test_iwae_bits_per_dim", "test_ppl")
+#: The verdict of results/information.py in words.
+VERDICTS = {
+    "informative": "informative",
+    "kl_without_information": "KL without information",
+    "collapsed": "collapsed",
+}
+#: What each active-unit rule counts, for captions and notes.
+AU_RULES = (
+    "AU (cov.): units whose posterior mean varies with x, Cov_x(E_q[z_j|x]) > δ (Burda et al. "
+    "2015); AU (KL): units whose mean KL(q(z_j|x)‖p(z_j)) is above a threshold, which posteriors "
+    "all moved off the prior alike also pass."
+)
+
+
+def iwae_k(df: pd.DataFrame) -> str:
+    """ "k = 100" (or "k = 10, 100"): the importance samples behind the IWAE numbers of `df`."""
+    if "iwae_samples" not in df:
+        return ""
+    ks = sorted({int(k) for k in df["iwae_samples"].dropna()})
+    return f"k = {', '.join(str(k) for k in ks)}" if ks else ""
+
+
+def with_k(header: str, metric: str, k: str) -> str:
+    """A header of an IWAE number with its k: "IWAE NLL (k = 100, nats)"."""
+    if metric not in IWAE_METRICS or not k:
+        return header
+    if "(nats)" in header:
+        return header.replace("(nats)", f"({k}, nats)")
+    return f"{header} ({k})"
 
 
 def _missing(value: Any) -> bool:
@@ -206,9 +242,12 @@ def by_setting_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     shown = [s for s in SHOWN if f"{s[0]}_mean" in df and df[f"{s[0]}_mean"].notna().any()]
     ce = df["cross_entropy"].astype(bool) if "cross_entropy" in df else None
     every, some = ce is not None and bool(ce.all()), ce is not None and bool(ce.any())
-    headers = [LABELS.get(k, k) for k in keys] + ["n"]
+    samples = iwae_k(df)
+    verdicts = "information" in df and bool(df["information"].fillna("").astype(bool).any())
+    headers = [LABELS.get(k, k) for k in keys] + ["n"] + ["information"] * verdicts
     headers += [
-        f"{h} {CROSS_ENTROPY}" if every and c in LIKELIHOOD_METRICS else h for c, h, _ in shown
+        with_k(f"{h} {CROSS_ENTROPY}" if every and c in LIKELIHOOD_METRICS else h, c, samples)
+        for c, h, _ in shown
     ]
     rows = []
     for i, (_, row) in enumerate(df.iterrows()):
@@ -219,6 +258,7 @@ def by_setting_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         n += f" +{unfinished} unfinished" if unfinished else ""
         n += f" +{damaged} damaged" if damaged else ""
         cells = [fmt_value(row[k]) for k in keys] + [n]
+        cells += [VERDICTS.get(row["information"], "-")] * verdicts
         for c, _, d in shown:
             cell = fmt_stat(row, c, d)
             mark = some and not every and bool(ce.iloc[i]) and c in LIKELIHOOD_METRICS
@@ -236,4 +276,16 @@ def table_notes(df: pd.DataFrame) -> list[str]:
         notes.append(f"{NOISE} {NOTES[NOISE]}")
     if "n" in df and (df["n"] == 1).any():
         notes.append(MORE_SEEDS)
+    if "active_units_kl_mean" in df and df["active_units_kl_mean"].notna().any():
+        notes.append(AU_RULES)
+    if "information" in df and bool(df["information"].fillna("").astype(bool).any()):
+        notes.append(VERDICT_NOTE)
     return notes
+
+
+VERDICT_NOTE = (
+    "information: informative = MI's 95% interval above 0.05 nats or a unit active by the "
+    "covariance rule; KL without information = KL above 0 that no unit's mean carries and MI "
+    "cannot tell from 0 (posteriors moved off the prior alike); collapsed = KL ≈ 0. MI with one "
+    "seed: the interval over the estimator's draws; with more, over seeds."
+)
