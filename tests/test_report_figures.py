@@ -12,6 +12,7 @@ from report_fixtures import figure_input, make_sweep
 
 from freebits_cli.report import build_report
 from freebits_cli.report import figures as F
+from freebits_cli.report import info_figures as I
 from freebits_cli.report.draw import caption
 from freebits_cli.report.labels import NO_INTERVAL
 
@@ -32,7 +33,7 @@ def one_seed(root: Path) -> Path:
 # ------------------------------------------------------------------ 1. n = 1: no interval
 
 
-@pytest.mark.parametrize("draw", [F.fig_active_units, F.fig_elbo])
+@pytest.mark.parametrize("draw", [I.fig_active_units, F.fig_elbo])
 def test_one_seed_legend_names_no_band(tmp_path: Path, draw: object) -> None:
     fig = draw(figure_input(one_seed(tmp_path)))  # type: ignore[operator]
     words = texts(fig)
@@ -46,7 +47,7 @@ def test_two_seeds_keep_the_band(tmp_path: Path) -> None:
         tmp_path / "two", [0, 1], ["none"], [0, 1],
         lambda lam, a, s: {"elbo": -100 - lam - s, "active_units": 2 + s},
     )  # fmt: skip
-    words = texts(F.fig_active_units(figure_input(tmp_path)))
+    words = texts(I.fig_active_units(figure_input(tmp_path)))
     assert "band: 95% interval" in words and NO_INTERVAL not in words
 
 
@@ -83,7 +84,7 @@ def test_active_unit_axes_are_zero_to_d_with_integer_ticks(
     from freebits_cli.report import run_figures as R
 
     inp = figure_input(constant_units(tmp_path, units, dim))
-    au = F.fig_active_units(inp).axes[0]
+    au = I.fig_active_units(inp).axes[0]
     pareto = F.fig_pareto(inp).axes[0]
     curves = next(a for a in R.fig_curves(inp).axes if a.get_ylabel() == "active units")
     for lim, ticks in [

@@ -7,9 +7,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from report_fixtures import make_sweep
 
 from freebits_cli.report import build_report, by_setting_rows, by_setting_table, recommend
+from freebits_cli.report.labels import CAPTIONS
 from freebits_cli.results.reader import find_run_dirs, read_runs
 
 
@@ -130,3 +132,96 @@ def test_iwae_k_in_every_header_and_caption(tmp_path: Path) -> None:
     figures = page[page.index('id="figures"') : page.index('id="runs"')]
     elbo = figures[figures.index('id="elbo"') :]
     assert "k = 10" in elbo[: elbo.index("</figure>")]
+
+
+# ------------------------------------------------------------------ figures
+
+
+def info_sweep(root: Path, probe: bool = True) -> None:
+    """λ = 0 collapsed, λ = 0.5 informative (MI 3 of KL 6), λ = 1 and 2 KL without information;
+    two schedules, two seeds; the KL rule counts every unit held by free bits."""
+
+    def numbers(lam: float, a: str, s: int) -> dict[str, object]:
+        if lam == 0:
+            out = {"kl": 0.01, "active_units": 0, "mi": 0.0, "mi_lo": -0.01, "mi_hi": 0.01,
+                   "marginal_kl": 0.01, "elbo": -60.0 - s, "probe": 0.1}  # fmt: skip
+        elif lam >= 1:
+            out = {"kl": 16.0 * lam, "active_units": 0, "mi": 0.01 * s, "mi_lo": -0.15,
+                   "mi_hi": 0.12, "marginal_kl": 16.0 * lam, "elbo": -70.0 - lam - s,
+                   "probe": 0.12}  # fmt: skip
+        else:
+            out = {"kl": 6.0, "active_units": 3, "mi": 3.0 + 0.2 * s, "mi_lo": 2.8,
+                   "mi_hi": 3.4, "marginal_kl": 3.0, "elbo": -62.0 - s, "probe": 0.8,
+                   "kl_spread": [0.9, 0.8, 0.7, 0.0]}  # fmt: skip
+        return out if probe else {k: v for k, v in out.items() if k != "probe"}
+
+    make_sweep(root / "info", [0, 0.5, 1, 2], ["none", "linear"], [0, 1], numbers, latent_dim=4)
+
+
+def legend_texts(fig: object) -> list[str]:
+    from matplotlib.legend import Legend
+
+    return [t.get_text() for lg in fig.findobj(Legend) for t in lg.get_texts()]  # type: ignore[attr-defined]
+
+
+def test_au_figure_two_rules_distortion_and_probe(tmp_path: Path) -> None:
+    from report_fixtures import figure_input
+
+    from freebits_cli.report import info_figures as I
+
+    info_sweep(tmp_path)
+    inp = figure_input(tmp_path)
+    inp.by_setting["active_units_kl_mean"] = 4.0  # the KL rule counts every unit held at λ
+    fig = I.fig_active_units(inp)
+    au, recon, probe = fig.axes
+    kl_rule = [ln for ln in au.lines if ln.get_linestyle() == ":" and ln.get_marker() != "None"]
+    assert len(kl_rule) == 2 and all(list(ln.get_ydata()) == [4.0] * 4 for ln in kl_rule)
+    words = legend_texts(fig)
+    assert {"covariance rule", "KL rule", "KL without information", "collapsed (KL ≈ 0)"} <= set(
+        words
+    )
+    assert recon.get_ylabel().startswith("distortion") and "probe" in probe.get_ylabel()
+    assert probe.get_ylim() == (0, 1)
+    caption = CAPTIONS["active_units"][1]
+    assert "Cov_x(E_q[z_j|x]) > δ" in caption and "KL rule" in caption
+    # The verdict marks sit on the points of the settings without information (λ = 1, 2).
+    crosses = [c for c in au.collections if c.get_label() == "KL without information"]
+    assert len(crosses) == 1 and sorted(crosses[0].get_offsets()[:, 0]) == [1, 1, 2, 2]
+
+
+def test_probe_panel_only_where_the_column_exists(tmp_path: Path) -> None:
+    from report_fixtures import figure_input
+
+    from freebits_cli.report import info_figures as I
+
+    info_sweep(tmp_path, probe=False)
+    assert len(I.fig_active_units(figure_input(tmp_path)).axes) == 2
+
+
+def test_rate_split_stacks_information_under_marginal_kl(tmp_path: Path) -> None:
+    from report_fixtures import figure_input
+
+    from freebits_cli.report import info_figures as I
+
+    info_sweep(tmp_path)
+    fig = I.fig_rate_split(figure_input(tmp_path))
+    assert [ax.get_title() for ax in fig.axes] == ["none", "linear"]
+    ax = fig.axes[0]
+    bars = [p for p in ax.patches]
+    mi, marginal = bars[:4], bars[4:8]
+    assert [round(b.get_height(), 6) for b in mi] == [0.0, 3.1, 0.005, 0.005]
+    assert [round(b.get_height(), 6) for b in marginal] == [0.01, 3.0, 16.0, 32.0]
+    assert all(
+        m.get_y() == pytest.approx(b.get_height()) for m, b in zip(marginal, mi, strict=False)
+    )
+    signs = [t.get_text() for t in ax.texts]
+    assert signs == ["○", "×", "×"]  # λ = 0 collapsed, λ = 1 and 2 without information
+    assert "marginal KL(q(z)‖p(z)): rate without information" in legend_texts(fig)
+
+
+def test_rate_split_not_drawn_without_mi(tmp_path: Path) -> None:
+    make_sweep(tmp_path / "old", [0, 1], ["none"], [0], lambda lam, a, s: {}, samples=False)
+    result = build_report(tmp_path)
+    assert not (result.out_dir / "rate_split.png").exists()
+    page = result.index_html.read_text(encoding="utf-8")
+    assert "rate_split (no finished run estimated the mutual information" in page

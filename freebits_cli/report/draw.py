@@ -17,14 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 from freebits_cli.errors import ResultsError
 from freebits_cli.report import run_figures as images
-from freebits_cli.report.figures import (
-    FigureInput,
-    FigureOutput,
-    _context,
-    fig_active_units,
-    fig_elbo,
-    fig_pareto,
-)
+from freebits_cli.report.figures import FigureInput, FigureOutput, _context, fig_elbo, fig_pareto
+from freebits_cli.report.info_figures import fig_active_units, fig_rate_split
 from freebits_cli.report.labels import CAPTIONS, MORE_SEEDS, iwae_k
 
 if TYPE_CHECKING:
@@ -120,6 +114,7 @@ def draw_all(
         ("active_units", fig_active_units),
         ("elbo", fig_elbo),
         ("pareto", fig_pareto),
+        ("rate_split", fig_rate_split),
         ("rate_distortion", images.fig_rate_distortion),
         ("kl_per_dim", images.fig_kl_per_dim),
         ("kl_trajectories", images.fig_kl_trajectories),

@@ -161,12 +161,24 @@ def outside(ax: Axes, handles: list, title: str, loc: str = "upper left", y: flo
     ax.add_artist(legend).set_clip_on(False)  # add_artist clips to the axes: undo
 
 
-def _by_lambda(ax: Axes, inp: FigureInput, metric: str, ylabel: str, legend: bool = True) -> str:
+def _by_lambda(
+    ax: Axes,
+    inp: FigureInput,
+    metric: str,
+    ylabel: str,
+    legend: bool = True,
+    verdicts: bool = True,
+    keys_after: Sequence[Any] = (),
+    legend_ax: Axes | None = None,
+) -> str:
     """Mean over seeds vs λ with a 95% interval band, one line per schedule (and mode, ...).
 
     Each band has an outline in its line's colour, so where bands overlap both stay readable;
     the legend pairs each line with its band and names the band. Settings with one seed have
-    no interval: the legend says so ("n = 1: no interval") instead of naming a band not drawn."""
+    no interval: the legend says so ("n = 1: no interval") instead of naming a band not drawn.
+    Settings whose code carries no information (the verdict) get a mark on their point;
+    `keys_after`: more legend entries (e.g. what a second series on the axes means);
+    `legend_ax`: the axes whose right side holds the legend (default `ax`)."""
     import numpy as np
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -189,6 +201,7 @@ def _by_lambda(ax: Axes, inp: FigureInput, metric: str, ylabel: str, legend: boo
             ax.plot(x, edge, color=style["color"], linewidth=0.7, alpha=0.6, linestyle=":")
         band = Patch(facecolor=style["color"], alpha=0.25, edgecolor=style["color"])
         handles.append((band, line))
+    marks = mark_verdicts(ax, done, "lambda", f"{metric}_mean") if verdicts else []
     _lambda_axis(ax, done["lambda"])
     # Frame the means, not the bands: with 2-3 seeds a t-based CI can be ten times the spread
     # between settings and would flatten every line; wide bands simply run off the axes.
@@ -207,8 +220,38 @@ def _by_lambda(ax: Axes, inp: FigureInput, metric: str, ylabel: str, legend: boo
             )
         if (done["n"] == 1).any():
             keys.append(Line2D([], [], linestyle="", label=NO_INTERVAL))
-        outside(ax, [*handles, *keys], title)
+        outside(legend_ax or ax, [*handles, *keys_after, *keys, *marks], title)
     return title
+
+
+#: (marker, colour, legend label) of the verdicts a point is marked with (none: informative).
+VERDICT_MARKS = {
+    "kl_without_information": ("X", "#D55E00", "KL without information"),
+    "collapsed": ("o", "0.35", "collapsed (KL ≈ 0)"),
+}
+
+
+def mark_verdicts(ax: Axes, rows: pd.DataFrame, x: str, y: str) -> list[Any]:
+    """A mark over each point whose setting's code carries no information about x (verdict
+    `kl_without_information` or `collapsed`, results/information.py); their legend handles."""
+    from matplotlib.lines import Line2D
+
+    if "information" not in rows:
+        return []
+    handles = []
+    for verdict, (marker, color, label) in VERDICT_MARKS.items():
+        hit = rows[rows["information"] == verdict]
+        if hit.empty:
+            continue
+        ax.scatter(
+            hit[x], hit[y], s=170, marker=marker, facecolors="none" if marker == "o" else color,
+            edgecolors=color, linewidths=1.6, zorder=5, clip_on=False, label=label,
+        )  # fmt: skip
+        handles.append(
+            Line2D([], [], marker=marker, color=color, linestyle="", markersize=9,
+                   markerfacecolor="none" if marker == "o" else color, label=label)
+        )  # fmt: skip
+    return handles
 
 
 def unit_axis(ax: Axes, dims: Sequence[int], axis: str = "y") -> None:
@@ -227,31 +270,6 @@ def unit_axis(ax: Axes, dims: Sequence[int], axis: str = "y") -> None:
     for points in ax.collections:
         if isinstance(points, PathCollection):  # scatter points
             points.set_clip_on(False)
-
-
-def fig_active_units(inp: FigureInput) -> Figure | str:
-    from matplotlib.figure import Figure
-
-    done = inp.by_setting[inp.by_setting["n"] > 0]
-    if done.empty:
-        return "no finished run"
-    fig = Figure(figsize=size(8, 5), layout="constrained")
-    ax = fig.subplots()
-    _by_lambda(ax, inp, "active_units", "active units (count)")
-    dims = sorted({int(d) for d in done["latent_dim"].dropna()})
-    for d in dims:  # the ceiling: every latent unit active
-        ax.axhline(d, color="0.3", linestyle=(0, (6, 3)), linewidth=1.2, zorder=1)
-        ax.annotate(
-            f"latent size D = {d}",
-            (0.01, d),
-            xycoords=("axes fraction", "data"),
-            va="top",
-            fontsize="small",
-            color="0.25",
-        )
-    unit_axis(ax, dims)
-    title(fig, "Active units vs free-bits λ", inp)
-    return fig
 
 
 def fig_elbo(inp: FigureInput) -> Figure | str:
@@ -365,6 +383,7 @@ def fig_pareto(inp: FigureInput) -> Figure | str:
     )
     colors = lambda_colors(ok["lambda"])
     handles = scatter_runs(ax, ok, "active_units_mean", "test_elbo_mean", colors)
+    mark_verdicts(ax, ok, "active_units_mean", "test_elbo_mean")  # named in ax.legend below
     front = inp.pareto.sort_values("active_units_mean")
     for n, (_, f) in enumerate(front.groupby("sweep") if "sweep" in front else [((), front)]):
         ax.plot(
@@ -395,7 +414,7 @@ def fig_pareto(inp: FigureInput) -> Figure | str:
             label=f"{inp.keep_share:.0%} of D = {d} units",
         )
     unit_axis(ax, [int(d) for d in ok["latent_dim"].dropna()], axis="x")
-    ax.set_xlabel("active units (mean over seeds)")
+    ax.set_xlabel("active units, covariance rule (mean over seeds)")
     note = cross_entropy_note(ok)
     ax.set_ylabel("test ELBO (nats, mean over seeds; higher is better)" + f"\n{note}" * bool(note))
     ax.grid(alpha=0.3)
