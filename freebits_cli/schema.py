@@ -166,6 +166,8 @@ REPORT_METRICS = (
     "active_units_kl",
     "test_iwae_nll",
     "test_mi",
+    "test_marginal_kl",
+    "test_probe_accuracy",
     "seconds",
     "test_bits_per_dim",
     "test_iwae_bits_per_dim",

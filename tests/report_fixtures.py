@@ -48,9 +48,19 @@ def write_run(
     extra: dict[str, Any] | None = None,
     samples: bool = True,
     reason: str = "loss is NaN at step 40",
+    mi_lo: float | None = None,
+    mi_hi: float | None = None,
+    marginal_kl: float | None = None,
+    probe: float | None = None,
+    information: str | None = None,
+    kl_spread: list[float] | None = None,
+    seconds: float = 1.5,
 ) -> Path:
     """One run folder. Final metrics (last epoch and summary.json) are exactly the given numbers:
     test_elbo = elbo, test_kl = kl, test_recon = -elbo - kl. Earlier epochs are 1 nat worse each.
+    The information columns (mi_lo, mi_hi, marginal_kl, probe, information) are written only when
+    given; `kl_spread`: each unit's share of its KL that varies with x (kl_per_dim.csv's
+    kl_spread = share · kl, kl_rest the remainder; both columns absent unless given).
     state: done (summary.json), failed (failed.json; metrics stop early) or incomplete (neither).
     """
     setting: dict[str, Any] = {
@@ -85,9 +95,17 @@ def write_run(
     last = epochs if state != "failed" else max(epochs - 1, 1)
     kl_dims = [kl / max(active_units, 1)] * int(active_units)
     kl_dims += [max(lam, 1e-5)] * (latent_dim - int(active_units))
+    last_values = {
+        "test_iwae_nll": iwae,
+        "test_mi": mi,
+        "test_mi_lo": mi_lo,
+        "test_mi_hi": mi_hi,
+        "test_marginal_kl": marginal_kl,
+        "test_probe_accuracy": probe,
+    }
     with (run_dir / "metrics.csv").open("w", newline="") as fh:
-        out = csv.writer(fh)
-        out.writerow(METRIC_COLUMNS)
+        out = csv.DictWriter(fh, METRIC_COLUMNS, restval="")
+        out.writeheader()
         for e in range(1, last + 1):
             gap = epochs - e  # 1 nat per epoch below the final numbers
             row = {
@@ -109,17 +127,22 @@ def write_run(
                 "active_units": active_units,
                 "active_units_kl": active_units,
                 "binding_share": 0.5,
-                "test_iwae_nll": iwae if (iwae is not None and e == epochs) else "",
-                "test_mi": mi if (mi is not None and e == epochs) else "",
                 "seconds": e * 0.1,
-            }  # every other column (bits per dim, perplexity, ...) empty: not measured here
-            out.writerow([row.get(c, "") for c in METRIC_COLUMNS])
+            }
+            if e == epochs:  # sparse metrics: computed at the last epoch only
+                row |= {k: v for k, v in last_values.items() if v is not None}
+            out.writerow(row)
     with (run_dir / "kl_per_dim.csv").open("w", newline="") as fh:
         out = csv.writer(fh)
-        out.writerow(["epoch", "dim", "kl"])
+        out.writerow(["epoch", "dim", "kl"] + ["kl_spread", "kl_rest"] * (kl_spread is not None))
         for e in range(1, last + 1):
             for d, v in enumerate(kl_dims):
-                out.writerow([e, d, v * (1 + (epochs - e)) if d < active_units else v / e])
+                value = v * (1 + (epochs - e)) if d < active_units else v / e
+                if kl_spread is None:  # written as runs before the decomposition wrote it
+                    out.writerow([e, d, value])
+                    continue
+                part = kl_spread[d] * value if d < len(kl_spread) else 0.0
+                out.writerow([e, d, value, part, value - part])
     common = {"run_id": run_id, "lambda": lam, "anneal": anneal, "seed": seed, "setting": setting}
     if state == "failed":
         _json(run_dir / "failed.json", common | {"reason": reason, "epoch": last + 1})
@@ -142,10 +165,12 @@ def write_run(
                 "test_iwae_nll": iwae,
                 "iwae_samples": 10,
                 "test_mi": mi,
+                **{k: v for k, v in last_values.items() if v is not None and k != "test_mi"},
+                **({"information": information} if information is not None else {}),
                 "collapse_epoch": [None] * int(active_units)
                 + [1] * (latent_dim - int(active_units)),
                 "kl_per_dim": kl_dims,
-                "seconds": 1.5,
+                "seconds": seconds,
                 "device": "cpu",
             },
         )
@@ -190,3 +215,19 @@ def make_sweep(
         for a in anneals
         for s in seeds
     ]
+
+
+def figure_input(root: Path) -> Any:
+    """The report's FigureInput for the runs below `root`, as build_report makes it (no drawing)."""
+    from freebits_cli.report import by_setting_table, recommend
+    from freebits_cli.report.build import figure_data
+    from freebits_cli.report.draw import _context
+    from freebits_cli.results.reader import find_run_dirs, read_runs
+
+    runs, _ = read_runs(root, find_run_dirs(root, skip=root / "report"))
+    by_setting = by_setting_table(runs)
+    examples = [p for p in by_setting.pop("_example") if isinstance(p, str)]
+    _, pareto = recommend(by_setting, runs.keys, 0.9)
+    inp, _ = figure_data(runs, by_setting, examples, pareto, 0.9)
+    inp.context = _context(inp)
+    return inp

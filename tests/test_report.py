@@ -119,7 +119,7 @@ def test_recommendation_smallest_lambda_keeping_share(tmp_path: Path) -> None:
     )
     _, _, text, pareto = tables(tmp_path, keep=0.9)
     assert text.startswith("Recommended: λ = 0.5, no annealing")
-    assert "1.00 nats below the best ELBO" in text
+    assert "1.00 nats below the best informative ELBO" in text
     assert sorted(pareto["lambda"]) == [0.0, 0.1, 0.5]  # λ = 1, 2: as many units, worse ELBO
     assert row(pareto, **{"lambda": 0.5})["recommended"]
     assert pareto["recommended"].sum() == 1
@@ -137,7 +137,7 @@ def test_recommendation_prefers_less_elbo_cost_and_names_smallest(tmp_path: Path
 def test_recommendation_when_no_setting_keeps_share(tmp_path: Path) -> None:
     au_sweep(tmp_path, {0: (-100, 2), 1: (-102, 6)})
     text = tables(tmp_path, keep=0.9)[2]
-    assert text.startswith("No setting keeps 90% of the latent units active")
+    assert text.startswith("No informative setting keeps 90% of the latent units active")
     assert "λ = 1" in text
 
 
@@ -270,13 +270,16 @@ def test_by_setting_rows_for_the_terminal(full_report: ReportResult) -> None:
         "λ",
         "schedule",
         "n",
+        "information",  # the verdict (results/information.py) on the setting's means
         "ELBO (nats) †",  # the fixtures' runs: grayscale digits, Bernoulli decoder
-        "active units",
+        "recon (nats) †",
+        "AU (cov.)",  # both active-unit rules side by side
+        "AU (KL)",
         "KL (nats)",
-        "IWAE NLL (nats) †",
+        "IWAE NLL (k = 10, nats) †",  # the IWAE bound's k
     ]
     first = rows[0]  # λ = 0, none: ELBO -100, -101 -> -100.50 ± 12.706·0.7071/√2 = 6.35
-    assert first[:4] == ["0", "none", "2", "-100.50 ± 6.35"]
+    assert first[:5] == ["0", "none", "2", "informative", "-100.50 ± 6.35"]
     assert any(r[2] == "0 +1 failed +1 unfinished" for r in rows)
     assert all(len(r) == len(headers) and all(isinstance(c, str) for c in r) for r in rows)
 

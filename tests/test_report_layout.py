@@ -15,6 +15,7 @@ from report_fixtures import make_sweep
 
 from freebits_cli.report import build_report, by_setting_table, recommend
 from freebits_cli.report import figures as F
+from freebits_cli.report import info_figures as I
 from freebits_cli.report import run_figures as R
 from freebits_cli.report.build import figure_data
 from freebits_cli.report.draw import _context, per_sweep
@@ -87,7 +88,7 @@ def texts(fig: Figure) -> list[str]:
 
 
 FIGURES = [
-    F.fig_active_units, F.fig_elbo, F.fig_pareto, R.fig_rate_distortion, R.fig_kl_per_dim,
+    I.fig_active_units, F.fig_elbo, F.fig_pareto, R.fig_rate_distortion, R.fig_kl_per_dim,
     R.fig_kl_trajectories, R.fig_curves, R.fig_reconstructions, R.fig_samples,
 ]  # fmt: skip
 
@@ -104,7 +105,7 @@ def overlaps(a: object, b: object) -> bool:
     return a.x0 < b.x1 - 1 and b.x0 < a.x1 - 1 and a.y0 < b.y1 - 1 and b.y0 < a.y1 - 1  # type: ignore[attr-defined]
 
 
-@pytest.mark.parametrize("draw", [F.fig_active_units, F.fig_elbo, F.fig_pareto, R.fig_curves])
+@pytest.mark.parametrize("draw", [I.fig_active_units, F.fig_elbo, F.fig_pareto, R.fig_curves])
 def test_legends_sit_off_the_data(sweeps: list[tuple[str, FigureInput]], draw: object) -> None:
     fig = draw(sweeps[0][1])  # type: ignore[operator]
     canvas = FigureCanvasAgg(fig)
@@ -122,7 +123,7 @@ def test_legends_sit_off_the_data(sweeps: list[tuple[str, FigureInput]], draw: o
 
 
 def test_bands_are_named_in_the_legend(sweeps: list[tuple[str, FigureInput]]) -> None:
-    fig = F.fig_active_units(sweeps[0][1])
+    fig = I.fig_active_units(sweeps[0][1])
     assert "band: 95% interval" in texts(fig)
     assert {"none", "linear"} <= set(texts(fig))
 

@@ -17,15 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 from freebits_cli.errors import ResultsError
 from freebits_cli.report import run_figures as images
-from freebits_cli.report.figures import (
-    FigureInput,
-    FigureOutput,
-    _context,
-    fig_active_units,
-    fig_elbo,
-    fig_pareto,
-)
-from freebits_cli.report.labels import CAPTIONS
+from freebits_cli.report.figures import FigureInput, FigureOutput, _context, fig_elbo, fig_pareto
+from freebits_cli.report.info_figures import fig_active_units, fig_rate_split
+from freebits_cli.report.labels import CAPTIONS, MORE_SEEDS, iwae_k
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -120,6 +114,7 @@ def draw_all(
         ("active_units", fig_active_units),
         ("elbo", fig_elbo),
         ("pareto", fig_pareto),
+        ("rate_split", fig_rate_split),
         ("rate_distortion", images.fig_rate_distortion),
         ("kl_per_dim", images.fig_kl_per_dim),
         ("kl_trajectories", images.fig_kl_trajectories),
@@ -147,5 +142,34 @@ def draw_all(
             fig.savefig(out / f"{prefix}{stem}.{fmt}")  # dpi, background, bbox: from the style
             result.files.append(out / f"{prefix}{stem}.{fmt}")
         others = [f"{prefix}{stem}.{f}" for f in fmts if f != web]
-        result.shown.append((f"{prefix}{stem}.{web}", *CAPTIONS[stem], others, group))
+        result.shown.append((f"{prefix}{stem}.{web}", *caption(stem, inp), others, group))
     return result
+
+
+#: Figures that draw 95% intervals over seeds (bands or bars).
+INTERVAL_FIGURES = ("active_units", "elbo", "pareto")
+
+
+def caption(stem: str, inp: FigureInput) -> tuple[str, str]:
+    """Title and caption of a figure on the page: CAPTIONS[stem], and what this report's runs
+    add to it (text runs' likelihoods, settings with one seed)."""
+    heading, text = CAPTIONS[stem]
+    done = inp.by_setting[inp.by_setting["n"] > 0] if len(inp.by_setting) else inp.by_setting
+    if stem == "elbo" and "test_elbo_ppl_mean" in done and done["test_elbo_ppl_mean"].notna().any():
+        text = TEXT_ELBO
+    k = iwae_k(inp.runs[inp.runs["test_iwae_nll"].notna()]) if "test_iwae_nll" in inp.runs else ""
+    if stem == "elbo" and k:
+        text += (
+            f" IWAE bound with {k} importance samples (Burda et al. 2015; papers report k = 500 "
+            "for text and 5,000 for MNIST, so a smaller k gives a looser bound)."
+        )
+    if stem in INTERVAL_FIGURES and len(done) and (done["n"] == 1).any():
+        text += f" {MORE_SEEDS}"
+    return heading, text
+
+
+TEXT_ELBO = (
+    "The price of free bits in likelihood: the true, unclamped ELBO (β = 1) per sentence; beside "
+    "it the importance-weighted NLL when runs computed one, and the test perplexity, exp(NLL per "
+    "predicted token, </s> included)."
+)

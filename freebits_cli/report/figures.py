@@ -1,8 +1,10 @@
 """Figures of the report, drawn with matplotlib's object API (no pyplot state; Agg for PNG).
 
-Colours: λ uses viridis (perceptually uniform, readable in grey and by colour-blind readers),
-stopped at 85% so the pale yellow end stays visible on white; categories (schedules) use the
-Okabe-Ito palette *and* a line style / marker each, so nothing depends on colour alone.
+Colours: up to eight λ values take the Okabe-Ito colours (distinct for colour-blind readers) in
+an order where neighbouring λ never get similar colours (a sequential map gave λ = 0 and 0.1
+nearly the same); more λ values use viridis, stopped at 85% so the pale yellow end stays visible
+on white. Categories (schedules) use the Okabe-Ito palette *and* a line style / marker each, so
+nothing depends on colour alone.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from freebits_cli.report.labels import (
     LABELS,
+    NO_INTERVAL,
     cross_entropy_note,
     short_label,
     varying,
@@ -77,10 +80,18 @@ def natural(text: str) -> tuple[int, float, str]:
         return (0 if text == "none" else 1, 0.0, text)
 
 
+#: λ's colours, in order: each differs in hue and lightness from the one before it.
+LAMBDA_COLORS = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#56B4E9", "#CC79A7", "#F0E442")
+LAMBDA_COLORS += ("#000000",)
+
+
 def lambda_colors(lams: Sequence[float]) -> dict[float, Any]:
     from matplotlib import colormaps
+    from matplotlib.colors import to_rgba
 
     values = sorted({float(v) for v in lams if v == v})
+    if len(values) <= len(LAMBDA_COLORS):
+        return {v: to_rgba(c) for v, c in zip(values, LAMBDA_COLORS, strict=False)}
     cmap = colormaps["viridis"]
     return {v: cmap(0.85 * i / max(len(values) - 1, 1)) for i, v in enumerate(values)}
 
@@ -150,26 +161,47 @@ def outside(ax: Axes, handles: list, title: str, loc: str = "upper left", y: flo
     ax.add_artist(legend).set_clip_on(False)  # add_artist clips to the axes: undo
 
 
-def _by_lambda(ax: Axes, inp: FigureInput, metric: str, ylabel: str, legend: bool = True) -> str:
+def _by_lambda(
+    ax: Axes,
+    inp: FigureInput,
+    metric: str,
+    ylabel: str,
+    legend: bool = True,
+    verdicts: bool = True,
+    keys_after: Sequence[Any] = (),
+    legend_ax: Axes | None = None,
+) -> str:
     """Mean over seeds vs λ with a 95% interval band, one line per schedule (and mode, ...).
 
     Each band has an outline in its line's colour, so where bands overlap both stay readable;
-    the legend pairs each line with its band and names the band."""
+    the legend pairs each line with its band and names the band. Settings with one seed have
+    no interval: the legend says so ("n = 1: no interval") instead of naming a band not drawn.
+    Settings whose code carries no information (the verdict) get a mark on their point;
+    `keys_after`: more legend entries (e.g. what a second series on the axes means);
+    `legend_ax`: the axes whose right side holds the legend (default `ax`)."""
+    import numpy as np
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     done = inp.by_setting[(inp.by_setting["n"] > 0) & inp.by_setting[f"{metric}_mean"].notna()]
     title, lines = series(done, inp.keys)
     handles: list[Any] = []
+    banded = 0
     for i, (label, g) in enumerate(lines):
         x, y = g["lambda"].to_numpy(float), g[f"{metric}_mean"].to_numpy(float)
         lo, hi = g[f"{metric}_lo"].to_numpy(float), g[f"{metric}_hi"].to_numpy(float)
         style = _style(i)
         (line,) = ax.plot(x, y, label=label or "mean", **style)  # width, size: the style's
+        if not (np.isfinite(lo) & np.isfinite(hi)).any():
+            handles.append(line)
+            continue
+        banded += 1
         ax.fill_between(x, lo, hi, color=style["color"], alpha=0.12, linewidth=0)
         for edge in (lo, hi):
             ax.plot(x, edge, color=style["color"], linewidth=0.7, alpha=0.6, linestyle=":")
         band = Patch(facecolor=style["color"], alpha=0.25, edgecolor=style["color"])
         handles.append((band, line))
+    marks = mark_verdicts(ax, done, "lambda", f"{metric}_mean") if verdicts else []
     _lambda_axis(ax, done["lambda"])
     # Frame the means, not the bands: with 2-3 seeds a t-based CI can be ten times the spread
     # between settings and would flatten every line; wide bands simply run off the axes.
@@ -181,34 +213,63 @@ def _by_lambda(ax: Axes, inp: FigureInput, metric: str, ylabel: str, legend: boo
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     if legend and handles:
-        key = Patch(facecolor="0.6", alpha=0.35, edgecolor="0.4", label="band: 95% interval")
-        outside(ax, [*handles, key], title)
+        keys: list[Any] = []
+        if banded:
+            keys.append(
+                Patch(facecolor="0.6", alpha=0.35, edgecolor="0.4", label="band: 95% interval")
+            )
+        if (done["n"] == 1).any():
+            keys.append(Line2D([], [], linestyle="", label=NO_INTERVAL))
+        outside(legend_ax or ax, [*handles, *keys_after, *keys, *marks], title)
     return title
 
 
-def fig_active_units(inp: FigureInput) -> Figure | str:
-    from matplotlib.figure import Figure
+#: (marker, colour, legend label) of the verdicts a point is marked with (none: informative).
+VERDICT_MARKS = {
+    "kl_without_information": ("X", "#D55E00", "KL without information"),
+    "collapsed": ("o", "0.35", "collapsed (KL ≈ 0)"),
+}
 
-    done = inp.by_setting[inp.by_setting["n"] > 0]
-    if done.empty:
-        return "no finished run"
-    fig = Figure(figsize=size(8, 5), layout="constrained")
-    ax = fig.subplots()
-    _by_lambda(ax, inp, "active_units", "active units (count)")
-    dims = sorted({int(d) for d in done["latent_dim"].dropna()})
-    for d in dims:  # the ceiling: every latent unit active
-        ax.axhline(d, color="0.3", linestyle=(0, (6, 3)), linewidth=1.2, zorder=1)
-        ax.annotate(
-            f"latent size D = {d}",
-            (0.01, d),
-            xycoords=("axes fraction", "data"),
-            va="bottom",
-            fontsize="small",
-            color="0.25",
-        )
-    ax.set_ylim(0, max(dims, default=1) * 1.08)
-    title(fig, "Active units vs free-bits λ", inp)
-    return fig
+
+def mark_verdicts(ax: Axes, rows: pd.DataFrame, x: str, y: str) -> list[Any]:
+    """A mark over each point whose setting's code carries no information about x (verdict
+    `kl_without_information` or `collapsed`, results/information.py); their legend handles."""
+    from matplotlib.lines import Line2D
+
+    if "information" not in rows:
+        return []
+    handles = []
+    for verdict, (marker, color, label) in VERDICT_MARKS.items():
+        hit = rows[rows["information"] == verdict]
+        if hit.empty:
+            continue
+        ax.scatter(
+            hit[x], hit[y], s=170, marker=marker, facecolors="none" if marker == "o" else color,
+            edgecolors=color, linewidths=1.6, zorder=5, clip_on=False, label=label,
+        )  # fmt: skip
+        handles.append(
+            Line2D([], [], marker=marker, color=color, linestyle="", markersize=9,
+                   markerfacecolor="none" if marker == "o" else color, label=label)
+        )  # fmt: skip
+    return handles
+
+
+def unit_axis(ax: Axes, dims: Sequence[int], axis: str = "y") -> None:
+    """An active-unit axis: [0, D] (a count of latent units cannot leave it), integer ticks, and
+    the marks on its ends drawn whole rather than cut in half by the frame."""
+    from matplotlib.ticker import MaxNLocator
+
+    top = max((int(d) for d in dims), default=1) or 1
+    (ax.set_ylim if axis == "y" else ax.set_xlim)(0, top)
+    (ax.yaxis if axis == "y" else ax.xaxis).set_major_locator(MaxNLocator(integer=True))
+    from matplotlib.collections import PathCollection
+
+    for line in ax.lines:
+        if line.get_marker() not in (None, "", "None", " "):
+            line.set_clip_on(False)
+    for points in ax.collections:
+        if isinstance(points, PathCollection):  # scatter points
+            points.set_clip_on(False)
 
 
 def fig_elbo(inp: FigureInput) -> Figure | str:
@@ -322,6 +383,7 @@ def fig_pareto(inp: FigureInput) -> Figure | str:
     )
     colors = lambda_colors(ok["lambda"])
     handles = scatter_runs(ax, ok, "active_units_mean", "test_elbo_mean", colors)
+    mark_verdicts(ax, ok, "active_units_mean", "test_elbo_mean")  # named in ax.legend below
     front = inp.pareto.sort_values("active_units_mean")
     for n, (_, f) in enumerate(front.groupby("sweep") if "sweep" in front else [((), front)]):
         ax.plot(
@@ -351,7 +413,8 @@ def fig_pareto(inp: FigureInput) -> Figure | str:
             linewidth=1,
             label=f"{inp.keep_share:.0%} of D = {d} units",
         )
-    ax.set_xlabel("active units (mean over seeds)")
+    unit_axis(ax, [int(d) for d in ok["latent_dim"].dropna()], axis="x")
+    ax.set_xlabel("active units, covariance rule (mean over seeds)")
     note = cross_entropy_note(ok)
     ax.set_ylabel("test ELBO (nats, mean over seeds; higher is better)" + f"\n{note}" * bool(note))
     ax.grid(alpha=0.3)

@@ -25,6 +25,7 @@ from freebits_cli.report.labels import (
     CROSS_ENTROPY,
     LABELS,
     LIKELIHOOD_METRICS,
+    MORE_SEEDS,
     NOTES,
     by_setting_rows,
     describe,
@@ -32,9 +33,11 @@ from freebits_cli.report.labels import (
     fmt_pm,
     fmt_stat,
     fmt_value,
+    iwae_k,
     short_label,
     table_notes,
     varying,
+    with_k,
 )
 
 __all__ = ["by_setting_rows", "describe", "fmt_pm", "fmt_value", "short_label", "varying"]
@@ -223,14 +226,12 @@ def _figures(figures: FigureOutput) -> str:
 
 def _all_runs(summary: pd.DataFrame, keys: Sequence[str]) -> str:
     cols = ["run_id", "state", *keys, "seed", "epochs_done", "test_elbo", "test_kl", "active_units"]
-    for extra in (
-        "test_iwae_nll",
-        "test_mi",
-        "test_bits_per_dim",
-        "test_iwae_bits_per_dim",
-        "test_ppl",
-    ):
-        cols += [extra] * bool(summary[extra].notna().any())
+    optional = ("active_units_kl", "information", "test_mi", "test_mi_lo", "test_mi_hi")
+    optional += ("test_marginal_kl", "test_probe_accuracy", "test_iwae_nll", "test_bits_per_dim")
+    optional += ("test_iwae_bits_per_dim", "test_ppl", "seconds", PACK_SECONDS)
+    for extra in optional:
+        if extra in summary and summary[extra].notna().any() and (summary[extra] != "").any():
+            cols.append(extra)
     ce = summary["cross_entropy"].astype(bool) if "cross_entropy" in summary else None
     rows = []
     for i, r in enumerate(summary[cols].itertuples(index=False)):
@@ -248,9 +249,24 @@ def _all_runs(summary: pd.DataFrame, keys: Sequence[str]) -> str:
     notes = [f"{m} {NOTES[m]}" for m in NOTES if any(m in c for row in rows for c in row)]
     body = (
         f'<details><summary>{len(summary)} runs</summary><div class="scroll">'
-        f"{_table([LABELS.get(c, c) for c in cols], rows)}</div>{_notes(notes)}</details>"
+        f"{_table([_run_header(c, summary) for c in cols], rows)}</div>{_notes(notes)}</details>"
     )
     return _section("runs", "All runs", body, 'Also as <a href="summary.csv">summary.csv</a>.')
+
+
+#: summary.csv's column of the whole pack's time, beside each run's share in `seconds`.
+PACK_SECONDS = "pack_seconds"
+RUN_HEADERS = {
+    "active_units": "AU (cov.)",
+    "active_units_kl": "AU (KL)",
+    "seconds": "seconds (run's share)",
+    PACK_SECONDS: "seconds (its pack)",
+}
+
+
+def _run_header(col: str, summary: pd.DataFrame) -> str:
+    """A column of the all-runs table: setting labels by name, IWAE numbers with their k."""
+    return with_k(RUN_HEADERS.get(col, LABELS.get(col, col)), col, iwae_k(summary))
 
 
 def _strategies(df: pd.DataFrame, keys: Sequence[str]) -> str:
@@ -262,7 +278,7 @@ def _strategies(df: pd.DataFrame, keys: Sequence[str]) -> str:
             r["settings"],
             r["runs"],
             r["n"],
-            fmt_pm(r["test_elbo_mean"], r["test_elbo_ci95"]),
+            fmt_pm(r["test_elbo_mean"], r["test_elbo_ci95"], n=r["n"]),
             fmt_pm(r["active_units_mean"], None, 1),  # the mean of the best setting
         ]
         for _, r in df.iterrows()
@@ -272,6 +288,7 @@ def _strategies(df: pd.DataFrame, keys: Sequence[str]) -> str:
         'annealing; both: λ > 0 and annealing. <a href="strategies.csv">strategies.csv</a>'
     )
     body = _table(head, rows) if rows else "<p>No finished run yet.</p>"
+    body += _notes([MORE_SEEDS] if (df["n"] == 1).any() else [])
     return _section("strategies", "Best ELBO per strategy", body, note)
 
 
@@ -281,7 +298,7 @@ def _pareto(df: pd.DataFrame, keys: Sequence[str]) -> str:
         [
             describe(r, keys),
             r["n"],
-            fmt_pm(r["test_elbo_mean"], r["test_elbo_ci95"]),
+            fmt_pm(r["test_elbo_mean"], r["test_elbo_ci95"], n=r["n"]),
             fmt_stat(r, "active_units", 1),
             "-" if math.isnan(r["active_share_mean"]) else f"{r['active_share_mean']:.0%}",
             "recommended" if r["recommended"] else "",
@@ -293,4 +310,5 @@ def _pareto(df: pd.DataFrame, keys: Sequence[str]) -> str:
         'units. <a href="pareto.csv">pareto.csv</a>'
     )
     body = _table(head, rows) if rows else "<p>No finished run yet.</p>"
+    body += _notes([MORE_SEEDS] if (df["n"] == 1).any() else [])
     return _section("pareto", "Pareto front: ELBO vs active units", body, note)

@@ -11,14 +11,50 @@ if TYPE_CHECKING:
     import pandas as pd
 
 LABELS = {"lambda": "λ", "free_bits_mode": "free-bits mode", "anneal": "schedule", "sweep": "sweep"}
-# (column stem, header, decimals) of the metrics shown in the terminal and the page.
-SHOWN = (("test_elbo", "ELBO (nats)", 2), ("active_units", "active units", 1))
-SHOWN += (("test_kl", "KL (nats)", 2), ("test_iwae_nll", "IWAE NLL (nats)", 2))
-SHOWN += (("test_mi", "MI (nats)", 2),)
+# (column stem, header, decimals) of the metrics shown in the terminal and the page. Both
+# active-unit rules side by side, so a gap between them is seen: the covariance rule counts units
+# whose posterior mean varies with x (Burda et al. 2015), the KL rule units whose mean KL is
+# above a threshold (met too by posteriors all moved off the prior alike).
+SHOWN = (("test_elbo", "ELBO (nats)", 2), ("test_recon", "recon (nats)", 2))
+SHOWN += (("active_units", "AU (cov.)", 1), ("active_units_kl", "AU (KL)", 1))
+SHOWN += (("test_kl", "KL (nats)", 2), ("test_mi", "MI (nats)", 2))
+SHOWN += (("test_marginal_kl", "marginal KL", 2), ("test_probe_accuracy", "probe acc.", 3))
+SHOWN += (("test_iwae_nll", "IWAE NLL (nats)", 2),)
 # Image likelihoods (8-bit data) also report NLL / (C·H·W · ln 2).
 SHOWN += (("test_bits_per_dim", "bits/dim", 3), ("test_iwae_bits_per_dim", "IWAE bits/dim", 3))
 # Text: perplexity per predicted token, from the IWAE NLL and from -ELBO.
 SHOWN += (("test_ppl", "PPL", 1), ("test_elbo_ppl", "PPL (ELBO)", 1))
+#: Metrics computed with the IWAE bound: their header names its k (Burda et al. 2015).
+IWAE_METRICS = ("test_iwae_nll", "test_iwae_bits_per_dim", "test_ppl")
+#: The verdict of results/information.py in words.
+VERDICTS = {
+    "informative": "informative",
+    "kl_without_information": "KL without information",
+    "collapsed": "collapsed",
+}
+#: What each active-unit rule counts, for captions and notes.
+AU_RULES = (
+    "AU (cov.): units whose posterior mean varies with x, Cov_x(E_q[z_j|x]) > δ (Burda et al. "
+    "2015); AU (KL): units whose mean KL(q(z_j|x)‖p(z_j)) is above a threshold, which posteriors "
+    "all moved off the prior alike also pass."
+)
+
+
+def iwae_k(df: pd.DataFrame) -> str:
+    """ "k = 100" (or "k = 10, 100"): the importance samples behind the IWAE numbers of `df`."""
+    if "iwae_samples" not in df:
+        return ""
+    ks = sorted({int(k) for k in df["iwae_samples"].dropna()})
+    return f"k = {', '.join(str(k) for k in ks)}" if ks else ""
+
+
+def with_k(header: str, metric: str, k: str) -> str:
+    """A header of an IWAE number with its k: "IWAE NLL (k = 100, nats)"."""
+    if metric not in IWAE_METRICS or not k:
+        return header
+    if "(nats)" in header:
+        return header.replace("(nats)", f"({k}, nats)")
+    return f"{header} ({k})"
 
 
 def _missing(value: Any) -> bool:
@@ -39,19 +75,36 @@ def fmt_value(value: Any) -> str:
     return str(value)
 
 
-def fmt_pm(mean: Any, ci: Any, digits: int = 2) -> str:
-    """mean ± 95% CI half-width; the mean alone when there is one seed; - when missing."""
+#: Where an interval would be, for a setting with one seed: nothing to estimate a spread from.
+NO_INTERVAL = "n = 1: no interval"
+#: What to do about it, said once below a table or figure that has such a setting.
+MORE_SEEDS = (
+    f"{NO_INTERVAL}: a setting with one seed has no spread to estimate an interval from; "
+    "run more seeds (e.g. --seeds 0,1,2) for 95% intervals."
+)
+
+
+def fmt_pm(mean: Any, ci: Any, digits: int = 2, n: Any = None) -> str:
+    """mean ± 95% CI half-width; with one seed (`n` = 1) the mean and "n = 1: no interval";
+    the mean alone when there is no interval otherwise; - when missing."""
     if _missing(mean):
         return "-"
-    return f"{mean:.{digits}f}" if _missing(ci) else f"{mean:.{digits}f} ± {ci:.{digits}f}"
+    if _missing(ci):
+        return f"{mean:.{digits}f} ({NO_INTERVAL})" if _one(n) else f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {ci:.{digits}f}"
 
 
-def fmt_interval(mean: Any, lo: Any, hi: Any, digits: int = 2) -> str:
-    """mean [lo, hi]: a 95% interval clipped to the quantity's range; the mean alone without one."""
+def _one(n: Any) -> bool:
+    return not _missing(n) and int(n) == 1
+
+
+def fmt_interval(mean: Any, lo: Any, hi: Any, digits: int = 2, n: Any = None) -> str:
+    """mean [lo, hi]: a 95% interval clipped to the quantity's range; the mean alone without one
+    (with "n = 1: no interval" when there is one seed)."""
     if _missing(mean):
         return "-"
     if _missing(lo) or _missing(hi):
-        return f"{mean:.{digits}f}"
+        return f"{mean:.{digits}f} ({NO_INTERVAL})" if _one(n) else f"{mean:.{digits}f}"
     return f"{mean:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
@@ -89,12 +142,12 @@ def fmt_stat(row: Mapping[str, Any] | pd.Series, metric: str, digits: int = 2) -
     (the interval clipped to its range); a negative mean MI as noise (see NOTES)."""
     from freebits_cli.report.stats import RANGES
 
-    mean = row.get(f"{metric}_mean")
+    mean, n = row.get(f"{metric}_mean"), row.get("n")
     if metric == "test_mi" and not _missing(mean) and mean < 0:
         return fmt_mi(mean)
     if metric in RANGES and f"{metric}_lo" in row:
-        return fmt_interval(mean, row[f"{metric}_lo"], row[f"{metric}_hi"], digits)
-    return fmt_pm(mean, row.get(f"{metric}_ci95"), digits)
+        return fmt_interval(mean, row[f"{metric}_lo"], row[f"{metric}_hi"], digits, n)
+    return fmt_pm(mean, row.get(f"{metric}_ci95"), digits, n)
 
 
 def varying(df: pd.DataFrame, keys: Sequence[str]) -> list[str]:
@@ -128,10 +181,23 @@ def short_label(row: Mapping[str, Any] | pd.Series, keys: Sequence[str]) -> str:
 # Title and caption of each figure on the page: what it shows and how to read it.
 CAPTIONS = {
     "active_units": (
-        "Active units vs λ",
-        "How many latent units carry information (Burda et "
-        "al. 2015) as the free-bits threshold grows; dashed: the latent size. Band: the 95% "
-        "t-interval over seeds, clipped to [0, D] (a count cannot leave it).",
+        "Active units and distortion vs λ",
+        "How many latent units carry information as the free-bits threshold grows, by two rules: "
+        "the covariance rule (lines, bands), a unit whose posterior mean varies with x, "
+        "Cov_x(E_q[z_j|x]) > δ (Burda et al. 2015), and the KL rule (dotted, hollow), a unit whose "
+        "mean KL is above a threshold — which posteriors all moved off the prior alike pass too, "
+        "so a gap between the two is KL without information. Dashed: the latent size D. Beside "
+        "it the distortion (reconstruction NLL) and, where the data has labels, a linear probe's "
+        "test accuracy on the posterior means. Bands: the 95% t-interval over seeds, clipped to "
+        "the range; ×: a setting whose code carries no information (○: collapsed).",
+    ),
+    "rate_split": (
+        "Where the rate goes",
+        "The mean KL splits into information and marginal KL (Hoffman & Johnson 2016): "
+        "E_x KL(q(z|x)‖p(z)) = I(x;z) + KL(q(z)‖p(z)). Blue: the mutual information (bars: its "
+        "95% interval); orange: the marginal KL, rate spent moving every posterior off the prior "
+        "alike, which says nothing about x; diamond: the analytic mean KL the two estimate. "
+        "× under a bar: KL without information; ○: collapsed.",
     ),
     "elbo": (
         "Test ELBO vs λ",
@@ -152,8 +218,9 @@ CAPTIONS = {
     ),
     "kl_per_dim": (
         "KL per latent dimension",
-        "Final KL of each unit, sorted within each run; "
-        "dark cells are collapsed units; free bits hold units near λ (white marks).",
+        "Final KL of each unit, sorted within each run, on a log colour scale in nats; grey "
+        "cells (below the scale) are collapsed units; free bits hold units near λ (white marks "
+        "on the colour bar).",
     ),
     "kl_trajectories": (
         "KL per unit over epochs",
@@ -188,9 +255,12 @@ def by_setting_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
     shown = [s for s in SHOWN if f"{s[0]}_mean" in df and df[f"{s[0]}_mean"].notna().any()]
     ce = df["cross_entropy"].astype(bool) if "cross_entropy" in df else None
     every, some = ce is not None and bool(ce.all()), ce is not None and bool(ce.any())
-    headers = [LABELS.get(k, k) for k in keys] + ["n"]
+    samples = iwae_k(df)
+    verdicts = "information" in df and bool(df["information"].fillna("").astype(bool).any())
+    headers = [LABELS.get(k, k) for k in keys] + ["n"] + ["information"] * verdicts
     headers += [
-        f"{h} {CROSS_ENTROPY}" if every and c in LIKELIHOOD_METRICS else h for c, h, _ in shown
+        with_k(f"{h} {CROSS_ENTROPY}" if every and c in LIKELIHOOD_METRICS else h, c, samples)
+        for c, h, _ in shown
     ]
     rows = []
     for i, (_, row) in enumerate(df.iterrows()):
@@ -201,6 +271,7 @@ def by_setting_rows(df: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
         n += f" +{unfinished} unfinished" if unfinished else ""
         n += f" +{damaged} damaged" if damaged else ""
         cells = [fmt_value(row[k]) for k in keys] + [n]
+        cells += [VERDICTS.get(row["information"], "-")] * verdicts
         for c, _, d in shown:
             cell = fmt_stat(row, c, d)
             mark = some and not every and bool(ce.iloc[i]) and c in LIKELIHOOD_METRICS
@@ -216,4 +287,18 @@ def table_notes(df: pd.DataFrame) -> list[str]:
         notes.append(f"{CROSS_ENTROPY} {NOTES[CROSS_ENTROPY]}")
     if "test_mi_mean" in df and (df["test_mi_mean"] < 0).any():
         notes.append(f"{NOISE} {NOTES[NOISE]}")
+    if "n" in df and (df["n"] == 1).any():
+        notes.append(MORE_SEEDS)
+    if "active_units_kl_mean" in df and df["active_units_kl_mean"].notna().any():
+        notes.append(AU_RULES)
+    if "information" in df and bool(df["information"].fillna("").astype(bool).any()):
+        notes.append(VERDICT_NOTE)
     return notes
+
+
+VERDICT_NOTE = (
+    "information: informative = MI's 95% interval above 0.05 nats or a unit active by the "
+    "covariance rule; KL without information = KL above 0 that no unit's mean carries and MI "
+    "cannot tell from 0 (posteriors moved off the prior alike); collapsed = KL ≈ 0. MI with one "
+    "seed: the interval over the estimator's draws; with more, over seeds."
+)

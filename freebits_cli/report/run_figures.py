@@ -20,12 +20,16 @@ from freebits_cli.report.figures import (
     size,
     title,
     two_legends,
+    unit_axis,
 )
 from freebits_cli.report.labels import cross_entropy_note, short_label, varying
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
+    from matplotlib.axes import Axes
+    from matplotlib.colorbar import Colorbar
+    from matplotlib.colors import Colormap, LogNorm
     from matplotlib.figure import Figure
 
 
@@ -71,7 +75,6 @@ def fig_rate_distortion(inp: FigureInput) -> Figure | str:
 
 def fig_kl_per_dim(inp: FigureInput) -> Figure | str:
     import numpy as np
-    from matplotlib.colors import LogNorm
     from matplotlib.figure import Figure
 
     runs = inp.runs[(inp.runs["state"] == "done") & inp.runs["path"].isin(list(inp.kl_final))]
@@ -92,8 +95,8 @@ def fig_kl_per_dim(inp: FigureInput) -> Figure | str:
         layout="constrained",
     )
     ax = fig.subplots()
-    norm = LogNorm(vmin=1e-3, vmax=max(float(np.nanmax(mat)), 1e-2))
-    im = ax.imshow(mat, aspect="auto", cmap="cividis", norm=norm, interpolation="nearest")
+    norm, cmap = kl_scale(mat)
+    im = ax.imshow(mat, aspect="auto", cmap=cmap, norm=norm, interpolation="nearest")
     lams = runs["lambda"].to_numpy(float)
     edges = [i for i in range(1, len(lams)) if lams[i] != lams[i - 1]]
     for i in edges:  # white rules between blocks of equal λ
@@ -120,17 +123,47 @@ def fig_kl_per_dim(inp: FigureInput) -> Figure | str:
         labels=[str(i + 1) for i in range(0, width, max(width // 16, 1))],
     )
     ax.set_xlabel("latent dimensions of the run, sorted by KL (largest first)")
-    bar = fig.colorbar(im, ax=ax, label="KL per dimension (nats, log scale)")
-    bar.ax.hlines(sorted({v for v in lams if v > 0}), 0, 1, colors="white", linewidth=2)
+    bar = fig.colorbar(im, ax=ax, extend="min", label="KL per unit (nats, log scale)")
+    nats_ticks(bar)
+    bar.ax.hlines(
+        [v for v in sorted(set(lams)) if v >= norm.vmin], 0, 1, colors="white", linewidth=2
+    )
     title(fig, "Final KL per latent dimension, one row per run", inp)
     return fig
+
+
+COLLAPSED_KL = 0.01  # nats: a unit at or below carries (next to) nothing; drawn grey, off the scale
+
+
+def kl_scale(mat: np.ndarray) -> tuple[LogNorm, Colormap]:
+    """A log colour scale spent where the units are: from just below the smallest KL above
+    COLLAPSED_KL to the largest, so units held at λ = 0.5, 1 and 2 get clearly different colours
+    (a scale from 1e-3 gave them all the same yellow); collapsed units below it are grey."""
+    import numpy as np
+    from matplotlib import colormaps
+    from matplotlib.colors import LogNorm
+
+    values = mat[np.isfinite(mat)]
+    live = values[values > COLLAPSED_KL]
+    top = max(float(values.max()) if len(values) else 1.0, 10 * COLLAPSED_KL)
+    low = float(live.min()) / 1.5 if len(live) else COLLAPSED_KL / 10
+    low = min(max(low, COLLAPSED_KL), top / 10)  # at least one decade of colour
+    return LogNorm(vmin=low, vmax=top), colormaps["viridis"].with_extremes(under="0.55")
+
+
+def nats_ticks(bar: Colorbar) -> None:
+    """Colour-bar ticks as plain numbers of nats (0.2, 0.5, 1, 2), not powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
+
+    bar.ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    bar.ax.yaxis.set_minor_locator(NullLocator())
+    bar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
 
 
 def fig_kl_trajectories(inp: FigureInput) -> Figure | str:
     import numpy as np
     from matplotlib.cm import ScalarMappable
     from matplotlib.collections import LineCollection
-    from matplotlib.colors import LogNorm
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator, NullLocator
 
@@ -144,14 +177,14 @@ def fig_kl_trajectories(inp: FigureInput) -> Figure | str:
     width, height = 2.4 + 2.5 * len(lams), 1.5 + 2.0 * len(lines)
     fig = Figure(figsize=size(width, height))
     # Fixed margins (inches) instead of constrained layout: with dozens of log axes it is 3x faster.
-    lines_up = title(fig, "KL per latent unit over training (lowest seed)", inp)
+    lines_up = title(fig, "KL per latent unit over training", inp)  # "lowest seed": the caption
     margins = {"left": 1.25 / width, "right": 1 - 1.0 / width, "bottom": 0.6 / height}
     top = 1 - (0.45 + 0.2 * lines_up) / height
     fig.subplots_adjust(top=top, wspace=0.08, hspace=0.3, **margins)
     axes = fig.subplots(len(lines), len(lams), sharex=True, sharey=True, squeeze=False)
     tables = {k: inp.kl_history[k].pivot(index="epoch", columns="dim", values="kl") for k in keys}
-    top = max(float(np.nanmax(t.to_numpy())) for t in tables.values())
-    norm = LogNorm(vmin=1e-3, vmax=max(top, 1e-2))
+    finals = np.concatenate([t.iloc[-1].to_numpy(float) for t in tables.values()])
+    norm, cmap = kl_scale(np.maximum(finals, FLOOR))
     for i, (label, g) in enumerate(lines):
         for j, lam in enumerate(lams):
             ax, rows = axes[i][j], g[g["lambda"] == lam]
@@ -162,7 +195,7 @@ def fig_kl_trajectories(inp: FigureInput) -> Figure | str:
             kl = tables[key].clip(lower=FLOOR)  # (epochs, dims)
             epochs = kl.index.to_numpy(float)
             segs = [np.column_stack([epochs, kl[d].to_numpy(float)]) for d in kl.columns]
-            lc = LineCollection(segs, cmap="cividis", norm=norm, linewidths=1.1)
+            lc = LineCollection(segs, cmap=cmap, norm=norm, linewidths=1.1)
             lc.set_array(kl.iloc[-1].to_numpy(float))  # colour: the unit's final KL
             ax.add_collection(lc)
             marks = [
@@ -179,17 +212,21 @@ def fig_kl_trajectories(inp: FigureInput) -> Figure | str:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             ax.autoscale_view()
             ax.grid(alpha=0.25)
-            ax.set_title(f"λ = {lam:g}", fontsize="small")
-            ax.set_ylabel(f"{label}\nKL (nats)" if j == 0 and label else "KL (nats)" * (j == 0))
+            # The row's setting in each panel's title (a two-line y label lost its first line to
+            # the margin in small styles); the title's size is the style's axes.titlesize.
+            ax.set_title(f"{label} · λ = {lam:g}" if label else f"λ = {lam:g}")
+            ax.set_ylabel("KL (nats)" if j == 0 else "")
     fig.supxlabel("epoch", fontsize="medium")
-    fig.colorbar(
-        ScalarMappable(norm, "cividis"),
+    bar = fig.colorbar(
+        ScalarMappable(norm, cmap),
         ax=axes,
+        extend="min",
         label="final KL of the unit (nats)",
         fraction=0.35 / width,
         pad=0.15 / width,
         aspect=40,
     )
+    nats_ticks(bar)
     return fig
 
 
@@ -227,6 +264,10 @@ def fig_curves(inp: FigureInput) -> Figure | str:
             y = np.concatenate([s[:, 1] for s in segs])
             lo, hi = np.nanpercentile(y, 5), np.nanmax(y)
             ax.set_ylim(lo - 0.1 * (hi - lo + 1e-9), hi + 0.05 * (hi - lo + 1e-9))
+            if mark_below(ax, segs, cols):
+                label += f"\n{BELOW}"
+        if col == "active_units":
+            unit_axis(ax, [int(d) for d in runs["latent_dim"].dropna()])
         ax.set(xlabel="epoch", ylabel=label)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -237,6 +278,26 @@ def fig_curves(inp: FigureInput) -> Figure | str:
     two_legends(axes[0, 1], axes[1, 1], colors, handles)
     title(fig, "Training curves on the test set, one line per run", inp)
     return fig
+
+
+BELOW = "▼ below the axis"
+
+
+def mark_below(ax: Axes, segs: Sequence[np.ndarray], colors: Sequence[object]) -> bool:
+    """Points under the axis' lower limit, drawn as ▼ on its edge in their line's colour, so a
+    cut-off early epoch is seen, not silently lost; whether there were any (the axis label then
+    says what ▼ means: a legend would sit on the lines)."""
+    low = ax.get_ylim()[0]
+    shown = False
+    for seg, color in zip(segs, colors, strict=True):
+        under = seg[seg[:, 1] < low]
+        if len(under):
+            ax.plot(
+                under[:, 0], [low] * len(under), "v", color=color, markersize=6, clip_on=False,
+                markeredgecolor="black", markeredgewidth=0.4, label=BELOW if not shown else None,
+            )  # fmt: skip
+            shown = True
+    return shown
 
 
 def _image_rows(inp: FigureInput, array: str, with_originals: bool) -> Figure | str:

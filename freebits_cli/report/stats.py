@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from freebits_cli import schema
+from freebits_cli.results.information import verdict
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,6 +31,8 @@ RANGES: dict[str, tuple[float, float | str]] = {
     "active_share": (0.0, 1.0),
     "test_kl": (0.0, math.inf),
     "test_mi": (0.0, math.inf),
+    "test_marginal_kl": (0.0, math.inf),
+    "test_probe_accuracy": (0.0, 1.0),
     "seconds": (0.0, math.inf),
     "test_ppl": (1.0, math.inf),
     "test_elbo_ppl": (1.0, math.inf),
@@ -82,6 +85,21 @@ def metric_range(metric: str, latent_dim: Any) -> tuple[float, float]:
     return low, float(high)
 
 
+INFORMATION = "information"
+
+
+def setting_verdict(rec: dict[str, Any]) -> str:
+    """The verdict of a setting (results/information.py's rule) on its means over seeds: mean KL,
+    mean covariance-rule active units, and MI's interval — over seeds (`test_mi_lo/hi` of this
+    table) or, with one seed, over that run's MI draws. "" without a finished run."""
+    return verdict(
+        rec.get("test_kl_mean", math.nan),
+        rec.get("test_mi_lo", math.nan),
+        rec.get("test_mi_hi", math.nan),
+        rec.get("active_units_mean", math.nan),
+    )
+
+
 def _sortable(col: pd.Series) -> pd.Series:
     import pandas as pd
 
@@ -114,6 +132,11 @@ def by_setting_table(runs: Runs) -> pd.DataFrame:
             s = seed_stats(done[m], *metric_range(m, rec["latent_dim"]))
             rec |= {f"{m}_mean": s.mean, f"{m}_std": s.std, f"{m}_ci95": s.ci95}
             rec |= {f"{m}_lo": s.lo, f"{m}_hi": s.hi}
+        rec["iwae_samples"] = group["iwae_samples"].max() if "iwae_samples" in group else None
+        if len(done) == 1 and "test_mi_lo" in done:  # one seed: the interval over MI's draws
+            rec["test_mi_lo"] = float(done["test_mi_lo"].iloc[0])
+            rec["test_mi_hi"] = float(done["test_mi_hi"].iloc[0])
+        rec[INFORMATION] = setting_verdict(rec)
         records.append(rec)
     df = pd.DataFrame(records)
     # Each schedule's rows together, "none" first, λ ascending within: how the figures read.
