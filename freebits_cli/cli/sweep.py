@@ -10,10 +10,10 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from . import announce
-from .app import app, console, err_console, guarded, warn
+from .app import app, console, err_console, guarded, labelled, warn
 from .flags import flag_overrides
 from .submit import print_estimate, watch
 from .tables import plan_table, print_rows, result_rows
@@ -128,16 +128,17 @@ def sweep(
         if dry_run or (result.submission is not None and no_wait):
             return 0
         for line in result.job_errors:
-            err_console.print(f"[red]job failed[/] {line}", highlight=False, soft_wrap=True)
+            err_console.print(labelled("job failed", "red", line), highlight=False, soft_wrap=True)
         rows = result_rows(result.plan)
         print_rows(rows, json_lines)
         for row in rows:
             if row["state"] == "failed":
                 err_console.print(
-                    f"[red]failed[/] {row['run_id']}: {row['reason']}", highlight=False
+                    labelled("failed", "red", f"{row['run_id']}: {row['reason']}"),
+                    highlight=False,
                 )
         if result.stopped:
-            err_console.print(f"[red]stopped:[/] {result.stopped}", highlight=False)
+            err_console.print(labelled("stopped:", "red", result.stopped), highlight=False)
         return result.exit_code
 
     guarded(body)
@@ -175,11 +176,13 @@ class Shown:
     def planned(self, p: Any) -> None:
         """The plan line, resumes, shared runs, --force's deletions; the dry run's tables."""
         plan, o = p.plan, p.options
-        self.say.print(
-            f"sweep [bold]{escape(p.spec.name)}[/]: {len(plan.runs)} runs, {len(plan.todo)} to "
-            f"train in {len(p.packs)} pack(s) -> {escape(str(plan.sweep_dir))}",
-            highlight=False,
+        line = Text.assemble(
+            "sweep ",
+            (p.spec.name, "bold"),
+            f": {len(plan.runs)} runs, {len(plan.todo)} to train in {len(p.packs)} pack(s) -> "
+            f"{plan.sweep_dir}",
         )
+        self.say.print(line, highlight=False)
         shared = announce.shared_plain_runs(p.spec)
         for line in [*announce.resume_lines(plan.todo), *([shared] if shared else [])]:
             self.say.print(line, highlight=False)
