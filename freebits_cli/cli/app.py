@@ -192,7 +192,9 @@ def guarded(action: Callable[[], int], interrupted: str = RESUME_HINT) -> None:
         _silence_stdout()
         raise typer.Exit(EXIT_BROKEN_PIPE) from None
     except FreebitsError as exc:
-        fail(str(exc), exc.exit_code)
+        for each in getattr(exc, "errors", [])[:-1]:  # several fields at fault: one line each
+            _print_error(str(each))
+        fail(str(getattr(exc, "errors", [exc])[-1]), exc.exit_code)
     except KeyboardInterrupt:
         fail(interrupted, 130)
     except Exception as exc:

@@ -109,7 +109,10 @@ def sweep(
             "train.device": device,
             "name": name,
         }
-        overrides = flag_overrides(lambdas, anneal, seeds, free_bits_mode, singles, sets)
+        overrides, notes = flag_overrides(lambdas, anneal, seeds, free_bits_mode, singles, sets)
+        say = err_console if json_lines else console
+        for note in notes:
+            say.print(note, highlight=False, soft_wrap=True)
         spec = build_spec(spec_file, overrides)
         options = SweepOptions(
             jobs=jobs,
@@ -122,7 +125,6 @@ def sweep(
             max_failures=max_failures,
             log=_log_targets(log),
         )
-        say = err_console if json_lines else console
         shown = Shown(say, yes=yes, pilot=not no_pilot)
         result = run_sweep(spec, out, options, shown.hooks())
         if dry_run or (result.submission is not None and no_wait):
