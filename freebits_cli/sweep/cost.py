@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,9 +25,13 @@ HEADROOM = 0.8
 #: Examples per evaluation chunk and decoder outputs per member in the IWAE bound (as in metrics).
 EVAL_CHUNK = 2048
 IWAE_ELEMENTS = 2**22
-#: The pilot times at least PILOT_STEPS training steps (after one warm-up step) and keeps going
-#: until PILOT_SECONDS have passed (at most PILOT_MAX_STEPS), so tiny models are not timed by noise.
-PILOT_STEPS, PILOT_SECONDS, PILOT_MAX_STEPS = 3, 0.5, 200
+#: The pilot times rounds of training steps (after two warm-up steps), each of at least
+#: PILOT_STEPS steps and PILOT_ROUND_S seconds (at most PILOT_MAX_STEPS steps), until the last
+#: PILOT_ROUNDS rounds agree within PILOT_TOLERANCE (their spread over their median) or
+#: PILOT_MAX_S have passed: one short round can be timed during a burst of other work on a
+#: shared machine and be off several times over.
+PILOT_STEPS, PILOT_ROUND_S, PILOT_MAX_STEPS = 3, 0.3, 200
+PILOT_ROUNDS, PILOT_TOLERANCE, PILOT_MAX_S = 3, 0.10, 6.0
 
 
 @dataclass(frozen=True)
@@ -128,12 +133,45 @@ def pack_flops(run: RunConfig, params: int, members: int, n_train: int, n_test: 
     return members * per_member
 
 
+@dataclass(frozen=True)
+class PilotRate:
+    """The FLOP/s of whole training steps, from the last `rounds` rounds of the pilot: `rate` is
+    their median, `slow` and `fast` the slowest and fastest of them."""
+
+    rate: float
+    slow: float
+    fast: float
+    rounds: int
+    stable: bool  # the last rounds agreed within PILOT_TOLERANCE before PILOT_MAX_S
+
+    @property
+    def spread(self) -> float:
+        """The rounds' relative spread: (fast - slow) / rate."""
+        return (self.fast - self.slow) / self.rate
+
+
 def pilot_flop_rate(
-    run: RunConfig, image_shape: Sequence[int], members: int, device: str, vocab_size: int = 0
-) -> float:
-    """Measured FLOP/s of a few training steps (forward, backward, Adam) of a pack of `members`
-    on `device`, with random data: the rate the time estimates divide by."""
+    run: RunConfig,
+    image_shape: Sequence[int],
+    members: int,
+    device: str,
+    vocab_size: int = 0,
+    threads: int = 0,
+) -> PilotRate:
+    """Measured FLOP/s of training steps (forward, backward, Adam) of a pack of `members` on
+    `device`, with random data, in rounds until the rate is stable: the rate the time estimates
+    divide by, with the spread of the rounds. `threads`: torch's threads while timing, as the
+    packs will train (0: as they are); on a busy CPU two threads can be many times slower than
+    one, so a pilot on other threads than training's times something else."""
     import torch
+
+    if threads and device == "cpu":
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return pilot_flop_rate(run, image_shape, members, device, vocab_size)
+        finally:
+            torch.set_num_threads(before)
 
     from freebits_cli.models import build_model
 
@@ -157,19 +195,45 @@ def pilot_flop_rate(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-
-    step()  # warm-up: allocations, kernel selection
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    started = time.perf_counter()
-    steps = 0
-    while steps < PILOT_STEPS or (
-        time.perf_counter() - started < PILOT_SECONDS and steps < PILOT_MAX_STEPS
-    ):
-        step()
-        steps += 1
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
-    seconds = (time.perf_counter() - started) / steps
+
+    step()  # warm-up: allocations, kernel selection, Adam's state
+    step()
     params = sum(t.numel() for t in model.parameters())
-    return 6.0 * params * run.train.batch_size / max(seconds, 1e-9)
+    flops_per_step = 6.0 * params * run.train.batch_size
+    seconds = _timed_rounds(step)
+    rates = sorted(flops_per_step / max(s, 1e-9) for s in seconds[-PILOT_ROUNDS:])
+    return PilotRate(
+        rate=statistics.median(rates),
+        slow=rates[0],
+        fast=rates[-1],
+        rounds=len(seconds),
+        stable=_agree(seconds[-PILOT_ROUNDS:]),
+    )
+
+
+def _agree(seconds: Sequence[float]) -> bool:
+    """Whether PILOT_ROUNDS round times lie within PILOT_TOLERANCE of their median."""
+    if len(seconds) < PILOT_ROUNDS:
+        return False
+    ordered = sorted(seconds)
+    return (ordered[-1] - ordered[0]) <= PILOT_TOLERANCE * ordered[len(ordered) // 2]
+
+
+def _timed_rounds(
+    step: Callable[[], None], clock: Callable[[], float] = time.perf_counter
+) -> list[float]:
+    """Seconds per step of each round, until the last PILOT_ROUNDS agree or PILOT_MAX_S pass."""
+    began = clock()
+    per_step: list[float] = []
+    while True:
+        started, steps = clock(), 0
+        while steps < PILOT_STEPS or (
+            clock() - started < PILOT_ROUND_S and steps < PILOT_MAX_STEPS
+        ):
+            step()
+            steps += 1
+        per_step.append((clock() - started) / steps)
+        if _agree(per_step[-PILOT_ROUNDS:]) or clock() - began >= PILOT_MAX_S:
+            return per_step

@@ -250,9 +250,16 @@ def execute(
             if callbacks.on_pack:
                 callbacks.on_pack(result)
         return outcomes
+    return run_packs(
+        packs, plan_.grid_paths, devices, jobs, worker_threads(devices, jobs), callbacks
+    )
+
+
+def worker_threads(devices: Sequence[str], jobs: int) -> int:
+    """Torch threads of each of `jobs` worker processes on the CPU (the cores shared out); 0 on
+    GPUs or in process (torch's own count)."""
     on_cpu = all(d == "cpu" for d in devices)
-    threads = max(1, (os.cpu_count() or 1) // jobs) if on_cpu else 0
-    return run_packs(packs, plan_.grid_paths, devices, jobs, threads, callbacks)
+    return max(1, (os.cpu_count() or 1) // jobs) if on_cpu and jobs > 1 else 0
 
 
 def default_jobs(devices: Sequence[str]) -> int:
