@@ -66,7 +66,8 @@ def test_the_pilot_reports_its_spread_and_restores_torchs_threads(
 
     monkeypatch.setattr(cost, "_timed_rounds", watched)
     rate = cost.pilot_flop_rate(run, (64,), 2, "cpu", threads=wanted)
-    assert during == [wanted] and torch.get_num_threads() == before
+    assert during == [wanted, wanted] and torch.get_num_threads() == before  # train, evaluate
+    assert rate.eval_rate > 0
     assert rate.slow <= rate.rate <= rate.fast and rate.rounds >= cost.PILOT_ROUNDS
     assert rate.spread == pytest.approx((rate.fast - rate.slow) / rate.rate)
 
@@ -112,15 +113,22 @@ def test_estimate_range_brackets_the_estimate() -> None:
     runs = build_spec(None, [("grid.lambda", [0, 1]), ("model.hidden", [8])]).expand()
     packs = [[PlannedRun(run, Path("x"), "pending", 0)] for run in runs]
     real = cost.pilot_flop_rate
-    try:
-        cost.pilot_flop_rate = lambda *a, **k: cost.PilotRate(1e9, 0.5e9, 2e9, 3, False)  # type: ignore[assignment]
+    try:  # evaluation chunks run ten times the training steps' rate
+        cost.pilot_flop_rate = lambda *a, **k: cost.PilotRate(1e9, 0.5e9, 2e9, 3, False, 1e10)  # type: ignore[assignment]
         est = dryrun.estimate(packs, ["cpu", "cpu"], executor.dataset, "cpu", 1)
     finally:
         cost.pilot_flop_rate = real  # type: ignore[assignment]
+    data = executor.dataset(runs[0].dataset)
+    params = cost.count_parameters(runs[0].model, data.image_shape)
+    train, evaluation = cost.pack_flops_parts(
+        runs[0], params, 1, len(data.x_train), len(data.x_test)
+    )
+    assert evaluation > 0 and est.flops == pytest.approx(2 * (train + evaluation))
+    one = train / 1e9 + evaluation / 1e10
     lo, hi = dryrun.ACTUAL_OVER_ESTIMATE
-    assert est.wall_seconds == pytest.approx(est.flops / 1e9)
-    assert est.wall_low == pytest.approx(est.flops / 2e9 * lo)
-    assert est.wall_high == pytest.approx(est.flops / 0.5e9 * hi)
+    assert est.wall_seconds == pytest.approx(2 * one)  # two packs, one after the other
+    assert est.wall_low == pytest.approx(2 * one / 2 * lo)
+    assert est.wall_high == pytest.approx(2 * one * 2 * hi)
     assert est.pilot_spread == pytest.approx(1.5)
 
 

@@ -126,11 +126,21 @@ def eval_flops(run: RunConfig, params: int, n_test: int, final: bool) -> float:
     return flops
 
 
-def pack_flops(run: RunConfig, params: int, members: int, n_train: int, n_test: int) -> float:
+def pack_flops_parts(
+    run: RunConfig, params: int, members: int, n_train: int, n_test: int
+) -> tuple[float, float]:
+    """A pack's (training, evaluation) FLOPs: they run at different rates (small batches with a
+    backward pass and Adam, against large forward-only chunks), so each is timed by its own
+    pilot."""
     epochs = run.train.epochs
-    per_member = epochs * (train_flops(params, n_train) + eval_flops(run, params, n_test, False))
-    per_member += eval_flops(run, params, n_test, True) - eval_flops(run, params, n_test, False)
-    return members * per_member
+    train = epochs * train_flops(params, n_train)
+    evaluation = (epochs - 1) * eval_flops(run, params, n_test, False)
+    evaluation += eval_flops(run, params, n_test, True)
+    return members * train, members * evaluation
+
+
+def pack_flops(run: RunConfig, params: int, members: int, n_train: int, n_test: int) -> float:
+    return sum(pack_flops_parts(run, params, members, n_train, n_test))
 
 
 @dataclass(frozen=True)
@@ -143,6 +153,13 @@ class PilotRate:
     fast: float
     rounds: int
     stable: bool  # the last rounds agreed within PILOT_TOLERANCE before PILOT_MAX_S
+    eval_rate: float = 0.0  # FLOP/s of forward-only evaluation chunks (0: not measured)
+
+    def seconds(self, train: float, evaluation: float, rate: float | None = None) -> float:
+        """Seconds of `train` and `evaluation` FLOPs at the training rate `rate` (default the
+        median), evaluation scaled alike."""
+        scale = (rate or self.rate) / self.rate
+        return train / (self.rate * scale) + evaluation / ((self.eval_rate or self.rate) * scale)
 
     @property
     def spread(self) -> float:
@@ -198,18 +215,34 @@ def pilot_flop_rate(
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 
+    # Evaluation: forward passes over large chunks, no gradients (metrics' and the IWAE's form).
+    rows = min(EVAL_CHUNK, max(run.train.batch_size, IWAE_ELEMENTS // (p * max(1, vocab_size))))
+    xe = x[:, :1].expand(members, rows, p).contiguous()
+
+    def evaluate() -> None:
+        with torch.no_grad():
+            mu, _ = model.encode(xe)
+            model.nll(model.decode(mu, xe), xe).sum()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
     step()  # warm-up: allocations, kernel selection, Adam's state
     step()
+    evaluate()
     params = sum(t.numel() for t in model.parameters())
-    flops_per_step = 6.0 * params * run.train.batch_size
     seconds = _timed_rounds(step)
-    rates = sorted(flops_per_step / max(s, 1e-9) for s in seconds[-PILOT_ROUNDS:])
+    rates = sorted(
+        6.0 * params * run.train.batch_size / max(s, 1e-9) for s in seconds[-PILOT_ROUNDS:]
+    )
+    eval_seconds = _timed_rounds(evaluate)
+    eval_rate = 2.0 * params * rows / max(statistics.median(eval_seconds[-PILOT_ROUNDS:]), 1e-9)
     return PilotRate(
         rate=statistics.median(rates),
         slow=rates[0],
         fast=rates[-1],
         rounds=len(seconds),
         stable=_agree(seconds[-PILOT_ROUNDS:]),
+        eval_rate=eval_rate,
     )
 
 

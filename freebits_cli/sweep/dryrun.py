@@ -1,7 +1,8 @@
 """What `--dry-run` tells: each pack, where it goes, its memory and its estimated time.
 
-Time = the pack's FLOP count (`cost.pack_flops`) divided by the FLOP rate of a pilot of real
-training steps of the same packed model on the chosen device (`cost.pilot_flop_rate`, timed in
+Time = the pack's training FLOPs (`cost.pack_flops_parts`) divided by the FLOP rate of a pilot of
+real training steps of the same packed model on the chosen device, plus its evaluation FLOPs
+divided by the rate of forward-only evaluation chunks (`cost.pilot_flop_rate`, each timed in
 rounds until the rate is stable); without a pilot only the FLOPs are given. Small models are bound
 by per-step overheads rather than FLOPs, which the pilot's measured rate already includes (it is a
 rate of whole steps, not a peak).
@@ -80,8 +81,9 @@ def estimate(
         n_train, n_test = len(data.x_train), len(data.x_test)
         memory = cost.estimate_memory(run, data.image_shape, n_train, n_test, data.vocab_size)
         remaining = run.train.epochs - pack[0].start_epoch
-        full = cost.pack_flops(run, memory.parameters, len(pack), n_train, n_test)
-        flops = full * remaining / max(1, run.train.epochs)
+        parts = cost.pack_flops_parts(run, memory.parameters, len(pack), n_train, n_test)
+        train, evaluation = (f * remaining / max(1, run.train.epochs) for f in parts)
+        flops = train + evaluation
         seconds = low = high = None
         if pilot_device is not None:
             key = (run.model, run.train.batch_size, len(pack), data.image_shape)
@@ -90,9 +92,9 @@ def estimate(
                     run, data.image_shape, len(pack), pilot_device, data.vocab_size, threads
                 )
             rate = rates[key]
-            seconds = flops / rate.rate
-            low = flops / rate.fast * ACTUAL_OVER_ESTIMATE[0]
-            high = flops / rate.slow * ACTUAL_OVER_ESTIMATE[1]
+            seconds = rate.seconds(train, evaluation)
+            low = rate.seconds(train, evaluation, rate.fast) * ACTUAL_OVER_ESTIMATE[0]
+            high = rate.seconds(train, evaluation, rate.slow) * ACTUAL_OVER_ESTIMATE[1]
         out.append(
             PackEstimate(
                 i,
