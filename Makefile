@@ -5,10 +5,20 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test docs lint format install clean gpu-check
 
+# TORCH=cpu installs PyTorch's CPU-only wheels from PyTorch's own index (no CUDA libraries or
+# triton: a few GB less on a machine without a GPU); the default takes torch from the normal
+# index. The choice is made when .venv is created: `make clean` before switching.
+TORCH ?= default
+TORCH_INDEX_default :=
+TORCH_INDEX_cpu := --index-url https://download.pytorch.org/whl/cpu
+ifeq ($(filter $(TORCH),default cpu),)
+$(error TORCH=$(TORCH): use TORCH=cpu (CPU-only wheels) or leave it unset (the default index))
+endif
+
 $(BIN)/freebits: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "torch>=2.1,<3" "torchvision>=0.16"
+	$(BIN)/pip install --quiet $(TORCH_INDEX_$(TORCH)) "torch>=2.1,<3" "torchvision>=0.16"
 	$(BIN)/pip install --quiet -e ".[dev,tensorboard,mlflow]"
 	touch $@
 

@@ -21,6 +21,16 @@ class SpecError(FreebitsError):
         super().__init__(text.replace("\r", "\\r").replace("\n", "\\n"))
 
 
+class SpecErrors(SpecError):
+    """Several fields of one spec at fault, reported together: one line per field (exit code 2)."""
+
+    def __init__(self, errors: list[SpecError]) -> None:
+        self.errors = errors
+        self.field = errors[0].field
+        # As a library error it reads as all of them; the command line prints `errors` one a line.
+        FreebitsError.__init__(self, "; ".join(str(e) for e in errors))
+
+
 class DataError(FreebitsError):
     """A data set that cannot be found or read (exit code 2)."""
 

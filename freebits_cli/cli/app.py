@@ -13,7 +13,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 from typer.core import TyperGroup
 
 from ..errors import FreebitsError
@@ -81,8 +81,16 @@ class _Console(Console):
         raise BrokenPipeError
 
 
-console = _Console(width=None if sys.stdout.isatty() else _WIDE)
-err_console = _Console(stderr=True, width=None if sys.stderr.isatty() else _WIDE)
+# Markup off: what is printed holds user text (paths, names, failure reasons) and derived text
+# such as "[low, high]", which Rich would otherwise read as tags and swallow. Styled words are
+# built as `Text` (see `labelled`), never by markup in a string.
+console = _Console(markup=False, width=None if sys.stdout.isatty() else _WIDE)
+err_console = _Console(markup=False, stderr=True, width=None if sys.stderr.isatty() else _WIDE)
+
+
+def labelled(label: str, style: str, message: str) -> Text:
+    """`label` in `style`, then `message` as plain text (brackets and all)."""
+    return Text.assemble((label, style), " ", message)
 
 
 def _version(value: bool) -> None:
@@ -153,9 +161,9 @@ def _list_item(token: str) -> bool:
 
 
 def _print_error(message: str) -> None:
-    message = escape(" ".join(message.split()))  # one line; [brackets] kept as text
+    message = " ".join(message.split())  # one line
     err_console.print(
-        f"[bold red]error:[/] {message}{escape(list_hint(_ARGS))}", highlight=False, soft_wrap=True
+        labelled("error:", "bold red", message + list_hint(_ARGS)), highlight=False, soft_wrap=True
     )
 
 
@@ -189,7 +197,9 @@ def guarded(action: Callable[[], int], interrupted: str = RESUME_HINT) -> None:
         _silence_stdout()
         raise typer.Exit(EXIT_BROKEN_PIPE) from None
     except FreebitsError as exc:
-        fail(str(exc), exc.exit_code)
+        for each in getattr(exc, "errors", [])[:-1]:  # several fields at fault: one line each
+            _print_error(str(each))
+        fail(str(getattr(exc, "errors", [exc])[-1]), exc.exit_code)
     except KeyboardInterrupt:
         fail(interrupted, 130)
     except Exception as exc:
@@ -201,7 +211,7 @@ def guarded(action: Callable[[], int], interrupted: str = RESUME_HINT) -> None:
 
 
 def warn(message: str) -> None:
-    err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(labelled("warning:", "yellow", message), highlight=False, soft_wrap=True)
 
 
 def fmt(value: Any, digits: int = 2) -> str:

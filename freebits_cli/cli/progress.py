@@ -58,7 +58,11 @@ class ProgressView:
         if not self.terminal:
             yield self
             return
-        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"))
+        columns = (
+            TextColumn("{task.description}", markup=False),
+            BarColumn(),
+            TextColumn("{task.fields[info]}", markup=False),
+        )
         with Progress(*columns, console=self.say, transient=False) as bars:
             self._bars = bars
             self._runs = bars.add_task("runs done", total=self.model.runs_total, info="")

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .app import app, console, err_console, guarded
+from .app import app, console, guarded, warn
 
 
 @app.command()
@@ -41,7 +41,7 @@ def report(
         fmt_list = [f.strip() for f in formats.split(",") if f.strip()]
         result = build_report(results_dir, out, fmt_list, keep_share, style, width)
         for warning in result.warnings:
-            err_console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+            warn(warning)
         headers, rows = by_setting_rows(result.by_setting)
         notes = "\n".join(table_notes(result.by_setting))
         table = Table(

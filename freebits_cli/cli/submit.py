@@ -22,19 +22,9 @@ STATES = ("queued", "running", "done", "failed")
 
 def print_estimate(say: Console, p: Any, pilot: bool) -> None:
     """The dry run's cost table of a `Planned` sweep (FLOPs, and a pilot step's rate)."""
-    from freebits_cli.sweep import dryrun, executor
+    from freebits_cli.sweep import dryrun
 
-    o = p.options
-    if o.executor == "local":
-        where = dryrun.where_local(len(p.packs), p.devices, p.jobs, o.shard)
-        pilot_device, workers = p.devices[0], p.jobs
-    else:
-        where = dryrun.where_slurm(len(p.packs), p.spec.slurm.max_array_size)
-        pilot_device = executor.resolve_devices("auto")[0]
-        workers = p.spec.slurm.array_parallelism
-    est = dryrun.estimate(
-        p.packs, where, executor.dataset, pilot_device if pilot else None, workers
-    )
+    est, workers = dryrun.estimate_planned(p, pilot)
     table, total = dryrun.render(est, workers)
     say.print(table)
     say.print(total, highlight=False)

@@ -10,10 +10,12 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
+
+from freebits_cli import schema
 
 from . import announce
-from .app import app, console, err_console, guarded, warn
+from .app import app, console, err_console, guarded, labelled, warn
 from .flags import flag_overrides
 from .submit import print_estimate, watch
 from .tables import plan_table, print_rows, result_rows
@@ -119,7 +121,10 @@ def sweep(
             "train.device": device,
             "name": name,
         }
-        overrides = flag_overrides(lambdas, anneal, seeds, free_bits_mode, singles, sets)
+        overrides, notes = flag_overrides(lambdas, anneal, seeds, free_bits_mode, singles, sets)
+        say = err_console if json_lines else console
+        for note in notes:
+            say.print(note, highlight=False, soft_wrap=True)
         spec = build_spec(spec_file, overrides)
         options = SweepOptions(
             jobs=jobs,
@@ -133,22 +138,22 @@ def sweep(
             max_failures=max_failures,
             log=_log_targets(log),
         )
-        say = err_console if json_lines else console
         shown = Shown(say, yes=yes, pilot=not no_pilot)
         result = run_sweep(spec, out, options, shown.hooks())
         if dry_run or (result.submission is not None and no_wait):
             return 0
         for line in result.job_errors:
-            err_console.print(f"[red]job failed[/] {line}", highlight=False, soft_wrap=True)
+            err_console.print(labelled("job failed", "red", line), highlight=False, soft_wrap=True)
         rows = result_rows(result.plan)
         print_rows(rows, json_lines)
         for row in rows:
             if row["state"] == "failed":
                 err_console.print(
-                    f"[red]failed[/] {row['run_id']}: {row['reason']}", highlight=False
+                    labelled("failed", "red", f"{row['run_id']}: {row['reason']}"),
+                    highlight=False,
                 )
         if result.stopped:
-            err_console.print(f"[red]stopped:[/] {result.stopped}", highlight=False)
+            err_console.print(labelled("stopped:", "red", result.stopped), highlight=False)
         return result.exit_code
 
     guarded(body)
@@ -187,16 +192,18 @@ class Shown:
         """The plan line, resumes, shared runs, --force's deletions; the dry run's tables."""
         plan, o = p.plan, p.options
         how = f" on {p.choice.describe()}" if p.choice is not None and p.choice.threads else ""
-        self.say.print(
-            f"sweep [bold]{escape(p.spec.name)}[/]: {len(plan.runs)} runs, {len(plan.todo)} to "
-            f"train in {len(p.packs)} pack(s){how} -> {escape(str(plan.sweep_dir))}",
-            highlight=False,
+        line = Text.assemble(
+            "sweep ",
+            (p.spec.name, "bold"),
+            f": {len(plan.runs)} runs, {len(plan.todo)} to train in {len(p.packs)} pack(s){how} "
+            f"-> {plan.sweep_dir}",
         )
+        self.say.print(line, highlight=False)
         if plan.pretrainings:
             todo = len(plan.pretrain_todo)
             self.say.print(
                 f"{announce.plural(len(plan.pretrainings), 'pretraining')} the runs start from "
-                f"({todo} to train first) -> {escape(str(plan.sweep_dir / 'pretrain'))}",
+                f"({todo} to train first) -> {plan.sweep_dir / schema.PRETRAIN_DIR}",
                 highlight=False,
             )
         shared = announce.shared_plain_runs(p.spec)

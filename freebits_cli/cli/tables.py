@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import typer
-from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from freebits_cli import schema
 
@@ -113,7 +113,7 @@ def results_table(rows: Sequence[dict[str, Any]]) -> Table:
         marks |= {CROSS_ENTROPY} if ce and (elbo, iwae) != ("-", "-") else set()
         marks |= {NOISE} if NOISE in mi else set()
     lines = [f"{m} {NOTES[m]}" for m in NOTES if m in marks]
-    table.caption = escape("\n".join([*au_rules(rows), *lines]))  # `[z_j|x]` is not markup
+    table.caption = Text("\n".join([*au_rules(rows), *lines]))  # plain text: `[z_j|x]` as written
     table.caption_justify = "left"
     return table
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from freebits_cli.errors import SpecError
 from freebits_cli.schema import placement_fields
-from freebits_cli.spec.validation import suggest, validate_run
+from freebits_cli.spec.validation import FieldErrors, suggest, validate_run
 from freebits_cli.spec.values import Kwargs, coerce, get_path, set_path
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -468,14 +468,20 @@ class SweepSpec:
         del base["name"], base["grid"], base["slurm"]
         paths = self.grid_paths()
         runs: dict[str, RunConfig] = {}
+        found = FieldErrors()  # each field's first bad value, over all combinations
         for values in itertools.product(*self.grid.values()):
             tree = json.loads(json.dumps(base))
-            for path, value in zip(paths, values, strict=True):
-                set_path(tree, path, value, prefix="grid.")
-            run = _parse_run(tree, where="grid")
-            # λ = 0 is the plain VAE in every free-bits mode: the first mode's run stands for all.
-            plain = run.free_bits.lam == 0 and dataclasses.replace(run, free_bits=FreeBitsSpec())
-            runs.setdefault(plain.run_id if plain else run.run_id, run)
+            with found.gather():
+                for path, value in zip(paths, values, strict=True):
+                    set_path(tree, path, value, prefix="grid.")
+                run = _parse_run(tree, where="grid")
+                # λ = 0 is the plain VAE in every free-bits mode: the first mode's run stands
+                # for all.
+                plain = run.free_bits.lam == 0 and dataclasses.replace(
+                    run, free_bits=FreeBitsSpec()
+                )
+                runs.setdefault(plain.run_id if plain else run.run_id, run)
+        found.raise_any()
         return tuple(runs.values())
 
 
@@ -506,31 +512,49 @@ def _section_to_dict(section: Any) -> dict[str, Any]:
     return out
 
 
-def _parse_section(cls: type, raw: Any, where: str) -> Any:
+def _parse_section(cls: type, raw: Any, where: str, found: FieldErrors | None = None) -> Any:
+    """`raw` as a `cls`; with `found`, errors are recorded there and the fields at fault keep
+    their defaults (so the rest can still be checked), else the first one is raised."""
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise SpecError(where, f"expected a mapping of fields, got {raw!r}")
+        error = SpecError(where, f"expected a mapping of fields, got {raw!r}")
+        if found is None:
+            raise error
+        found.add(error)
+        return cls()
     hints = typing.get_type_hints(cls)
     names = {_yaml_key(f.name) for f in dataclasses.fields(cls)}
     kwargs = {}
+    own = FieldErrors() if found is None else found
     for key, value in raw.items():
-        if key not in names:
-            hint = suggest(str(key), names)
-            if cls is SlurmSpec:  # cluster options are looked up, not remembered: list them all
-                hint += "; valid keys: " + ", ".join(sorted(names))
-            raise SpecError(f"{where}.{key}", f"unknown field{hint}")
-        attr = _attr_name(key)
-        kwargs[attr] = coerce(value, hints[attr], f"{where}.{key}")
+        with own.gather():
+            if key not in names:
+                hint = suggest(str(key), names)
+                if cls is SlurmSpec:  # cluster options are looked up, not remembered: list them all
+                    hint += "; valid keys: " + ", ".join(sorted(names))
+                raise SpecError(f"{where}.{key}", f"unknown field{hint}")
+            attr = _attr_name(key)
+            kwargs[attr] = coerce(value, hints[attr], f"{where}.{key}")
+    if found is None:
+        own.raise_any()
     return cls(**kwargs)
 
 
-def _parse_run(tree: dict[str, Any], where: str = "") -> RunConfig:
-    sections = {f.name: f for f in dataclasses.fields(RunConfig)}
+def _parse_run(
+    tree: dict[str, Any], where: str = "", found: FieldErrors | None = None
+) -> RunConfig:
+    """The run of `tree`, validated; with `found`, every error is recorded there (not raised)."""
     hints = typing.get_type_hints(RunConfig)
-    kwargs = {name: _parse_section(hints[name], tree.get(name), name) for name in sections}
-    run = with_text_defaults(RunConfig(**kwargs))
-    validate_run(run)
+    own = FieldErrors() if found is None else found
+    run = with_text_defaults(
+        RunConfig(**{name: _parse_section(hints[name], tree.get(name), name, own)
+                     for name in _run_fields()})
+    )  # fmt: skip
+    with own.gather():
+        validate_run(run)
+    if found is None:
+        own.raise_any()
     return run
 
 
@@ -553,20 +577,29 @@ def parse_spec(raw: Any, source: str = "spec") -> SweepSpec:
     if not isinstance(raw, dict):
         raise SpecError(source, "a spec must be a YAML mapping of sections")
     known = [f.name for f in dataclasses.fields(SweepSpec)]
+    found = FieldErrors()  # every field at fault is reported, one line each
     for key in raw:
         if key not in known:
-            raise SpecError(str(key), f"unknown section{suggest(str(key), known)}")
-    name = coerce(raw.get("name", SweepSpec.name), str, "name")
-    if not NAME_PATTERN.match(name):
-        raise SpecError("name", f"{name!r} must be letters, digits, '.', '_' or '-' (no slashes)")
-    run = _parse_run({k: v for k, v in raw.items() if k not in ("name", "grid", "slurm")})
-    grid = _parse_grid(raw.get("grid", _default_grid()))
-    slurm = _parse_section(SlurmSpec, raw.get("slurm"), "slurm")
-    _validate_slurm(slurm)
+            found.add(SpecError(str(key), f"unknown section{suggest(str(key), known)}"))
+    name, grid = SweepSpec.name, {}
+    with found.gather():
+        name = coerce(raw.get("name", SweepSpec.name), str, "name")
+        if not NAME_PATTERN.match(name):
+            msg = f"{name!r} must be letters, digits, '.', '_' or '-' (no slashes)"
+            name = SweepSpec.name
+            raise SpecError("name", msg)
+    run = _parse_run({k: v for k, v in raw.items() if k in _run_fields()}, found=found)
+    with found.gather():
+        grid = _parse_grid(raw.get("grid", _default_grid()))
+    slurm = _parse_section(SlurmSpec, raw.get("slurm"), "slurm", found)
+    with found.gather():
+        _validate_slurm(slurm)
     spec = SweepSpec(
         name=name, grid=grid, slurm=slurm, **{f: getattr(run, f) for f in _run_fields()}
     )
-    spec.expand()  # validates every combination now, so bad grid values fail before training
+    with found.gather():
+        spec.expand()  # validates every combination now, so bad grid values fail before training
+    found.raise_any()
     return spec
 
 
@@ -581,19 +614,32 @@ def _parse_grid(raw: Any) -> dict[str, list[Any]]:
         raise SpecError("grid", "expected a mapping of field -> list of values")
     valid = valid_paths()
     grid: dict[str, list[Any]] = {}
+    found = FieldErrors()
     for key, values in raw.items():
-        path = GRID_ALIASES.get(str(key), str(key))
-        if path not in valid:
-            options = list(GRID_ALIASES) + sorted(valid)
-            raise SpecError(f"grid.{key}", f"unknown field{suggest(str(key), options)}")
-        if not isinstance(values, list):
-            values = [values]
-        if not values:
-            raise SpecError(f"grid.{key}", "needs at least one value")
-        if path in {GRID_ALIASES.get(k, k) for k in grid}:
-            raise SpecError(f"grid.{key}", f"sweeps {path} a second time")
-        grid[str(key)] = values
+        with found.gather():
+            grid[str(key)] = _grid_values(key, values, valid, grid)
+    found.raise_any()
     return grid
+
+
+def _grid_values(key: Any, values: Any, valid: set[str], grid: dict[str, list[Any]]) -> list[Any]:
+    path = GRID_ALIASES.get(str(key), str(key))
+    if path not in valid:
+        if isinstance(key, int | float) and values is None:  # `{lambda: 0, 0.5, 1}` in YAML
+            raise SpecError(
+                f"grid.{key}",
+                "a number is not a field: a list of values is written in brackets, "
+                "e.g. grid: {lambda: [0, 0.5, 1]}",
+            )
+        options = list(GRID_ALIASES) + sorted(valid)
+        raise SpecError(f"grid.{key}", f"unknown field{suggest(str(key), options)}")
+    if not isinstance(values, list):
+        values = [values]
+    if not values:
+        raise SpecError(f"grid.{key}", "needs at least one value")
+    if path in {GRID_ALIASES.get(k, k) for k in grid}:
+        raise SpecError(f"grid.{key}", f"sweeps {path} a second time")
+    return values
 
 
 def valid_paths() -> set[str]:

@@ -10,6 +10,7 @@ import yaml
 
 from freebits_cli.errors import SpecError
 from freebits_cli.spec.config import GRID_ALIASES, SweepSpec, parse_spec, set_path
+from freebits_cli.spec.validation import FieldErrors
 
 
 def load_yaml(path: Path) -> Any:
@@ -58,6 +59,7 @@ def build_spec(
                 tree[section].update(value)
         else:
             tree[section] = value
+    found = FieldErrors()  # a bad --set does not hide the spec's other errors
     for path, value in overrides:
         if path == "name":
             tree["name"] = value
@@ -70,10 +72,14 @@ def build_spec(
             _drop_grid_path(grid, GRID_ALIASES.get(key, key))
             grid[key] = value
         else:
-            # A single explicit value for a swept field replaces the sweep over it.
-            set_path(tree, path, value, prefix="--set ")
-            _drop_grid_path(grid, path)
-    return parse_spec(tree, source=str(spec_file or "defaults"))
+            with found.gather():
+                # A single explicit value for a swept field replaces the sweep over it.
+                set_path(tree, path, value, prefix="--set ")
+                _drop_grid_path(grid, path)
+    with found.gather():
+        spec = parse_spec(tree, source=str(spec_file or "defaults"))
+    found.raise_any()
+    return spec
 
 
 def _drop_grid_path(grid: dict[str, Any], path: str) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, Protocol
 
-from freebits_cli.errors import SpecError
+from freebits_cli.errors import SpecError, SpecErrors
 
 
 class RunLike(Protocol):
@@ -54,9 +56,43 @@ def suggest(key: str, options: Iterable[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+class FieldErrors:
+    """The errors found in one spec, the first per field, so all of them are reported at once."""
+
+    def __init__(self) -> None:
+        self.by_field: dict[str, SpecError] = {}
+
+    def add(self, error: SpecError) -> None:
+        for one in getattr(error, "errors", [error]):
+            self.by_field.setdefault(one.field, one)
+
+    @contextmanager
+    def gather(self) -> Iterator[None]:
+        """Record a SpecError raised inside instead of letting it stop the parse."""
+        try:
+            yield
+        except SpecError as exc:
+            self.add(exc)
+
+    def raise_any(self) -> None:
+        errors = list(self.by_field.values())
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise SpecErrors(errors)
+
+
+#: While `validate_run` runs, the errors its checks find (a failed check does not stop the rest).
+_FOUND: contextvars.ContextVar[FieldErrors | None] = contextvars.ContextVar("found", default=None)
+
+
 def _check(ok: bool, where: str, message: str) -> None:
-    if not ok:
+    if ok:
+        return
+    found = _FOUND.get()
+    if found is None:
         raise SpecError(where, message)
+    found.add(SpecError(where, message))
 
 
 def _finite(x: float) -> bool:
@@ -72,6 +108,17 @@ def _one_of(value: str, options: tuple[str, ...], where: str) -> None:
 
 
 def validate_run(run: RunLike) -> None:
+    """Check every field of a run; raise all that are wrong at once (SpecErrors), or the one."""
+    found = FieldErrors()
+    token = _FOUND.set(found)
+    try:
+        _validate_run(run)
+    finally:
+        _FOUND.reset(token)
+    found.raise_any()
+
+
+def _validate_run(run: RunLike) -> None:
     d, m, t, fb, a, e = run.dataset, run.model, run.train, run.free_bits, run.anneal, run.eval
     if not d.name.endswith(".npz"):
         _one_of(d.name, DATASETS, "dataset.name")

@@ -3,6 +3,7 @@ dotted paths (`model.hidden`) into the mappings. Errors name the field at fault 
 
 from __future__ import annotations
 
+import difflib
 import json
 import types
 import typing
@@ -51,31 +52,45 @@ def coerce(value: Any, kind: Any, where: str) -> Any:
     if kind is bool:
         if isinstance(value, bool):
             return value
-        raise SpecError(where, f"expected true or false, got {value!r}")
+        raise _expected("true or false", value, where)
     if kind is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value  # exact, however large
         if not isinstance(value, float | str):
-            raise SpecError(where, f"expected an integer, got {value!r}")
+            raise _expected("an integer", value, where)
         try:
             number = float(value)
         except (ValueError, OverflowError):
-            raise SpecError(where, f"expected an integer, got {value!r}") from None
+            raise _expected("an integer", value, where) from None
         if not number.is_integer():
-            raise SpecError(where, f"expected an integer, got {value!r}")
+            raise _expected("an integer", value, where)
         return int(number)
     if kind is float:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise SpecError(where, f"expected a number, got {value!r}")
+            raise _expected("a number", value, where)
         try:
             return float(value) + 0.0  # folds -0.0 into 0.0: one run id per value
         except (ValueError, OverflowError):
-            raise SpecError(where, f"expected a number, got {value!r}") from None
+            raise _expected("a number", value, where) from None
     if kind is str:
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            raise SpecError(where, f"expected a string, got {value!r}")
+            raise _expected("a string", value, where)
         return str(value)
     raise AssertionError(f"unsupported field type {kind}")  # pragma: no cover
+
+
+def _expected(what: str, value: Any, where: str) -> SpecError:
+    """`expected a number, got …`, with the likely fix when the value looks like a list."""
+    message = f"expected {what}, got {value!r}"
+    if isinstance(value, str) and "," in value:  # `lambda: 0, 0.5, 1` is one YAML string
+        items = ", ".join(item.strip() for item in value.split(","))
+        message += f"; a list is written in brackets in YAML: [{items}]"
+    elif isinstance(value, list | tuple):  # a list where one value goes: a sweep, misplaced
+        message += (
+            f"; to sweep {where} over several values, list them under grid: "
+            f"(grid: {{{where}: {json.dumps(list(value), default=str)}}})"
+        )
+    return SpecError(where, message)
 
 
 def get_path(tree: dict[str, Any], path: str) -> Any:
@@ -83,6 +98,24 @@ def get_path(tree: dict[str, Any], path: str) -> Any:
     for part in path.split("."):
         node = node[part]
     return node
+
+
+def _field_hint(tree: dict[str, Any], name: str) -> str:
+    """` (did you mean 'train.lr'?)` for `lr`: the section fields whose name is `name` (or close
+    to it), as a full path; the grid's aliases are not offered (they name fields already)."""
+    fields = {
+        f"{section}.{key}": key
+        for section, node in tree.items()
+        if isinstance(node, dict) and section != "grid"
+        for key in node
+    }
+    exact = [path for path, key in fields.items() if key == name]
+    if not exact:
+        close = set(difflib.get_close_matches(name, set(fields.values()), n=1))
+        exact = [path for path, key in fields.items() if key in close]
+    if not exact:
+        return ""
+    return " (did you mean " + " or ".join(f"'{p}'" for p in exact) + "?)"
 
 
 def set_path(tree: dict[str, Any], path: str, value: Any, prefix: str = "") -> None:
@@ -96,7 +129,7 @@ def set_path(tree: dict[str, Any], path: str, value: Any, prefix: str = "") -> N
             raise SpecError(prefix + where, f"unknown section{suggest(part, list(node))}")
         node = child
     if parts[-1] not in node:
-        hint = suggest(parts[-1], list(node))
+        hint = suggest(parts[-1], list(node)) or _field_hint(tree, parts[-1])
         if parts[0] == "slurm":
             hint += "; valid keys: " + ", ".join(sorted(node))
         raise SpecError(prefix + path, f"unknown field{hint}")

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,9 +30,13 @@ HEADROOM = 0.8
 #: Examples per evaluation chunk and decoder outputs per member in the IWAE bound (as in metrics).
 EVAL_CHUNK = 2048
 IWAE_ELEMENTS = 2**22
-#: The pilot times at least PILOT_STEPS training steps (after one warm-up step) and keeps going
-#: until PILOT_SECONDS have passed (at most PILOT_MAX_STEPS), so tiny models are not timed by noise.
-PILOT_STEPS, PILOT_SECONDS, PILOT_MAX_STEPS = 3, 0.5, 200
+#: The pilot times rounds of training steps (after two warm-up steps), each of at least
+#: PILOT_STEPS steps and PILOT_ROUND_S seconds (at most PILOT_MAX_STEPS steps), until the last
+#: PILOT_ROUNDS rounds agree within PILOT_TOLERANCE (their spread over their median) or
+#: PILOT_MAX_S have passed: one short round can be timed during a burst of other work on a
+#: shared machine and be off several times over.
+PILOT_STEPS, PILOT_ROUND_S, PILOT_MAX_STEPS = 3, 0.3, 200
+PILOT_ROUNDS, PILOT_TOLERANCE, PILOT_MAX_S = 3, 0.10, 6.0
 
 
 @dataclass(frozen=True)
@@ -126,19 +131,69 @@ def eval_flops(run: RunConfig, params: int, n_test: int, final: bool) -> float:
     return flops
 
 
-def pack_flops(run: RunConfig, params: int, members: int, n_train: int, n_test: int) -> float:
+def pack_flops_parts(
+    run: RunConfig, params: int, members: int, n_train: int, n_test: int
+) -> tuple[float, float]:
+    """A pack's (training, evaluation) FLOPs: they run at different rates (small batches with a
+    backward pass and Adam, against large forward-only chunks), so each is timed by its own
+    pilot."""
     epochs = run.train.epochs
-    per_member = epochs * (train_flops(params, n_train) + eval_flops(run, params, n_test, False))
-    per_member += eval_flops(run, params, n_test, True) - eval_flops(run, params, n_test, False)
-    return members * per_member
+    train = epochs * train_flops(params, n_train)
+    evaluation = (epochs - 1) * eval_flops(run, params, n_test, False)
+    evaluation += eval_flops(run, params, n_test, True)
+    return members * train, members * evaluation
+
+
+def pack_flops(run: RunConfig, params: int, members: int, n_train: int, n_test: int) -> float:
+    return sum(pack_flops_parts(run, params, members, n_train, n_test))
+
+
+@dataclass(frozen=True)
+class PilotRate:
+    """The FLOP/s of whole training steps, from the last `rounds` rounds of the pilot: `rate` is
+    their median, `slow` and `fast` the slowest and fastest of them."""
+
+    rate: float
+    slow: float
+    fast: float
+    rounds: int
+    stable: bool  # the last rounds agreed within PILOT_TOLERANCE before PILOT_MAX_S
+    eval_rate: float = 0.0  # FLOP/s of forward-only evaluation chunks (0: not measured)
+
+    def seconds(self, train: float, evaluation: float, rate: float | None = None) -> float:
+        """Seconds of `train` and `evaluation` FLOPs at the training rate `rate` (default the
+        median), evaluation scaled alike."""
+        scale = (rate or self.rate) / self.rate
+        return train / (self.rate * scale) + evaluation / ((self.eval_rate or self.rate) * scale)
+
+    @property
+    def spread(self) -> float:
+        """The rounds' relative spread: (fast - slow) / rate."""
+        return (self.fast - self.slow) / self.rate
 
 
 def pilot_flop_rate(
-    run: RunConfig, image_shape: Sequence[int], members: int, device: str, vocab_size: int = 0
-) -> float:
-    """Measured FLOP/s of a few training steps (forward, backward, Adam) of a pack of `members`
-    on `device`, with random data: the rate the time estimates divide by."""
+    run: RunConfig,
+    image_shape: Sequence[int],
+    members: int,
+    device: str,
+    vocab_size: int = 0,
+    threads: int = 0,
+) -> PilotRate:
+    """Measured FLOP/s of training steps (forward, backward, Adam) of a pack of `members` on
+    `device`, with random data, in rounds until the rate is stable: the rate the time estimates
+    divide by, with the spread of the rounds. `threads`: torch's threads while timing, as the
+    packs will train (0: as they are); on a busy CPU two threads can be many times slower than
+    one, so a pilot on other threads than training's times something else."""
     import torch
+
+    if threads and device == "cpu":
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return pilot_flop_rate(run, image_shape, members, device, vocab_size)
+        finally:
+            torch.set_num_threads(before)
 
     from freebits_cli.models import build_model
 
@@ -162,22 +217,64 @@ def pilot_flop_rate(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-
-    step()  # warm-up: allocations, kernel selection
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
-    started = time.perf_counter()
-    steps = 0
-    while steps < PILOT_STEPS or (
-        time.perf_counter() - started < PILOT_SECONDS and steps < PILOT_MAX_STEPS
-    ):
-        step()
-        steps += 1
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
-    seconds = (time.perf_counter() - started) / steps
+
+    # Evaluation: forward passes over large chunks, no gradients (metrics' and the IWAE's form).
+    rows = min(EVAL_CHUNK, max(run.train.batch_size, IWAE_ELEMENTS // (p * max(1, vocab_size))))
+    xe = x[:, :1].expand(members, rows, p).contiguous()
+
+    def evaluate() -> None:
+        with torch.no_grad():
+            mu, _ = model.encode(xe)
+            model.nll(model.decode(mu, xe), xe).sum()
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    step()  # warm-up: allocations, kernel selection, Adam's state
+    step()
+    evaluate()
     params = sum(t.numel() for t in model.parameters())
-    return 6.0 * params * run.train.batch_size / max(seconds, 1e-9)
+    seconds = _timed_rounds(step)
+    rates = sorted(
+        6.0 * params * run.train.batch_size / max(s, 1e-9) for s in seconds[-PILOT_ROUNDS:]
+    )
+    eval_seconds = _timed_rounds(evaluate)
+    eval_rate = 2.0 * params * rows / max(statistics.median(eval_seconds[-PILOT_ROUNDS:]), 1e-9)
+    return PilotRate(
+        rate=statistics.median(rates),
+        slow=rates[0],
+        fast=rates[-1],
+        rounds=len(seconds),
+        stable=_agree(seconds[-PILOT_ROUNDS:]),
+        eval_rate=eval_rate,
+    )
+
+
+def _agree(seconds: Sequence[float]) -> bool:
+    """Whether PILOT_ROUNDS round times lie within PILOT_TOLERANCE of their median."""
+    if len(seconds) < PILOT_ROUNDS:
+        return False
+    ordered = sorted(seconds)
+    return (ordered[-1] - ordered[0]) <= PILOT_TOLERANCE * ordered[len(ordered) // 2]
+
+
+def _timed_rounds(
+    step: Callable[[], None], clock: Callable[[], float] = time.perf_counter
+) -> list[float]:
+    """Seconds per step of each round, until the last PILOT_ROUNDS agree or PILOT_MAX_S pass."""
+    began = clock()
+    per_step: list[float] = []
+    while True:
+        started, steps = clock(), 0
+        while steps < PILOT_STEPS or (
+            clock() - started < PILOT_ROUND_S and steps < PILOT_MAX_STEPS
+        ):
+            step()
+            steps += 1
+        per_step.append((clock() - started) / steps)
+        if _agree(per_step[-PILOT_ROUNDS:]) or clock() - began >= PILOT_MAX_S:
+            return per_step
 
 
 #: A floor under one core's FLOP rate (a slow core on a busy machine): a sweep whose work at this
@@ -211,7 +308,7 @@ def cpu_timing(packs: Sequence[Sequence[PlannedRun]], cores: int, startup: float
     try:
         for threads in (1, cores):
             torch.set_num_threads(threads)
-            rates[threads] = pilot_flop_rate(run, data.image_shape, 1, "cpu", data.vocab_size)
+            rates[threads] = pilot_flop_rate(run, data.image_shape, 1, "cpu", data.vocab_size).rate
     finally:
         torch.set_num_threads(own)
     speedup = rates[cores] / rates[1]

@@ -1,9 +1,16 @@
 """What `--dry-run` tells: each pack, where it goes, its memory and its estimated time.
 
-Time = the pack's FLOP count (`cost.pack_flops`) divided by the FLOP rate of a short pilot of real
-training steps of the same packed model on the chosen device (`cost.pilot_flop_rate`); without a
-pilot only the FLOPs are given. Small models are bound by per-step overheads rather than FLOPs, which
-the pilot's measured rate already includes (it is a rate of whole steps, not a peak).
+Time = the pack's training FLOPs (`cost.pack_flops_parts`) divided by the FLOP rate of a pilot of
+real training steps of the same packed model on the chosen device, plus its evaluation FLOPs
+divided by the rate of forward-only evaluation chunks (`cost.pilot_flop_rate`, each timed in
+rounds until the rate is stable); without a pilot only the FLOPs are given. Small models are bound
+by per-step overheads rather than FLOPs, which the pilot's measured rate already includes (it is a
+rate of whole steps, not a peak).
+
+The estimate comes with a range: the pilot's slowest and fastest rounds, widened by how far
+estimates have been from real sweeps (`ACTUAL_OVER_ESTIMATE`, measured by
+benchmarks/estimate.py on images and text, see docs/benchmarks.md). Other work that starts on the
+machine after the pilot lengthens a sweep beyond any range the pilot can see.
 """
 
 from __future__ import annotations
@@ -19,7 +26,13 @@ from freebits_cli.sweep import cost
 if TYPE_CHECKING:
     from freebits_cli.data import Dataset
     from freebits_cli.spec import DatasetSpec
+    from freebits_cli.sweep.run import Planned
     from freebits_cli.sweep.runs import PlannedRun
+
+
+#: Actual / estimated time over the sweeps of benchmarks/estimate.py (lowest, highest), which
+#: widens the pilot's own spread into the range the estimate states.
+ACTUAL_OVER_ESTIMATE = (0.7, 1.6)
 
 
 @dataclass(frozen=True)
@@ -31,6 +44,8 @@ class PackEstimate:
     memory_bytes: int
     flops: float
     seconds: float | None  # None without a pilot
+    low: float | None = None  # the range of `seconds` (see ACTUAL_OVER_ESTIMATE)
+    high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -39,6 +54,9 @@ class SweepEstimate:
     pilot_device: str | None
     wall_seconds: float | None  # with `workers` packs at a time
     total_seconds: float | None  # device time summed over packs
+    wall_low: float | None = None  # the range of wall_seconds
+    wall_high: float | None = None
+    pilot_spread: float | None = None  # the largest spread of a pilot's rounds (fast-slow)/rate
 
     @property
     def flops(self) -> float:
@@ -51,9 +69,11 @@ def estimate(
     dataset: Callable[[DatasetSpec], Dataset],
     pilot_device: str | None,
     workers: int,
+    threads: int = 0,
 ) -> SweepEstimate:
-    """Estimate every pack; `where[i]` says where pack i goes; `workers` packs run at once."""
-    rates: dict[Any, float] = {}
+    """Estimate every pack; `where[i]` says where pack i goes; `workers` packs run at once, each
+    with `threads` torch threads on the CPU (0: this process's count)."""
+    rates: dict[Any, cost.PilotRate] = {}
     out = []
     for i, pack in enumerate(packs):
         run = pack[0].run
@@ -61,16 +81,20 @@ def estimate(
         n_train, n_test = len(data.x_train), len(data.x_test)
         memory = cost.estimate_memory(run, data.image_shape, n_train, n_test, data.vocab_size)
         remaining = run.train.epochs - pack[0].start_epoch
-        full = cost.pack_flops(run, memory.parameters, len(pack), n_train, n_test)
-        flops = full * remaining / max(1, run.train.epochs)
-        seconds = None
+        parts = cost.pack_flops_parts(run, memory.parameters, len(pack), n_train, n_test)
+        train, evaluation = (f * remaining / max(1, run.train.epochs) for f in parts)
+        flops = train + evaluation
+        seconds = low = high = None
         if pilot_device is not None:
             key = (run.model, run.train.batch_size, len(pack), data.image_shape)
             if key not in rates:
                 rates[key] = cost.pilot_flop_rate(
-                    run, data.image_shape, len(pack), pilot_device, data.vocab_size
+                    run, data.image_shape, len(pack), pilot_device, data.vocab_size, threads
                 )
-            seconds = flops / rates[key]
+            rate = rates[key]
+            seconds = rate.seconds(train, evaluation)
+            low = rate.seconds(train, evaluation, rate.fast) * ACTUAL_OVER_ESTIMATE[0]
+            high = rate.seconds(train, evaluation, rate.slow) * ACTUAL_OVER_ESTIMATE[1]
         out.append(
             PackEstimate(
                 i,
@@ -80,14 +104,40 @@ def estimate(
                 memory.total(len(pack)),
                 flops,
                 seconds,
+                low,
+                high,
             )
         )
-    times = [p.seconds for p in out if p.seconds is not None]
-    total = sum(times) if pilot_device is not None else None
-    wall = None
-    if total is not None:
-        wall = _makespan(times, max(1, workers))
-    return SweepEstimate(tuple(out), pilot_device, wall, total)
+    if pilot_device is None:
+        return SweepEstimate(tuple(out), None, None, None)
+    slots = max(1, workers)
+    return SweepEstimate(
+        tuple(out),
+        pilot_device,
+        wall_seconds=_makespan([p.seconds or 0.0 for p in out], slots),
+        total_seconds=sum(p.seconds or 0.0 for p in out),
+        wall_low=_makespan([p.low or 0.0 for p in out], slots),
+        wall_high=_makespan([p.high or 0.0 for p in out], slots),
+        pilot_spread=max((r.spread for r in rates.values()), default=0.0),
+    )
+
+
+def estimate_planned(p: Planned, pilot: bool = True) -> tuple[SweepEstimate, int]:
+    """The estimate of a planned sweep (`run_sweep`'s `Planned`) where its options send it, and
+    how many packs train at once there; the pilot runs on the device and threads packs get."""
+    from freebits_cli.sweep import executor
+
+    o, threads = p.options, 0
+    if o.executor == "local":
+        where = where_local(len(p.packs), p.devices, p.jobs, o.shard)
+        pilot_device, workers = p.devices[0], p.jobs
+        threads = p.choice.threads if p.choice is not None else 0
+    else:
+        where = where_slurm(len(p.packs), p.spec.slurm.max_array_size)
+        pilot_device = executor.resolve_devices("auto")[0]
+        workers = p.spec.slurm.array_parallelism
+    device = pilot_device if pilot else None
+    return estimate(p.packs, where, executor.dataset, device, workers, threads), workers
 
 
 def _makespan(times: Sequence[float], workers: int) -> float:
@@ -115,29 +165,40 @@ def where_slurm(count: int, max_array_size: int) -> list[str]:
 
 def render(est: SweepEstimate, workers: int) -> tuple[Table, str]:
     """The packs as a table, and the sweep's total as a line."""
-    table = Table(title="packs (time: FLOPs / a measured pilot step's rate)")
-    for column in ("pack", "runs", "from epoch", "where", "memory", "FLOPs", "est. time"):
+    piloted = est.total_seconds is not None
+    title = "packs (time: FLOPs / a measured pilot step's rate)" if piloted else "packs"
+    table = Table(title=title)
+    columns = ["pack", "runs", "from epoch", "where", "memory", "FLOPs"]
+    for column in columns + (["est. time", "range"] if piloted else []):
         table.add_column(column)
     for p in est.packs:
         ids = (
             ", ".join(p.run_ids) if len(p.run_ids) <= 3 else f"{p.run_ids[0]} … ({len(p.run_ids)})"
         )
-        table.add_row(
+        cells = [
             str(p.index),
             ids,
             str(p.start_epoch),
             p.where,
             f"{p.memory_bytes / 2**30:.2f} GiB",
             human_flops(p.flops),
-            human_seconds(p.seconds),
-        )
-    if est.total_seconds is None:
+        ]
+        if piloted:
+            cells += [human_seconds(p.seconds), f"{human_range(p.low, p.high)}"]
+        table.add_row(*cells)
+    if not piloted:
         return table, f"sweep: {human_flops(est.flops)} (no pilot: no time estimate)"
     return table, (
-        f"sweep: {human_flops(est.flops)}; estimated {human_seconds(est.wall_seconds)} wall with "
-        f"{workers} pack(s) at a time, {human_seconds(est.total_seconds)} of device time "
-        f"(pilot on {est.pilot_device})"
+        f"sweep: {human_flops(est.flops)}; estimated {human_seconds(est.wall_seconds)} wall "
+        f"(likely {human_range(est.wall_low, est.wall_high)}) with {workers} pack(s) at a time, "
+        f"{human_seconds(est.total_seconds)} of device time (pilot on {est.pilot_device}, its "
+        f"rounds within ±{50 * (est.pilot_spread or 0):.0f}%; the range adds the error of past "
+        "estimates; other work starting on the machine lengthens it)"
     )
+
+
+def human_range(low: float | None, high: float | None) -> str:
+    return f"{human_seconds(low)}–{human_seconds(high)}"
 
 
 def human_seconds(seconds: float | None) -> str:
