@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from freebits_cli.cli import app
-from freebits_cli.sweep import cost, dryrun
+from freebits_cli.sweep import cores, cost, dryrun, trainers
 
 runner = CliRunner()
 
@@ -82,14 +82,15 @@ def test_the_pilot_times_with_the_threads_each_worker_gets(
         return cost.PilotRate(rate=1e9, slow=0.8e9, fast=1.25e9, rounds=3, stable=True)
 
     monkeypatch.setattr(cost, "pilot_flop_rate", fake_pilot)
-    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    monkeypatch.setattr(cores, "machine", lambda threads=0: cores.Cores(4, "affinity"))
+    monkeypatch.setattr(trainers, "others", lambda: [])  # no other freebits trainer here
     args = ["sweep", "--dry-run", "--device", "cpu", "--out", str(tmp_path)]
     two = runner.invoke(app, [*args, "--jobs", "2", "--pack-size", "2"])
     assert two.exit_code == 0, two.output
     assert asked and set(asked) == {2}  # 4 cores, 2 workers: 2 threads each
     asked.clear()
     one = runner.invoke(app, [*args, "--jobs", "1"])
-    assert one.exit_code == 0 and set(asked) == {0}  # in process: its own threads
+    assert one.exit_code == 0 and set(asked) == {4}  # in process: every core
 
 
 def test_the_estimate_states_its_range(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
