@@ -70,3 +70,56 @@ def test_no_import_cycles() -> None:
 def test_the_scan_finds_a_cycle() -> None:
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+#: What each layer (a folder of the package, or a module at its root) may import beside itself:
+#: the layers below it. Any layer may import the package itself (`__version__`; its API names
+#: load lazily, unseen here).
+LAYERS: dict[str, set[str]] = {
+    "package": set(),
+    "errors": set(),
+    "schema": set(),
+    "spec": {"errors", "schema"},
+    "data": {"errors", "schema", "spec"},
+    "models": {"errors", "schema", "spec", "data"},
+    "results": {"errors", "schema", "spec"},
+    "engine": {"errors", "schema", "spec", "data", "models", "results"},
+    "export": {"errors", "schema", "spec", "results"},
+    "sweep": {"errors", "schema", "spec", "data", "models", "results", "engine", "export"},
+    "report": {"errors", "schema", "spec", "results"},
+    "api": {"errors", "schema", "spec", "results", "sweep"},
+    "cli": {
+        "errors",
+        "schema",
+        "spec",
+        "data",
+        "models",
+        "results",
+        "engine",
+        "export",
+        "sweep",
+        "report",
+    },
+}
+
+
+def layer(module: str) -> str:
+    """`freebits_cli.engine.step` -> `engine`; `freebits_cli.__main__` is the command line's."""
+    parts = module.split(".")
+    if len(parts) == 1:
+        return "package"
+    return "cli" if parts[1] == "__main__" else parts[1]
+
+
+def test_layers_import_only_the_layers_below_them() -> None:
+    files = sorted(PACKAGE.rglob("*.py"))
+    modules = {module_name(p) for p in files}
+    assert {layer(m) for m in modules} == set(LAYERS), "every folder has its place in LAYERS"
+    wrong = sorted(
+        f"{module} imports {target}"
+        for path in files
+        for module in [module_name(path)]
+        for target in imports(path, modules)
+        if layer(target) not in {layer(module), "package", *LAYERS[layer(module)]}
+    )
+    assert wrong == []
