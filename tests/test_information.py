@@ -352,8 +352,10 @@ def test_status_and_the_sweep_table_show_the_verdict_and_both_au_rules(swept: Pa
     table = runner.invoke(app, ["status", str(swept)], env={"COLUMNS": "200"})
     assert all(v in table.output for v in verdicts)
     # Re-running the sweep trains nothing and prints the closing table from the files.
-    again = runner.invoke(app, ["sweep", *sum((["--set", f"{k}={json.dumps(v)}"] for k, v in TINY), []),
-                                "--device", "cpu", "--out", str(swept)], env={"COLUMNS": "250"})  # fmt: skip
+    sets = [part for k, v in TINY for part in ("--set", f"{k}={json.dumps(v)}")]
+    again = runner.invoke(
+        app, ["sweep", *sets, "--device", "cpu", "--out", str(swept)], env={"COLUMNS": "250"}
+    )
     assert again.exit_code == 0 and "nothing to train" in again.output, again.output
     for header in ("AU cov", "AU KL", "MI [95%]", "marg. KL", "probe", "information"):
         assert header in again.output
