@@ -336,3 +336,27 @@ def test_large_test_sets_get_fewer_draws() -> None:
     assert mi_draws(10, 6_000) == 5
     assert mi_draws(10, 10_000, batch=50) == 10  # per-batch mixtures cost N × B
     assert mi_draws(1, 359) == 1  # asked for one: no interval
+
+
+def test_status_and_the_sweep_table_show_the_verdict_and_both_au_rules(swept: Path) -> None:
+    from typer.testing import CliRunner
+
+    from freebits_cli.cli import app
+
+    runner = CliRunner()
+    verdicts = sorted(s["information"] for s in summaries(swept))
+    status = runner.invoke(app, ["status", str(swept), "--json"])
+    assert status.exit_code == 0, status.output
+    rows = [json.loads(line) for line in status.output.splitlines()]
+    assert sorted(r["information"] for r in rows) == verdicts
+    table = runner.invoke(app, ["status", str(swept)], env={"COLUMNS": "200"})
+    assert all(v in table.output for v in verdicts)
+    # Re-running the sweep trains nothing and prints the closing table from the files.
+    sets = [part for k, v in TINY for part in ("--set", f"{k}={json.dumps(v)}")]
+    again = runner.invoke(
+        app, ["sweep", *sets, "--device", "cpu", "--out", str(swept)], env={"COLUMNS": "250"}
+    )
+    assert again.exit_code == 0 and "nothing to train" in again.output, again.output
+    for header in ("AU cov", "AU KL", "MI [95%]", "marg. KL", "probe", "information"):
+        assert header in again.output
+    assert "Cov_x(E_q[z_j|x])" in again.output and all(v in again.output for v in verdicts)
