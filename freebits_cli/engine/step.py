@@ -97,7 +97,7 @@ class MemberAdam(_PerMember, torch.optim.Adam):
     them, else from the stacked gradient.
     """
 
-    per_member_steps = True
+    member_steps = True
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
@@ -184,17 +184,17 @@ def make_optimizer(
     capturable: bool,
     kind: str = "adam",
     momentum: float = 0.0,
-    member_wise: bool = False,
+    per_member: bool = False,
 ) -> torch.optim.Optimizer:
     """Adam (fused: one kernel for all parameters) or SGD over the stacked parameters.
 
     Where a pack runs as one batched model (CUDA) the whole stacked tensors go to the kernel, and
     `capturable` keeps Adam's step count and learning rate on the device so a CUDA graph can
     replay the update. Where it runs member by member (CPU), `MemberAdam` / `MemberSGD` keep a
-    member's update bit-identical to a lone run's; `member_wise` asks for them on CUDA too, where
+    member's update bit-identical to a lone run's; `per_member` asks for them on CUDA too, where
     steps update some members only (aggressive training).
     """
-    apart = member_wise or not packing.batched(device)
+    apart = per_member or not packing.batched(device)
     if kind == "sgd":
         if apart:
             return MemberSGD(params, lr=lr, momentum=momentum)
