@@ -117,6 +117,8 @@ def write_run(
                     "",  # test_ppl: not text
                     "",  # test_elbo_ppl
                     "",  # valid_elbo
+                    "",  # aggressive_steps: not aggressive
+                    "",  # aggressive_mi
                     e * 0.1,
                 ]
             )

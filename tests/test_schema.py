@@ -65,6 +65,7 @@ def test_every_file_and_column_a_run_writes_is_in_the_schema(swept: Path) -> Non
         schema.KL_PER_DIM,
         schema.SUMMARY,
         schema.SAMPLES,
+        schema.MODEL_FILE,
         ".lock",
     }
     for folder in folders:

@@ -344,10 +344,11 @@ class PackStep:
         finally:
             if update is not None:
                 self.optimizer.update = None  # type: ignore[attr-defined]
-        if accumulate:
-            terms = torch.stack([loss.detach() * rows, recon.detach() * rows, kl_sum, share * rows])
+        losses = loss.detach()
+        if accumulate:  # the epoch's sums last: a captured step ends with them
+            terms = torch.stack([losses * rows, recon.detach() * rows, kl_sum, share * rows])
             self.sums += terms.double()
-        return loss.detach()
+        return losses
 
     def _clip(self) -> None:
         """Scale each member's gradient to L2 norm ≤ `grad_clip`, its own norm, never the pack's
