@@ -20,14 +20,14 @@ those it has alone.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from freebits_cli.engine.step import Update
 
-if TYPE_CHECKING:
-    from freebits_cli.engine.train import PackTrainer
+#: The trainer (`train.PackTrainer`, not imported here: it imports this module).
+PackTrainer = Any
 
 #: He et al. compare the encoder's loss every 15 inner steps.
 CHECK_EVERY = 15

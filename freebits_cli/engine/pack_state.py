@@ -163,7 +163,7 @@ def _steps(
 ) -> torch.Tensor:
     """Adam's step count of parameter `name`: (K,), one per member, for an optimizer that counts
     per member (`MemberAdam`), else the pack's one count."""
-    if not getattr(optimizer, "per_member_steps", False):
+    if not getattr(optimizer, "member_steps", False):
         return torch.tensor(states[0]["adam_step"], dtype=torch.float32, device=device)  # type: ignore[index]
     counts = [
         s["adam_steps"].get(name, s["adam_step"]) if "adam_steps" in s else s["adam_step"]  # type: ignore[operator]

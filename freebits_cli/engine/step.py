@@ -74,7 +74,7 @@ class MemberOptimizer:
     #: ids of the stacked parameters of the encoder (read by `Update`'s encoder/decoder split).
     encoder: frozenset[int] = frozenset()
     #: Step counts per parameter and member (Adam): checkpoints save and load one per member.
-    per_member_steps = False
+    member_steps = False
 
     def scale(self, member: int) -> float:
         return 1.0 if self.lr_scales is None else self.lr_scales[member]
@@ -117,7 +117,7 @@ class MemberAdam(MemberOptimizer, torch.optim.Adam):
     them, else from the stacked gradient.
     """
 
-    per_member_steps = True
+    member_steps = True
 
     @torch.no_grad()
     def step(self, closure: Any = None) -> None:  # type: ignore[override]
@@ -210,18 +210,18 @@ def make_optimizer(
     capturable: bool,
     kind: str = "adam",
     momentum: float = 0.0,
-    member_wise: bool = False,
+    per_member: bool = False,
 ) -> torch.optim.Optimizer:
     """Adam (fused: one kernel for all parameters) or SGD over the stacked parameters.
 
     Where a pack runs as one batched model (CUDA) the whole stacked tensors go to the kernel, and
     `capturable` keeps Adam's step count and learning rate on the device so a CUDA graph can
     replay the update. Where it runs member by member (CPU), `MemberAdam` / `MemberSGD` keep a
-    member's update bit-identical to a lone run's; `member_wise` asks for them on CUDA too, where
+    member's update bit-identical to a lone run's; `per_member` asks for them on CUDA too, where
     members need learning rates and optimizer restarts of their own (the plateau decay) or steps
     update some members only (aggressive training).
     """
-    apart = member_wise or not packing.batched(device)
+    apart = per_member or not packing.batched(device)
     if kind == "sgd":
         if apart:
             return MemberSGD(params, lr=lr, momentum=momentum)
@@ -371,10 +371,11 @@ class PackStep:
         finally:
             if update is not None:
                 self.optimizer.update = None  # type: ignore[attr-defined]
-        if accumulate:
-            terms = torch.stack([loss.detach() * rows, recon.detach() * rows, kl_sum, share * rows])
+        losses = loss.detach()
+        if accumulate:  # the epoch's sums last: a captured step ends with them
+            terms = torch.stack([losses * rows, recon.detach() * rows, kl_sum, share * rows])
             self.sums += terms.double()
-        return loss.detach()
+        return losses
 
     def _clip(self) -> None:
         """Scale each member's gradient to L2 norm ≤ `grad_clip`, its own norm, never the pack's

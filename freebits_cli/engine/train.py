@@ -149,7 +149,7 @@ class PackTrainer:
         graph = graph and not apart
         self.optimizer = make_optimizer(
             self.model.parameters(), train.lr, train.adam_eps, self.device, capturable=graph,
-            kind=train.optimizer, momentum=train.momentum, member_wise=apart,
+            kind=train.optimizer, momentum=train.momentum, per_member=apart,
         )  # fmt: skip
         for member, state in zip(self.members, states, strict=True):
             if state is None:

@@ -189,7 +189,8 @@ def prepare(plan_: Plan, spec: SweepSpec, replace_sweep: bool = False) -> None:
     Runs are reset (when they must start from scratch) only under their lock, in `train_pack`."""
     try:
         storage.write_text(plan_.sweep_dir / schema.SPEC_FILE, dump_spec(spec))
-        for item in plan_.runs:  # a kill between summary.json and the checkpoint's removal
+        # A kill between summary.json and the checkpoint's removal (runs and pretrainings):
+        for item in (*plan_.runs, *plan_.pretrainings):
             leftover = (item.folder / schema.CHECKPOINT).exists()
             if item.state == "done" and leftover and (lock := locks.try_lock(item.folder, 0)):
                 try:

@@ -1,14 +1,17 @@
 """Train one pack in this process: lock its runs, decide under the locks where each starts (from
-scratch, or from its checkpoints), and run the trainer."""
+scratch, or from its checkpoints; a fresh start after a pretraining needs it complete, trained or
+waited for here), and run the trainer."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from freebits_cli import schema
 from freebits_cli.errors import ResultsError
 from freebits_cli.results import locks, resume, storage
+from freebits_cli.spec import RunConfig
 from freebits_cli.sweep import pretrain
 from freebits_cli.sweep.runs import Callbacks, PlannedRun, dataset
 
@@ -99,7 +102,8 @@ def _with_pretrainings(
     if not any(item.run.pretrain.epochs for item in fresh):
         return fresh, []
     sweep = fresh[0].folder.parent.parent
-    reasons = pretrain.ensure([i.run for i in fresh], sweep, device, threads, interrupt.check)
+    runs = [i.run for i in fresh]
+    reasons = ensure_pretrainings(runs, sweep, device, threads, interrupt.check)
     outcomes = []
     for item in fresh:
         if item.run.run_id in reasons:
@@ -158,3 +162,33 @@ def _train_group(
     if start:
         trainer.resume(states)
     return trainer.run(callbacks.on_epoch, callbacks.on_step)
+
+
+def ensure_pretrainings(
+    runs: Sequence[RunConfig],
+    sweep: Path,
+    device: str,
+    threads: int,
+    check: Callable[[], None],
+) -> dict[str, str]:
+    """Make every pretraining `runs` need complete: train it here (under its lock, resuming from
+    its checkpoint) or wait for the process that holds it. Returns, per run id whose pretraining
+    failed, the reason (the run cannot start)."""
+    failed: dict[str, str] = {}
+    for pre in pretrain.needed(runs):
+        folder = pretrain.folder_of(sweep, pre)
+        tried = False
+        while (state := storage.run_state(folder, pre)) != "done":
+            if tried and state == "failed":
+                record = storage.read_json(folder / schema.FAILED) or {}
+                reason = f"its pretraining {pre.run_id} failed: {record.get('reason', '?')}"
+                for run in runs:
+                    if (p := pretrain.pretraining_of(run)) is not None and p.run_id == pre.run_id:
+                        failed[run.run_id] = reason
+                break
+            item = PlannedRun(pre, folder, state)
+            outcomes: list[Outcome] = train_pack([item], (), device, threads)
+            if any(o.state == "busy" for o in outcomes):
+                locks.wait_until_free([folder], check)
+            tried = True
+    return failed

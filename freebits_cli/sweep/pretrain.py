@@ -7,25 +7,21 @@ its own (`pretraining_of`), stored once in RESULTS/<sweep>/pretrain/<its id>/ an
 run with the same pretraining — the fields that act after it (free bits, annealing, evaluation,
 the decoder reset, the run's own epochs) are not part of it. The sweep plans the pretrainings its
 runs need and trains them first (`executor.plan`, `run`); a pack that finds one missing (another
-process, a cluster job) trains or waits for it under its lock (`ensure`), so it is trained once,
-resumes exactly after a kill like any run, and a run never starts from an unfinished one.
+process, a cluster job) trains or waits for it under its lock (`pack_runner.ensure_pretrainings`),
+so it is trained once, resumes exactly after a kill like any run, and a run never starts from an
+unfinished one.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from freebits_cli import schema
 from freebits_cli.errors import SpecError
-from freebits_cli.results import locks, storage
+from freebits_cli.results import storage
 from freebits_cli.spec import AnnealSpec, FreeBitsSpec, InitSpec, PretrainSpec, RunConfig
-from freebits_cli.sweep.runs import PlannedRun
-
-if TYPE_CHECKING:
-    from freebits_cli.engine.train import Outcome
 
 #: β ≡ 0 for every step: a linear schedule from 0 to 0 (the autoencoder of `--beta 0`).
 AUTOENCODER = AnnealSpec(schedule="linear", beta_start=0.0, beta_max=0.0)
@@ -74,38 +70,6 @@ def start_of(run: RunConfig, sweep: Path) -> tuple[Path | None, bool]:
     if run.init.from_:
         return Path(run.init.from_).expanduser(), False
     return None, False
-
-
-def ensure(
-    runs: Sequence[RunConfig],
-    sweep: Path,
-    device: str,
-    threads: int,
-    check: Callable[[], None],
-) -> dict[str, str]:
-    """Make every pretraining `runs` need complete: train it here (under its lock, resuming from
-    its checkpoint) or wait for the process that holds it. Returns, per run id whose pretraining
-    failed, the reason (the run cannot start)."""
-    from freebits_cli.sweep.pack_runner import train_pack
-
-    failed: dict[str, str] = {}
-    for pre in needed(runs):
-        folder = folder_of(sweep, pre)
-        tried = False
-        while (state := storage.run_state(folder, pre)) != "done":
-            if tried and state == "failed":
-                record = storage.read_json(folder / schema.FAILED) or {}
-                reason = f"its pretraining {pre.run_id} failed: {record.get('reason', '?')}"
-                for run in runs:
-                    if (p := pretraining_of(run)) is not None and p.run_id == pre.run_id:
-                        failed[run.run_id] = reason
-                break
-            item = PlannedRun(pre, folder, state)
-            outcomes: list[Outcome] = train_pack([item], (), device, threads)
-            if any(o.state == "busy" for o in outcomes):
-                locks.wait_until_free([folder], check)
-            tried = True
-    return failed
 
 
 def check_source(run: RunConfig, sweep: Path) -> None:
