@@ -271,13 +271,12 @@ def test_plateau_rule_gives_the_reference_lr_sequence(
 
 PLATEAU = [
     ("train.epochs", 10),
-    ("eval.mi", False),
     ("train.lr", 0.2),
     ("train.lr_decay", "plateau"),
     ("train.lr_patience", 1),
     ("train.lr_max_decays", 3),
     ("dataset.valid_size", 100),
-    ("eval.iwae_samples", 0),
+    ("eval.iwae_samples", 3),
     ("eval.select", "best_valid"),
     ("grid.lambda", [0, 0.5]),
     ("grid.seed", [0, 1]),
@@ -308,6 +307,9 @@ def test_plateau_decay_per_member_packed_equals_alone_and_resumes_exactly(tmp_pa
     assert len(set(decayed_at.values())) > 1 or len(decayed_at) < len(runs)
     assert any(s["lr_decays"] == 3 for s in runs.values())
     assert {len(_columns(tmp_path / "packed", r)["epoch"]) for r in runs} != {10}
+    # A run that stops early is scored as at a last epoch (IWAE bound and MI).
+    for run in runs.values():
+        assert run["test_iwae_nll"] is not None and run["test_mi"] is not None, run["run_id"]
     sweeps.train(spec, tmp_path / "alone", pack_size=1)
     assert_same_runs(tmp_path / "packed", tmp_path / "alone")
     for run_id in runs:
