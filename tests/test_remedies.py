@@ -11,12 +11,18 @@ from typing import Any
 import pytest
 import sweeps
 import torch
+from typer.testing import CliRunner
 
+from freebits_cli.cli import app
 from freebits_cli.engine.objective import gaussian_kl_per_dim
 from freebits_cli.engine.plateau import Plateau, after_epoch, stopped
 from freebits_cli.engine.step import make_optimizer
+from freebits_cli.errors import SpecError
 from freebits_cli.models import build_model
 from freebits_cli.models.mu_norm import EPS, MuNormalised, kl_floor
+from freebits_cli.report.remedies import remedies_markdown, remedies_table
+from freebits_cli.results.reader import read_results
+from freebits_cli.results.remedies import remedies, remedy_name
 from freebits_cli.spec import ModelSpec, RunConfig, SweepSpec, TrainSpec
 from freebits_cli.spec.files import build_spec
 from freebits_cli.sweep import executor
@@ -379,8 +385,6 @@ def test_member_optimizers_scale_and_restart_members_alone() -> None:
 
 
 def test_plateau_settings_refuse_bad_values_in_one_line() -> None:
-    from freebits_cli.errors import SpecError
-
     cases = [
         ([("train.lr_decay", "plateau")], "train.lr_decay"),  # no validation set
         ([("train.lr_decay", "sometimes")], "train.lr_decay"),
@@ -400,8 +404,6 @@ def test_plateau_settings_refuse_bad_values_in_one_line() -> None:
 
 
 def test_remedies_are_named_from_the_config() -> None:
-    from freebits_cli.results.remedies import remedies, remedy_name
-
     def name(**fields: Any) -> str:
         return remedy_name(remedies({k.replace("__", "."): v for k, v in fields.items()}))
 
@@ -420,9 +422,6 @@ def test_remedies_are_named_from_the_config() -> None:
 
 
 def test_remedies_table_takes_each_remedys_best_setting_over_seeds(tmp_path: Path) -> None:
-    from freebits_cli.report.remedies import remedies_markdown, remedies_table
-    from freebits_cli.results.reader import read_results
-
     spec = small_spec(
         ("grid.anneal", ["constant", "linear"]),
         ("grid.lambda", [0, 0.5, 1.0]),
@@ -450,3 +449,36 @@ def test_remedies_table_takes_each_remedys_best_setting_over_seeds(tmp_path: Pat
         assert row["test_mi_mean"] == pytest.approx(seeds.mean())
     text = remedies_markdown(table)
     assert "| KL warm-up + free bits |" in text and "Every run: β < 1." in text
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--set", "train.lr_decay=plateau"], "train.lr_decay"),
+        (["--set", "train.lr_factor=2"], "train.lr_factor"),
+        (["--set", "model.mu_bn_gamma=-0.5"], "model.mu_bn_gamma"),
+        (["--anneal", "constnt"], "anneal.schedule"),
+        (["--free-bits-mode", "example_totals"], "free_bits.mode"),
+    ],
+)
+def test_bad_remedy_values_on_the_command_line_are_one_line_and_exit_2(
+    tmp_path: Path, args: list[str], needle: str
+) -> None:
+    result = CliRunner().invoke(app, ["sweep", "--out", str(tmp_path), "--dry-run", *args])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_remedies_spec_validates_and_dry_runs(tmp_path: Path) -> None:
+    spec = Path(__file__).resolve().parents[1] / "configs" / "remedies.yaml"
+    runs = build_spec(spec).expand()
+    assert len(runs) == 48 and {r.train.lr_decay for r in runs} == {"plateau"}
+    assert {(r.anneal.schedule, r.anneal.beta_max) for r in runs} == {
+        ("constant", 1.0), ("constant", 0.4), ("linear", 1.0), ("linear", 0.4),
+    }  # fmt: skip
+    result = CliRunner().invoke(
+        app, ["sweep", str(spec), "--out", str(tmp_path), "--dry-run", "--no-pilot"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "48 runs" in result.output and not (tmp_path / "remedies" / "runs").exists()
