@@ -110,6 +110,7 @@ def write_run(
                     active_units,
                     active_units,
                     0.5,
+                    1e-3,  # lr
                     iwae if (iwae is not None and e == epochs) else "",
                     mi if (mi is not None and e == epochs) else "",
                     "",  # test_bits_per_dim: not an image likelihood

@@ -9,7 +9,6 @@ together and end with the numbers an uninterrupted one would have.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -20,15 +19,7 @@ import torch
 
 from freebits_cli import schema
 from freebits_cli.data import Dataset
-from freebits_cli.engine import (
-    batches,
-    interrupt,
-    pack_state,
-    plateau,
-    samples,
-    scores,
-    selection,
-)  # fmt: skip
+from freebits_cli.engine import batches, interrupt, pack_state, plateau, samples, scores, selection
 from freebits_cli.engine.metrics import evaluate
 from freebits_cli.engine.objective import beta_at, binding_share, free_bits_kl
 from freebits_cli.engine.pack_state import STREAMS, Member, generator, stream_seed
@@ -368,13 +359,11 @@ class PackTrainer:
         train = self.config.train
         if not self.on_plateau or epoch >= train.epochs:
             return
-        ending = []
-        for i, (member, row) in enumerate(zip(self.members, rows, strict=True)):
-            peek = copy.copy(member.plateau)
-            if member.best is not None and row["valid_elbo"] is not None:
-                plateau.after_epoch(peek, row["valid_elbo"], epoch, train)
-                if plateau.stopped(peek, train):
-                    ending.append(i)
+        ending = [
+            i
+            for i, (member, row) in enumerate(zip(self.members, rows, strict=True))
+            if member.best is not None and plateau.ends_now(member.plateau, row, epoch, train)
+        ]
         if not ending:
             return
         model = build_model(self.config.model, self.image_shape, len(ending), self.data.vocab_size)
