@@ -21,7 +21,7 @@ from freebits_cli.errors import SpecError
 from freebits_cli.models import build_model
 from freebits_cli.models.mu_norm import EPS, MuNormalised, kl_floor
 from freebits_cli.report.remedies import remedies_markdown, remedies_table
-from freebits_cli.results.reader import read_results
+from freebits_cli.results.reader import read_results, strategy
 from freebits_cli.results.remedies import remedies, remedy_name
 from freebits_cli.spec import ModelSpec, RunConfig, SweepSpec, TrainSpec
 from freebits_cli.spec.files import build_spec
@@ -419,6 +419,9 @@ def test_remedies_are_named_from_the_config() -> None:
     assert name(model__mu_bn_gamma=0.6, train__lr_decay="plateau") == "BN-VAE + plateau LR"
     assert name(pretrain__epochs=5, free_bits__lambda=0.25) == "pretraining + free bits"
     assert remedy_name(("BN-VAE", "plateau LR"), common=("plateau LR",)) == "BN-VAE"
+    # Exercise 2's strategies: a constant β is not annealing.
+    assert strategy(0.0, "constant") == "baseline" and strategy(0.5, "constant") == "free bits only"
+    assert strategy(0.5, "linear") == "both"
 
 
 def test_remedies_table_takes_each_remedys_best_setting_over_seeds(tmp_path: Path) -> None:
