@@ -17,6 +17,7 @@ from freebits_cli.cli import app
 from freebits_cli.engine.objective import gaussian_kl_per_dim
 from freebits_cli.engine.plateau import Plateau, after_epoch, stopped
 from freebits_cli.engine.step import make_optimizer
+from freebits_cli.engine.train import PackTrainer
 from freebits_cli.errors import SpecError
 from freebits_cli.models import build_model
 from freebits_cli.models.mu_norm import EPS, MuNormalised, kl_floor
@@ -294,7 +295,9 @@ def _columns(out: Path, run_id: str) -> dict[str, list[str]]:
     return {name: [r[i] for r in rows[1:]] for i, name in enumerate(rows[0])}
 
 
-def test_plateau_decay_per_member_packed_equals_alone_and_resumes_exactly(tmp_path: Path) -> None:
+def test_plateau_decay_per_member_packed_equals_alone_and_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = small_spec(*PLATEAU)
     sweeps.train(spec, tmp_path / "packed")
     runs = summaries(tmp_path / "packed")
@@ -323,6 +326,21 @@ def test_plateau_decay_per_member_packed_equals_alone_and_resumes_exactly(tmp_pa
     first = min(decayed_at.values())
     resume_after(spec, tmp_path / "resumed", first)
     assert_same_runs(tmp_path / "packed", tmp_path / "resumed")
+    # Killed after a stopping run's last epoch was committed, before it was written up: the
+    # resume finishes it first, with the numbers of an uninterrupted sweep.
+    retire = PackTrainer._retire_stopped
+
+    def killed(self: PackTrainer) -> Any:
+        if any(stopped(m.plateau, self.config.train) for m in self.members):
+            raise Interrupt
+        return retire(self)
+
+    monkeypatch.setattr(PackTrainer, "_retire_stopped", killed)
+    with pytest.raises(Interrupt):
+        sweeps.train(spec, tmp_path / "killed")
+    monkeypatch.setattr(PackTrainer, "_retire_stopped", retire)
+    sweeps.train(spec, tmp_path / "killed")
+    assert_same_runs(tmp_path / "packed", tmp_path / "killed")
 
 
 def test_plateau_decay_reloads_the_best_parameters(tmp_path: Path) -> None:
