@@ -11,12 +11,19 @@ from typing import Any
 import pytest
 import sweeps
 import torch
+from typer.testing import CliRunner
 
+from freebits_cli.cli import app
 from freebits_cli.engine.objective import gaussian_kl_per_dim
 from freebits_cli.engine.plateau import Plateau, after_epoch, stopped
 from freebits_cli.engine.step import make_optimizer
+from freebits_cli.engine.train import PackTrainer
+from freebits_cli.errors import SpecError
 from freebits_cli.models import build_model
 from freebits_cli.models.mu_norm import EPS, MuNormalised, kl_floor
+from freebits_cli.report.remedies import remedies_markdown, remedies_table
+from freebits_cli.results.reader import read_results, strategy
+from freebits_cli.results.remedies import remedies, remedy_name
 from freebits_cli.spec import ModelSpec, RunConfig, SweepSpec, TrainSpec
 from freebits_cli.spec.files import build_spec
 from freebits_cli.sweep import executor
@@ -271,13 +278,12 @@ def test_plateau_rule_gives_the_reference_lr_sequence(
 
 PLATEAU = [
     ("train.epochs", 10),
-    ("eval.mi", False),
     ("train.lr", 0.2),
     ("train.lr_decay", "plateau"),
     ("train.lr_patience", 1),
     ("train.lr_max_decays", 3),
     ("dataset.valid_size", 100),
-    ("eval.iwae_samples", 0),
+    ("eval.iwae_samples", 3),
     ("eval.select", "best_valid"),
     ("grid.lambda", [0, 0.5]),
     ("grid.seed", [0, 1]),
@@ -289,7 +295,9 @@ def _columns(out: Path, run_id: str) -> dict[str, list[str]]:
     return {name: [r[i] for r in rows[1:]] for i, name in enumerate(rows[0])}
 
 
-def test_plateau_decay_per_member_packed_equals_alone_and_resumes_exactly(tmp_path: Path) -> None:
+def test_plateau_decay_per_member_packed_equals_alone_and_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     spec = small_spec(*PLATEAU)
     sweeps.train(spec, tmp_path / "packed")
     runs = summaries(tmp_path / "packed")
@@ -308,6 +316,9 @@ def test_plateau_decay_per_member_packed_equals_alone_and_resumes_exactly(tmp_pa
     assert len(set(decayed_at.values())) > 1 or len(decayed_at) < len(runs)
     assert any(s["lr_decays"] == 3 for s in runs.values())
     assert {len(_columns(tmp_path / "packed", r)["epoch"]) for r in runs} != {10}
+    # A run that stops early is scored as at a last epoch (IWAE bound and MI).
+    for run in runs.values():
+        assert run["test_iwae_nll"] is not None and run["test_mi"] is not None, run["run_id"]
     sweeps.train(spec, tmp_path / "alone", pack_size=1)
     assert_same_runs(tmp_path / "packed", tmp_path / "alone")
     for run_id in runs:
@@ -315,6 +326,21 @@ def test_plateau_decay_per_member_packed_equals_alone_and_resumes_exactly(tmp_pa
     first = min(decayed_at.values())
     resume_after(spec, tmp_path / "resumed", first)
     assert_same_runs(tmp_path / "packed", tmp_path / "resumed")
+    # Killed after a stopping run's last epoch was committed, before it was written up: the
+    # resume finishes it first, with the numbers of an uninterrupted sweep.
+    retire = PackTrainer._retire_stopped
+
+    def killed(self: PackTrainer) -> Any:
+        if any(stopped(m.plateau, self.config.train) for m in self.members):
+            raise Interrupt
+        return retire(self)
+
+    monkeypatch.setattr(PackTrainer, "_retire_stopped", killed)
+    with pytest.raises(Interrupt):
+        sweeps.train(spec, tmp_path / "killed")
+    monkeypatch.setattr(PackTrainer, "_retire_stopped", retire)
+    sweeps.train(spec, tmp_path / "killed")
+    assert_same_runs(tmp_path / "packed", tmp_path / "killed")
 
 
 def test_plateau_decay_reloads_the_best_parameters(tmp_path: Path) -> None:
@@ -336,7 +362,8 @@ def test_plateau_decay_reloads_the_best_parameters(tmp_path: Path) -> None:
             assert state["best"]["epoch"] == 1 and state["plateau"]["scale"] == 0.5
             for name, value in state["params"].items():
                 assert torch.equal(value, state["best"]["params"][name]), name
-            assert state["adam_step"] == 0.0
+            counts = state.get("adam_steps") or {"every parameter": state["adam_step"]}
+            assert all(count == 0.0 for count in counts.values()), counts
             assert all((m == 0).all() for ms in state["adam"].values() for m in ms.values())
             checked += 1
     assert checked
@@ -377,8 +404,6 @@ def test_member_optimizers_scale_and_restart_members_alone() -> None:
 
 
 def test_plateau_settings_refuse_bad_values_in_one_line() -> None:
-    from freebits_cli.errors import SpecError
-
     cases = [
         ([("train.lr_decay", "plateau")], "train.lr_decay"),  # no validation set
         ([("train.lr_decay", "sometimes")], "train.lr_decay"),
@@ -398,8 +423,6 @@ def test_plateau_settings_refuse_bad_values_in_one_line() -> None:
 
 
 def test_remedies_are_named_from_the_config() -> None:
-    from freebits_cli.results.remedies import remedies, remedy_name
-
     def name(**fields: Any) -> str:
         return remedy_name(remedies({k.replace("__", "."): v for k, v in fields.items()}))
 
@@ -415,12 +438,12 @@ def test_remedies_are_named_from_the_config() -> None:
     assert name(model__mu_bn_gamma=0.6, train__lr_decay="plateau") == "BN-VAE + plateau LR"
     assert name(pretrain__epochs=5, free_bits__lambda=0.25) == "pretraining + free bits"
     assert remedy_name(("BN-VAE", "plateau LR"), common=("plateau LR",)) == "BN-VAE"
+    # Exercise 2's strategies: a constant β is not annealing.
+    assert strategy(0.0, "constant") == "baseline" and strategy(0.5, "constant") == "free bits only"
+    assert strategy(0.5, "linear") == "both"
 
 
 def test_remedies_table_takes_each_remedys_best_setting_over_seeds(tmp_path: Path) -> None:
-    from freebits_cli.report.remedies import remedies_markdown, remedies_table
-    from freebits_cli.results.reader import read_results
-
     spec = small_spec(
         ("grid.anneal", ["constant", "linear"]),
         ("grid.lambda", [0, 0.5, 1.0]),
@@ -448,3 +471,36 @@ def test_remedies_table_takes_each_remedys_best_setting_over_seeds(tmp_path: Pat
         assert row["test_mi_mean"] == pytest.approx(seeds.mean())
     text = remedies_markdown(table)
     assert "| KL warm-up + free bits |" in text and "Every run: β < 1." in text
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--set", "train.lr_decay=plateau"], "train.lr_decay"),
+        (["--set", "train.lr_factor=2"], "train.lr_factor"),
+        (["--set", "model.mu_bn_gamma=-0.5"], "model.mu_bn_gamma"),
+        (["--anneal", "constnt"], "anneal.schedule"),
+        (["--free-bits-mode", "example_totals"], "free_bits.mode"),
+    ],
+)
+def test_bad_remedy_values_on_the_command_line_are_one_line_and_exit_2(
+    tmp_path: Path, args: list[str], needle: str
+) -> None:
+    result = CliRunner().invoke(app, ["sweep", "--out", str(tmp_path), "--dry-run", *args])
+    assert result.exit_code == 2, result.output
+    assert needle in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_remedies_spec_validates_and_dry_runs(tmp_path: Path) -> None:
+    spec = Path(__file__).resolve().parents[1] / "configs" / "remedies.yaml"
+    runs = build_spec(spec).expand()
+    assert len(runs) == 48 and {r.train.lr_decay for r in runs} == {"plateau"}
+    assert {(r.anneal.schedule, r.anneal.beta_max) for r in runs} == {
+        ("constant", 1.0), ("constant", 0.4), ("linear", 1.0), ("linear", 0.4),
+    }  # fmt: skip
+    result = CliRunner().invoke(
+        app, ["sweep", str(spec), "--out", str(tmp_path), "--dry-run", "--no-pilot"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "48 runs" in result.output and not (tmp_path / "remedies" / "runs").exists()

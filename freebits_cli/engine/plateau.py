@@ -20,6 +20,7 @@ and stop do not depend on its pack.
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -66,6 +67,16 @@ def after_epoch(state: Plateau, valid_elbo: float, epoch: int, train: TrainSpec)
 def stopped(state: Plateau, train: TrainSpec) -> bool:
     """Whether the run has decayed `lr_max_decays` times: its training ends."""
     return train.lr_decay == "plateau" and state.decays >= train.lr_max_decays
+
+
+def ends_now(state: Plateau, row: dict[str, Any], epoch: int, train: TrainSpec) -> bool:
+    """Whether the rule, applied after `epoch` to the epoch's metrics row, will stop the run
+    (`state` itself is left as it is)."""
+    if row.get("valid_elbo") is None:
+        return False
+    peek = copy.copy(state)
+    after_epoch(peek, row["valid_elbo"], epoch, train)
+    return stopped(peek, train)
 
 
 @torch.no_grad()

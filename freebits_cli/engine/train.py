@@ -389,6 +389,7 @@ class PackTrainer:
             train = self.train_epoch(epoch, on_step)
             self.model.eval()
             rows = self._evaluate_epoch(epoch + 1, train)
+            self._end_of_run_scores(epoch + 1, rows)
             elapsed = time.perf_counter() - started
             diverged = {}
             for i, (member, row) in enumerate(zip(self.members, rows, strict=True)):
@@ -413,6 +414,35 @@ class PackTrainer:
         if self.members:
             outcomes += self._finish()
         return outcomes
+
+    def _end_of_run_scores(self, epoch: int, rows: list[dict[str, Any]]) -> None:
+        """The members whose plateau decays run out at 1-based `epoch` (before train.epochs) end
+        their training here: their rows get the end-of-run scores (IWAE bound, MI) that a last
+        epoch has, from a pack of just them, so no other member's row depends on it."""
+        train = self.config.train
+        if not self.on_plateau or epoch >= train.epochs:
+            return
+        ending = [
+            i
+            for i, (member, row) in enumerate(zip(self.members, rows, strict=True))
+            if member.best is not None and plateau.ends_now(member.plateau, row, epoch, train)
+        ]
+        if not ending:
+            return
+        model = build_model(self.config.model, self.image_shape, len(ending), self.data.vocab_size)
+        model.to(self.device).eval()
+        with torch.no_grad():
+            params = zip(model.parameters(), self.model.parameters(), strict=True)
+            for mine, theirs in params:
+                mine.copy_(theirs.detach()[ending])
+        seeds = [self.members[i].run.train.seed for i in ending]
+        values, _ = scores.test_scores(
+            model, self.x_test, self.config,
+            lambda s: [generator(self.device, stream_seed(seed, s, epoch)) for seed in seeds],
+            train.epochs, self.data.is_text,
+        )  # fmt: skip
+        for j, i in enumerate(ending):
+            rows[i].update({key: v[j] for key, v in values.items() if v is not None})
 
     def _decay_on_plateau(
         self, epoch: int, rows: list[dict[str, Any]], diverged: dict[int, str]

@@ -160,7 +160,7 @@ def strategy(lam: float, schedule: Any) -> str:
     """Exercise 2 of the seed text: which remedies against posterior collapse a run uses."""
     if math.isnan(lam) or schedule is None:
         return ""
-    annealed = str(schedule) != "none"
+    annealed = str(schedule) not in ("none", "constant")  # a constant β is no annealing
     return {(False, False): "baseline", (False, True): "annealing only"}.get(
         (lam > 0, annealed), "both" if annealed else "free bits only"
     )
