@@ -74,7 +74,8 @@ def load_curves(path: str | PathLike[str]) -> pd.DataFrame:
 
 def load_kl(path: str | PathLike[str]) -> pd.DataFrame:
     """One row per run, epoch and latent unit: the id columns, then epoch, dim, kl (kl_per_dim.csv:
-    the test-set mean KL of each unit, in nats)."""
+    the test-set mean KL of each unit, in nats) and, in runs that wrote them, its split into
+    kl_spread (½ Var_x μ_j, the part that varies with x) and kl_rest (kl − kl_spread)."""
     runs = _read(path)
     parts = {}
     for key, run_dir in runs.dirs.items():

@@ -69,7 +69,9 @@ def test_sweep_writes_the_documented_layout(swept: Path) -> None:
         assert summary["test_elbo"] == pytest.approx(metrics["test_elbo"].iloc[-1])
         assert summary["test_elbo"] == pytest.approx(-(summary["test_recon"] + summary["test_kl"]))
         kl = pd.read_csv(folder / "kl_per_dim.csv")
-        assert list(kl.columns) == ["epoch", "dim", "kl"] and len(kl) == 2 * 4
+        assert (
+            list(kl.columns) == ["epoch", "dim", "kl", "kl_spread", "kl_rest"] and len(kl) == 2 * 4
+        )
         final = kl[kl.epoch == 2].sort_values("dim")["kl"]
         assert final.sum() == pytest.approx(summary["test_kl"], rel=1e-6)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from freebits_cli.data import load_dataset
-from freebits_cli.engine import metrics
+from freebits_cli.engine import aggregate, metrics
 from freebits_cli.engine.metrics import active_units, evaluate, iwae_nll, mutual_information
 from freebits_cli.engine.objective import gaussian_kl_per_dim, log_normal
 from freebits_cli.models import PackedVAE
@@ -211,7 +211,7 @@ def test_log_aggregate_is_the_float64_sum_over_every_pair(active: int, sigma: fl
     z, mu, logvar = posteriors(1500, active, 16, sigma)
     expected = pairwise_log_aggregate(z, mu, logvar)
     for budget in (metrics.MEMBER_BUDGET, 3 * 4 * 1500 * 7):
-        got = metrics._log_aggregate(z, mu, logvar, budget)
+        got = aggregate.log_aggregate(z, mu, logvar, budget)
         assert got.dtype == torch.float64
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-3)
         assert abs(float(got.mean() - expected.mean())) < 1e-5
@@ -221,7 +221,7 @@ def test_tf32_setting_does_not_reach_the_mi_products() -> None:
     torch.backends.cuda.matmul.allow_tf32 = True
     try:
         z, mu, logvar = posteriors(300, 4, 8, 0.1)
-        metrics._log_aggregate(z, mu, logvar, metrics.MEMBER_BUDGET)
+        aggregate.log_aggregate(z, mu, logvar, metrics.MEMBER_BUDGET)
         assert torch.backends.cuda.matmul.allow_tf32  # restored afterwards
     finally:
         torch.backends.cuda.matmul.allow_tf32 = False

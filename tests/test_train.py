@@ -100,7 +100,7 @@ def test_files_follow_the_layout(tmp_path: Path) -> None:
         assert rows[0].split(",") == list(schema.METRICS_COLUMNS)
         assert [r.split(",")[METRICS_EPOCH] for r in rows[1:]] == ["1", "2"]
         kl_rows = (folder / "kl_per_dim.csv").read_text().splitlines()
-        assert kl_rows[0] == "epoch,dim,kl" and len(kl_rows) == 1 + 2 * 4
+        assert kl_rows[0] == ",".join(schema.KL_COLUMNS) and len(kl_rows) == 1 + 2 * 4
         config = json.loads((folder / "config.json").read_text())
         assert config["config"]["free_bits"]["lambda"] in (0.0, 1.0)
         assert {"versions", "device", "git_commit", "setting"} <= config.keys()

@@ -48,6 +48,7 @@ def status(
             "seed",
             "state",
             "epochs",
+            "information",
             "job",
             "reason",
         ):
@@ -90,6 +91,7 @@ def status(
                     str(row["seed"]),
                     row["state"],
                     row["epochs_done"],
+                    row["information"] or "-",
                     row["job"],
                     row["reason"],
                 )

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from freebits_cli import schema
@@ -40,9 +41,11 @@ def result_rows(plan: Any) -> list[dict[str, Any]]:
             and isinstance(value, int | float)
             and not isinstance(value, bool)
         }
+        verdict = (summary or {}).get("information")
         rows.append(
             {
                 **numbers,
+                "information": verdict if isinstance(verdict, str) else "",
                 "run_id": item.run.run_id,
                 "lambda": item.run.free_bits.lam,
                 "mode": item.run.free_bits.mode,
@@ -51,6 +54,8 @@ def result_rows(plan: Any) -> list[dict[str, Any]]:
                 "state": f"running ({who})" if who else state,
                 "reason": str(failed.get("reason", "")) if isinstance(failed, dict) else "",
                 "epochs": item.run.train.epochs,
+                "au_threshold": item.run.eval.au_threshold,
+                "kl_threshold": item.run.eval.kl_threshold,
                 "cross_entropy": cross_entropy(
                     item.run.model.likelihood, item.run.dataset.binarize
                 ),
@@ -59,18 +64,36 @@ def result_rows(plan: Any) -> list[dict[str, Any]]:
     return rows
 
 
+#: The results table's columns; text columns are left-aligned.
+RESULT_COLUMNS = (
+    "λ", "mode", "anneal", "seed", "ELBO", "KL", "AU cov", "AU KL", "IWAE NLL", "MI [95%]",
+    "marg. KL", "probe", "information", "state",
+)  # fmt: skip
+TEXT_RESULT_COLUMNS = ("mode", "anneal", "information")
+
+
+def fmt_interval(value: Any, lo: Any, hi: Any) -> str:
+    """The MI and its interval over draws, e.g. `0.16 [0.06, 0.27]` (no interval: one draw)."""
+    from ..report.labels import fmt_mi
+
+    mi = fmt_mi(value)
+    if not all(isinstance(v, int | float) and v == v for v in (lo, hi)):
+        return mi
+    return f"{mi} [{lo:.2f}, {hi:.2f}]"
+
+
 def results_table(rows: Sequence[dict[str, Any]]) -> Table:
-    from ..report.labels import CROSS_ENTROPY, NOISE, NOTES, fmt_mi
+    from ..report.labels import CROSS_ENTROPY, NOISE, NOTES
 
     table = Table(title="test-set results, nats per example (AU: active units)")
-    for column in ("λ", "mode", "anneal", "seed", "ELBO", "KL", "AU", "IWAE NLL", "MI", "state"):
-        table.add_column(column, justify="left" if column in ("mode", "anneal") else "right")
+    for column in RESULT_COLUMNS:
+        table.add_column(column, justify="left" if column in TEXT_RESULT_COLUMNS else "right")
     marks = set()
     for r in sorted(rows, key=lambda r: (r["anneal"], r["mode"], r["lambda"], r["seed"])):
         # A Bernoulli decoder on grayscale targets scores a cross-entropy, not a likelihood.
         ce = f" {CROSS_ENTROPY}" if r.get("cross_entropy") else ""
         elbo, iwae = fmt(r.get("test_elbo")), fmt(r.get("test_iwae_nll"))
-        mi = fmt_mi(r.get("test_mi"))
+        mi = fmt_interval(r.get("test_mi"), r.get("test_mi_lo"), r.get("test_mi_hi"))
         table.add_row(
             f"{r['lambda']:g}",
             r["mode"],
@@ -79,16 +102,37 @@ def results_table(rows: Sequence[dict[str, Any]]) -> Table:
             elbo + ce * (elbo != "-"),
             fmt(r.get("test_kl")),
             fmt(r.get("active_units")),
+            fmt(r.get("active_units_kl")),
             iwae + ce * (iwae != "-"),
             mi,
+            fmt(r.get("test_marginal_kl")),
+            fmt(r.get("test_probe_accuracy")),
+            r.get("information") or "-",
             r["state"],
         )
         marks |= {CROSS_ENTROPY} if ce and (elbo, iwae) != ("-", "-") else set()
         marks |= {NOISE} if NOISE in mi else set()
-    if marks:
-        table.caption = "\n".join(f"{m} {NOTES[m]}" for m in NOTES if m in marks)
-        table.caption_justify = "left"
+    lines = [f"{m} {NOTES[m]}" for m in NOTES if m in marks]
+    table.caption = escape("\n".join([*au_rules(rows), *lines]))  # `[z_j|x]` is not markup
+    table.caption_justify = "left"
     return table
+
+
+def au_rules(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The caption lines that define both active-unit rules (with the runs' thresholds), the MI's
+    interval, the marginal KL and the verdict, so a gap between the two AU columns reads right."""
+    deltas = sorted({r["au_threshold"] for r in rows if "au_threshold" in r})
+    epsilons = sorted({r["kl_threshold"] for r in rows if "kl_threshold" in r})
+    delta = "/".join(f"{d:g}" for d in deltas) or "δ"
+    epsilon = "/".join(f"{e:g}" for e in epsilons) or "ε"
+    return [
+        f"AU cov: units whose posterior mean varies with x, Cov_x(E_q[z_j|x]) > {delta} "
+        "(Burda et al. 2015); AU KL: units whose mean KL exceeds "
+        f"{epsilon} nats, met as well by posteriors moved off the prior alike for every x",
+        "MI [95%]: I(x;z), mean and interval over independent draws; marg. KL: KL(q(z)‖p(z)), "
+        "the rate that carries no information (MI + marg. KL ≈ KL); probe: test accuracy of a "
+        "logistic regression on the codes (data with labels)",
+    ]
 
 
 def plan_table(plan: Any) -> Table:

@@ -43,6 +43,10 @@ class Dataset:
     vocab: tuple[str, ...] = ()  # text: the token of each id, SPECIALS first; () for images
     x_valid: np.ndarray | None = None  # text: valid.txt; images: dataset.valid_size held out
     notes: tuple[str, ...] = ()  # what loading changed that a user should hear (one line each)
+    #: Class labels (int64, 0..C-1) of x_train and x_test where the data has them: never trained
+    #: on, only read by the linear probe of the posterior means.
+    y_train: np.ndarray | None = None
+    y_test: np.ndarray | None = None
 
     @property
     def is_text(self) -> bool:
@@ -61,19 +65,43 @@ def cache_dir() -> Path:
 def subset(x: np.ndarray, size: int | None, field: str) -> np.ndarray:
     """A seeded random subset of `size` examples (in their original order), the same for every run
     of a sweep; None keeps them all."""
-    if size is None or size == len(x):
-        return x
-    if size > len(x):
-        raise DataError(f"dataset.{field}: {size} is more than the {len(x)} examples there are")
-    keep = np.random.default_rng([DATA_SEED, len(x)]).permutation(len(x))[:size]
-    return x[np.sort(keep)]
+    return x[subset_rows(len(x), size, field)]
+
+
+def subset_rows(n: int, size: int | None, field: str) -> slice | np.ndarray:
+    """The rows `subset` keeps of n examples (labels follow their examples through it)."""
+    if size is None or size == n:
+        return slice(None)
+    if size > n:
+        raise DataError(f"dataset.{field}: {size} is more than the {n} examples there are")
+    keep = np.random.default_rng([DATA_SEED, n]).permutation(n)[:size]
+    return np.sort(keep)
 
 
 def hold_out(x: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """(the rest, a seeded random validation set of `size` examples), each in original order."""
-    if size >= len(x):
+    rest, held = hold_out_rows(len(x), size)
+    return x[rest], x[held]
+
+
+def hold_out_rows(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows `hold_out` keeps for training and holds out, of n examples."""
+    if size >= n:
         raise DataError(
-            f"dataset.valid_size: {size} leaves none of the {len(x)} training examples to train on"
+            f"dataset.valid_size: {size} leaves none of the {n} training examples to train on"
         )
-    order = np.random.default_rng([DATA_SEED, len(x), 1]).permutation(len(x))
-    return x[np.sort(order[size:])], x[np.sort(order[:size])]
+    order = np.random.default_rng([DATA_SEED, n, 1]).permutation(n)
+    return np.sort(order[size:]), np.sort(order[:size])
+
+
+def class_ids(train: list[str], test: list[str]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Text labels as class ids (sorted names of the training labels); None when the test set
+    holds a label the training set lacks (the probe could not be scored on it)."""
+    names = sorted(set(train))
+    index = {name: i for i, name in enumerate(names)}
+    if not set(test) <= index.keys() or len(names) < 2:
+        return None
+    return (
+        np.array([index[v] for v in train], dtype=np.int64),
+        np.array([index[v] for v in test], dtype=np.int64),
+    )

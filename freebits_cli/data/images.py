@@ -12,16 +12,20 @@ import gzip
 import pickle
 import struct
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import DataError
 from ..spec import DatasetSpec
-from .dataset import DATA_SEED, Dataset, cache_dir, hold_out, subset
+from .dataset import DATA_SEED, Dataset, cache_dir, hold_out_rows, subset_rows
 
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-images.idx3-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-images.idx3-ubyte"),
+    # Class labels beside the images, read for the linear probe where present.
+    "train_labels": ("train-labels-idx1-ubyte", "train-labels.idx1-ubyte"),
+    "test_labels": ("t10k-labels-idx1-ubyte", "t10k-labels.idx1-ubyte"),
 }
 TORCHVISION_NAMES = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST"}
 SYSTEM_DIRS = {"fashion-mnist": ["/usr/share/datasets/fashion-mnist"], "mnist": []}
@@ -31,23 +35,32 @@ CIFAR_TEST = ("test_batch",)
 CIFAR_SHAPE = (3, 32, 32)
 
 
+#: Class labels of a training and a test set (None where the data has none).
+Labels = tuple[np.ndarray, np.ndarray] | None
+
+
 def load_images(spec: DatasetSpec) -> Dataset:
     """An image data set as float arrays in [0, 1], subset, binarised or dequantised as asked."""
     eight_bit = True
     if spec.name == "digits":
-        x_train, x_test, shape = _load_digits()
+        x_train, x_test, shape, labels = _load_digits()
         eight_bit = False
     elif spec.name.endswith(".npz"):
-        x_train, x_test, shape, eight_bit = _load_npz(Path(spec.name))
+        x_train, x_test, shape, eight_bit, labels = _load_npz(Path(spec.name))
     elif spec.name == "cifar10":
-        x_train, x_test, shape = _load_cifar10(spec.data_dir)
+        x_train, x_test, shape, labels = _load_cifar10(spec.data_dir)
     else:
-        x_train, x_test, shape = _load_idx_dataset(spec.name, spec.data_dir)
+        x_train, x_test, shape, labels = _load_idx_dataset(spec.name, spec.data_dir)
+    y_train, y_test = labels if labels is not None else (None, None)
     x_valid = None
     if spec.valid_size is not None:  # held out of the training set, before any subset
-        x_train, x_valid = hold_out(x_train, spec.valid_size)
-    x_train = subset(x_train, spec.train_size, "train_size")
-    x_test = subset(x_test, spec.test_size, "test_size")
+        rest, held = hold_out_rows(len(x_train), spec.valid_size)
+        x_train, x_valid = x_train[rest], x_train[held]
+        y_train = None if y_train is None else y_train[rest]
+    rows = subset_rows(len(x_train), spec.train_size, "train_size")
+    x_train, y_train = x_train[rows], None if y_train is None else y_train[rows]
+    rows = subset_rows(len(x_test), spec.test_size, "test_size")
+    x_test, y_test = x_test[rows], None if y_test is None else y_test[rows]
     rng = np.random.default_rng(DATA_SEED)
     if spec.dequantize == "uniform":
         # The test set is dequantised once, identically for every run: (k + u)/256 (Theis et al.
@@ -63,17 +76,20 @@ def load_images(spec: DatasetSpec) -> Dataset:
         x_train = (rng.random(x_train.shape, dtype=np.float32) < x_train).astype(np.float32)
     return Dataset(
         spec.name, x_train, x_test, shape, spec.binarize, eight_bit, spec.dequantize,
-        x_valid=x_valid,
+        x_valid=x_valid, y_train=y_train, y_test=y_test,
     )  # fmt: skip
 
 
-def _load_digits() -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+def _load_digits() -> tuple[np.ndarray, np.ndarray, tuple[int, ...], Labels]:
     from sklearn.datasets import load_digits
 
-    images = load_digits().data.astype(np.float32) / 16.0  # pixel values are 0..16
+    digits = load_digits()
+    images = digits.data.astype(np.float32) / 16.0  # pixel values are 0..16
+    labels = digits.target.astype(np.int64)
     order = np.random.default_rng(DATA_SEED).permutation(len(images))
     n_test = len(images) // 5  # a fixed 80/20 split: digits ships none
-    return images[order[n_test:]], images[order[:n_test]], (8, 8)
+    train, test = order[n_test:], order[:n_test]
+    return images[train], images[test], (8, 8), (labels[train], labels[test])
 
 
 def _to_unit_float(array: np.ndarray, where: str) -> np.ndarray:
@@ -110,7 +126,7 @@ def _image_shape(array: np.ndarray) -> tuple[np.ndarray, tuple[int, ...]]:
     return array, (array[0].size,)
 
 
-def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], bool]:
+def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], bool, Labels]:
     if not path.is_file():
         raise DataError(f"{path}: data file not found")
     try:
@@ -119,6 +135,7 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], bool
             if missing:
                 raise DataError(f"{path}: missing array(s) {', '.join(missing)}")
             raw_train, raw_test = archive["x_train"], archive["x_test"]
+            labels = _npz_labels(archive, len(raw_train), len(raw_test))
     except DataError:
         raise
     except Exception as exc:  # corrupt zip, pickled objects, ...
@@ -140,7 +157,25 @@ def _load_npz(path: Path) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], bool
         raw_test = np.ascontiguousarray(raw_test.transpose(0, 3, 1, 2))
     train = _to_unit_float(raw_train, f"{path}:x_train")
     test = _to_unit_float(raw_test, f"{path}:x_test")
-    return train, test, shape, _is_eight_bit(raw_train) and _is_eight_bit(raw_test)
+    return train, test, shape, _is_eight_bit(raw_train) and _is_eight_bit(raw_test), labels
+
+
+def _npz_labels(archive: Any, n_train: int, n_test: int) -> Labels:
+    """`y_train` and `y_test` of an .npz, when both are there as one integer per example."""
+    if "y_train" not in archive or "y_test" not in archive:
+        return None
+    y_train, y_test = np.ravel(archive["y_train"]), np.ravel(archive["y_test"])
+    if len(y_train) != n_train or len(y_test) != n_test or y_train.dtype.kind not in "iu":
+        return None
+    return _dense(y_train, y_test)
+
+
+def _dense(y_train: np.ndarray, y_test: np.ndarray) -> Labels:
+    """Labels as int64 class ids; None when the test set holds a class training never shows."""
+    classes, train = np.unique(y_train, return_inverse=True)
+    if not np.isin(y_test, classes).all():
+        return None
+    return train.astype(np.int64), np.searchsorted(classes, y_test).astype(np.int64)
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -174,9 +209,28 @@ def find_idx(folder: Path, split: str) -> Path | None:
     return None
 
 
+def _idx_labels(folder: Path, n_train: int, n_test: int) -> Labels:
+    """The IDX label files beside a folder's images, when both are there and match in count."""
+    found = [
+        folder / (stem + suffix)
+        for split in ("train_labels", "test_labels")
+        for stem in IDX_FILES[split]
+        for suffix in ("", ".gz")
+        if (folder / (stem + suffix)).is_file()
+    ]
+    train = next((p for p in found if p.name.startswith("train")), None)
+    test = next((p for p in found if p.name.startswith("t10k")), None)
+    if train is None or test is None:
+        return None
+    y_train, y_test = read_idx(train), read_idx(test)
+    if y_train.shape != (n_train,) or y_test.shape != (n_test,):
+        return None
+    return y_train.astype(np.int64), y_test.astype(np.int64)
+
+
 def _load_idx_dataset(
     name: str, data_dir: str | None
-) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], Labels]:
     folders = [Path(data_dir)] if data_dir else [Path(p) for p in SYSTEM_DIRS[name]] + [cache_dir()]
     for folder in folders:
         train, test = find_idx(folder, "train"), find_idx(folder, "test")
@@ -185,7 +239,11 @@ def _load_idx_dataset(
             if x_train.shape[1:] != x_test.shape[1:]:
                 raise DataError(f"{train} and {test}: images differ in size")
             shape = tuple(x_train.shape[1:])
-            return _to_unit_float(x_train, str(train)), _to_unit_float(x_test, str(test)), shape
+            labels = _idx_labels(train.parent, len(x_train), len(x_test))
+            return (
+                _to_unit_float(x_train, str(train)), _to_unit_float(x_test, str(test)), shape,
+                labels,
+            )  # fmt: skip
     expected = f"{IDX_FILES['train'][0]}[.gz] and {IDX_FILES['test'][0]}[.gz]"
     if data_dir:
         raise DataError(f"dataset.data_dir: {data_dir} does not hold {expected} for {name}")
@@ -196,7 +254,10 @@ def _load_idx_dataset(
             f"{name}: not found locally and download failed ({exc.__class__.__name__}); "
             f"put {expected} in a folder and pass --data-dir FOLDER"
         ) from None
-    return _to_unit_float(x_train, name), _to_unit_float(x_test, name), (28, 28)
+    # torchvision leaves the raw IDX files, labels included, under the cache folder.
+    raw = cache_dir() / TORCHVISION_NAMES[name] / "raw"
+    labels = _idx_labels(raw, len(x_train), len(x_test))
+    return _to_unit_float(x_train, name), _to_unit_float(x_test, name), (28, 28), labels
 
 
 def torchvision_images(name: str, root: Path, download: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -231,6 +292,11 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 def read_cifar_batch(path: Path) -> np.ndarray:
     """One CIFAR-10 python batch: its b"data" array, (N, 3072) uint8 -> (N, 3, 32, 32)."""
+    return _read_cifar(path)[0]
+
+
+def _read_cifar(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """One CIFAR-10 python batch: its images (N, 3, 32, 32) and, where present, b"labels"."""
     try:
         with open(path, "rb") as handle:
             batch = _ArrayUnpickler(handle, encoding="bytes").load()
@@ -245,7 +311,12 @@ def read_cifar_batch(path: Path) -> np.ndarray:
         raise DataError(
             f"{path}: images have {data.shape[1]} values, CIFAR-10 has {size} (3×32×32)"
         )
-    return data.reshape(-1, *CIFAR_SHAPE)  # rows are 1024 red, 1024 green, 1024 blue: C, H, W
+    labels = batch.get(b"labels", batch.get("labels"))
+    labels = np.asarray(labels, dtype=np.int64) if isinstance(labels, list) else None
+    if labels is not None and labels.shape != (len(data),):
+        labels = None
+    # Rows are 1024 red, 1024 green, 1024 blue: C, H, W.
+    return data.reshape(-1, *CIFAR_SHAPE), labels
 
 
 def find_cifar(folder: Path) -> Path | None:
@@ -256,7 +327,9 @@ def find_cifar(folder: Path) -> Path | None:
     return None
 
 
-def _load_cifar10(data_dir: str | None) -> tuple[np.ndarray, np.ndarray, tuple[int, ...]]:
+def _load_cifar10(
+    data_dir: str | None,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], Labels]:
     """CIFAR-10 from torchvision's python batches: 50,000 train and 10,000 test images, 3×32×32."""
     folder = find_cifar(Path(data_dir)) if data_dir else find_cifar(cache_dir())
     expected = f"{CIFAR_FOLDER}/ with {', '.join(CIFAR_TRAIN + CIFAR_TEST)}"
@@ -275,7 +348,12 @@ def _load_cifar10(data_dir: str | None) -> tuple[np.ndarray, np.ndarray, tuple[i
         folder = find_cifar(cache_dir())
         if folder is None:
             raise DataError(f"cifar10: the download did not leave {expected} in {cache_dir()}")
-    train = np.concatenate([read_cifar_batch(folder / name) for name in CIFAR_TRAIN])
-    test = read_cifar_batch(folder / CIFAR_TEST[0])
+    batches = [_read_cifar(folder / name) for name in CIFAR_TRAIN]
+    train = np.concatenate([images for images, _ in batches])
+    test, y_test = _read_cifar(folder / CIFAR_TEST[0])
+    y_parts = [y for _, y in batches]
+    labels = None
+    if y_test is not None and all(y is not None for y in y_parts):
+        labels = (np.concatenate(y_parts), y_test)  # type: ignore[arg-type]
     where = str(folder)
-    return _to_unit_float(train, where), _to_unit_float(test, where), CIFAR_SHAPE
+    return _to_unit_float(train, where), _to_unit_float(test, where), CIFAR_SHAPE, labels

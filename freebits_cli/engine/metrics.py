@@ -1,4 +1,5 @@
-"""Held-out measurements of a pack: ELBO, KL per dimension, active units, IWAE NLL, mutual information.
+"""Held-out measurements of a pack: ELBO, KL per dimension (and its informative part), active
+units, IWAE NLL, mutual information and the marginal KL.
 
 All values are in nats per example (text: per sentence). Every function takes the whole pack and returns one value per
 member (leading K axis): on a GPU computed for the pack at once, on a CPU member by member (see
@@ -8,14 +9,14 @@ on its pack.
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from freebits_cli.engine.aggregate import LOG_2PI, log_aggregate
 from freebits_cli.engine.objective import gaussian_kl_per_dim
 from freebits_cli.models import PackedVAE, packing
 
@@ -53,6 +54,11 @@ class Evaluation:
     kl: torch.Tensor  # (K,)
     kl_per_dim: torch.Tensor  # (K, D) mean over the test set
     au_variance: torch.Tensor  # (K, D) Cov_x(E_q[z_j|x]), unbiased
+    #: (K, D) ½ Var_x μ_j over the test set (population variance): the part of KL_j that varies
+    #: with x. KL_j = ½ E_x[μ_j² + σ_j² − 1 − log σ_j²] = ½ Var_x μ_j + ½ (E_x μ_j)²
+    #: + ½ E_x[σ_j² − 1 − log σ_j²], the last two the same for every x: a unit whose KL is all
+    #: offset and variance terms moved off the prior alike for every x (kl_per_dim.csv).
+    kl_spread: torch.Tensor
 
 
 @torch.no_grad()
@@ -69,7 +75,7 @@ def _evaluate(
     recon_sum = torch.zeros(model.members, device=x.device, dtype=torch.float64)
     kl_sum = torch.zeros(model.members, model.latent_dim, device=x.device, dtype=torch.float64)
     means = []
-    for chunk in x.split(_eval_chunk(model)):
+    for chunk in x.split(eval_chunk(model)):
         xs = trim(chunk).expand(model.members, -1, -1)  # (K, n, P)
         mu, logvar = model.encode(xs)
         z = mu + draw_noise(mu.shape[1:], generators, x.device) * (0.5 * logvar).exp()
@@ -81,8 +87,10 @@ def _evaluate(
     recon = recon_sum / n
     kl = kl_per_dim.sum(-1)
     # Burda et al. 2015: A_u = Cov_x(E_q(z|x)[z_u]); unbiased as in He et al. 2019.
-    variance = torch.cat(means, dim=1).double().var(dim=1, correction=1)
-    return -(recon + kl), recon, kl, kl_per_dim, variance
+    means64 = torch.cat(means, dim=1).double()
+    variance = means64.var(dim=1, correction=1)
+    spread = 0.5 * means64.var(dim=1, correction=0)
+    return -(recon + kl), recon, kl, kl_per_dim, variance, spread
 
 
 def active_units(variance: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -118,7 +126,7 @@ def _budget(model: Any, budget: int) -> int:
     return budget
 
 
-def _eval_chunk(model: Any) -> int:
+def eval_chunk(model: Any) -> int:
     """Examples per evaluation chunk: `EVAL_CHUNK` images; text as many as `TEXT_MEMBER_BUDGET`
     holds."""
     if not getattr(model, "floats_per_example", None):
@@ -186,29 +194,97 @@ def _iwae(
     return total / x.shape[0]
 
 
+@dataclass(frozen=True)
+class Information:
+    """Where the rate goes (Hoffman & Johnson 2016): E_x KL(q(z|x)‖p(z)) = I(x;z) + KL(q(z)‖p(z)),
+    per member, each a mean over independent draws of z from the same encodings: (K,)."""
+
+    mi: torch.Tensor  # I(x;z), the mean over draws
+    mi_lo: torch.Tensor  # its 95% interval (NaN for one draw; see `information`)
+    mi_hi: torch.Tensor
+    marginal_kl: torch.Tensor  # KL(q(z)‖p(z)) = E_q(z)[log q(z)] − E_q(z)[log p(z)]
+    draws: torch.Tensor  # (K, R) the MI of each draw
+
+
+#: Two-sided level of the MI's interval.
+MI_LEVEL = 0.95
+#: Sample-component pairs the MI's draws may cost together: two draws on 10,000 test examples.
+#: Each draw is one pass over N × N pairs (N × B per batch), the estimate's whole cost; the noise
+#: of one draw falls as 1/√N, so a large test set needs few draws and a small one gets many.
+MI_PAIRS = 2 * 10_000**2
+
+
+def mi_draws(most: int, n: int, batch: int | None = None) -> int:
+    """Draws of the MI estimate on n examples: `most` (eval.mi_draws) where they cost at most
+    MI_PAIRS pairs, else as many as do, and never fewer than two (an interval needs two)."""
+    per_draw = n * min(n, batch or n)
+    return most if most < 2 else max(2, min(most, MI_PAIRS // max(1, per_draw)))
+
+
 @torch.no_grad()
+def information(
+    model: PackedVAE,
+    x: torch.Tensor,
+    generators: Sequence[torch.Generator],
+    draws: int = 1,
+    batch: int | None = None,
+    budget: int = MEMBER_BUDGET,
+) -> Information:
+    """I(x;z) under q(x, z) = p_data(x) q(z|x) and the marginal KL of the aggregate posterior, from
+    `draws` independent draws of one z per example, the encodings computed once.
+
+    I = E_x E_q(z|x)[log q(z|x)] − E_q(z)[log q(z)], the first term in closed form (a Gaussian's
+    negative entropy), the second over z_i ~ q(z|x_i); KL(q(z)‖p(z)) = E[log q(z_i)] −
+    E[log p(z_i)] from the same samples, so the two estimates add up to a Monte Carlo estimate of
+    the mean analytic KL. q(z) mixes q(z|x_n) over all N evaluation examples (`batch` None, as
+    Li et al. 2019's code: the estimate is capped by log N), or over each consecutive block of
+    `batch` examples, the blocks' estimates averaged weighted by their sizes (He et al. 2019's
+    code: capped by log B, and lower). How log q(z_i) is summed: `aggregate.log_aggregate`. Draw
+    1 is the single draw earlier versions reported.
+
+    The interval: given the encodings, q(z) is fixed, so the terms t_i = E log q(z|x_i) −
+    log q(z_i) of one draw are independent across examples i (and across draws). The variance of
+    the mean over R draws and N examples is Σ_i Var(t_i) / (R N²), estimated from each example's
+    spread over the draws (N(R − 1) degrees of freedom, so two draws already pin it down). It says
+    how far the estimate may sit from its expectation on these examples — the Monte Carlo noise
+    of z — not which examples the test set holds.
+    """
+    mi_terms, marginal_terms = _by_member(
+        model, x, generators, lambda m, g: _information(m, x, g, draws, batch, budget)
+    )  # (K, R, N) each
+    per_draw = mi_terms.mean(-1)  # (K, R)
+    mean = per_draw.mean(-1)
+    if draws < 2:
+        nan = torch.full_like(mean, math.nan)
+        return Information(mean, nan, nan, marginal_terms.mean((-1, -2)), per_draw)
+    from scipy import stats
+
+    n = mi_terms.shape[-1]
+    variance = mi_terms.var(1, correction=1).sum(-1) / (draws * n * n)
+    half = stats.t.ppf(0.5 + MI_LEVEL / 2, n * (draws - 1)) * variance.sqrt()
+    return Information(mean, mean - half, mean + half, marginal_terms.mean((-1, -2)), per_draw)
+
+
 def mutual_information(
     model: PackedVAE,
     x: torch.Tensor,
     generators: Sequence[torch.Generator],
     budget: int = MEMBER_BUDGET,
 ) -> torch.Tensor:
-    """I(x;z) under q(x, z) = p_data(x) q(z|x), estimated as in He et al. 2019: (K,).
-
-    I = E_x E_q(z|x)[log q(z|x)] − E_q(z)[log q(z)], with the aggregate posterior q(z) the mixture
-    of q(z|x_n) over all N evaluation examples, so the estimate is capped by log N; near zero it can
-    come out slightly negative (Monte Carlo noise). How log q(z_i) is summed: `_log_aggregate`.
-    """
-    (mi,) = _by_member(model, x, generators, lambda m, g: (_mutual_information(m, x, g, budget),))
-    return mi
+    """I(x;z) of one draw (`information` with its defaults): (K,)."""
+    return information(model, x, generators, budget=budget).mi
 
 
-LOG_2PI = math.log(2 * math.pi)
-
-
-def _mutual_information(
-    model: Any, x: torch.Tensor, generators: Sequence[torch.Generator], budget: int
-) -> torch.Tensor:
+def _information(
+    model: Any,
+    x: torch.Tensor,
+    generators: Sequence[torch.Generator],
+    draws: int,
+    batch: int | None,
+    budget: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per draw and example, the MI's and the marginal KL's terms: two (k, R, N) tensors for the
+    k members `model` holds."""
     members, latent = model.members, model.latent_dim
     mus, logvars = [], []
     for part in x.split(EVAL_CHUNK):
@@ -216,66 +292,22 @@ def _mutual_information(
         mus.append(mu)
         logvars.append(logvar)
     mu, logvar = torch.cat(mus, 1), torch.cat(logvars, 1)  # (K, N, D)
+    n = mu.shape[1]
     # E_q(z|x)[log q(z|x)] is the negative entropy of a diagonal Gaussian, in closed form.
-    neg_entropy = (-0.5 * latent * LOG_2PI - 0.5 * (1 + logvar).sum(-1)).double()
-    z = (mu + draw_noise(mu.shape[1:], generators, x.device) * (0.5 * logvar).exp()).double()
-    mu, logvar = mu.double(), logvar.double()
-    log_qz = torch.stack([_log_aggregate(z[k], mu[k], logvar[k], budget) for k in range(members)])
-    return neg_entropy.mean(-1) - log_qz.mean(-1)
-
-
-def _log_aggregate(
-    z: torch.Tensor, mu: torch.Tensor, logvar: torch.Tensor, budget: int
-) -> torch.Tensor:
-    """log q(z_i) = log (1/N) Σ_n N(z_i; μ_n, σ_n²) for every sample i of one member: (N,).
-
-    Every pair's log density is a quadratic form in z_i: with w = 1/σ²,
-    −½ Σ_d w_nd (z_id − μ_nd)² = Σ_d −½ w_nd z_id² + w_nd μ_nd z_id − ½ w_nd μ_nd², so a block of
-    rows is one matrix product [z², z]·[−½ w, w μ]ᵀ. It runs in float32 (half the time of float64,
-    and the exponentials too) on quantities centred on the mean posterior mean, which keeps the
-    expanded terms, and so their rounding, small: a term is ~ w·spread², not w·(offset + spread)².
-    Each sample's own component, the one that dominates where posteriors are sharp and the
-    expansion cancels most, is computed exactly in float64 from (z − μ)². The log-sum-exp is
-    float32 and each row's result float64. Against every pair in float64 a sample's log q(z_i)
-    moves by < 1e-3 nats and the mean over the N samples, the estimate, by < 1e-5
-    (tests/test_metrics.py; benchmarks/mi_cost.py on the speed benchmark's pack).
-    """
-    n, latent = mu.shape
-    w = (-logvar).exp()  # (N, D) precisions 1/σ²
-    const = -0.5 * (latent * LOG_2PI + logvar.sum(-1))  # (N,) log-normaliser of each component
-    own = const - 0.5 * (w * (z - mu).pow(2)).sum(-1)  # (N,) log N(z_i; μ_i, σ_i²), exactly
-    centre = mu.mean(0)
-    zc, mc = z - centre, mu - centre
-    left = torch.cat([zc.pow(2), zc], -1).float()  # (N, 2D)
-    right = torch.cat([-0.5 * w, w * mc], -1).T.float().contiguous()  # (2D, N)
-    base = (const - 0.5 * (w * mc.pow(2)).sum(-1)).float()  # (N,)
-    rows = max(1, budget // (3 * 4 * n))  # three float32 (rows, N) blocks at once
-    out = []
-    with _full_float32():
-        for start in range(0, n, rows):
-            block = torch.addmm(base, left[start : start + rows], right)  # (R, N)
-            block[:, start : start + rows].diagonal().copy_(own[start : start + rows])
-            out.append(_logsumexp(block).double())
-    return torch.cat(out) - math.log(n)
-
-
-#: Exponents are floored here before exp: e^−80 (1.8e-35) is nothing next to the largest term,
-#: e^0 = 1, while exponents far below float32's range (−87) send exp to a slow path ten times over.
-EXP_FLOOR = -80.0
-
-
-def _logsumexp(block: torch.Tensor) -> torch.Tensor:
-    """log Σ_n exp(block[:, n]) of a float32 block, in place (the block is spent)."""
-    top = block.amax(-1, keepdim=True)
-    return block.sub_(top).clamp_(min=EXP_FLOOR).exp_().sum(-1).log_() + top.squeeze(-1)
-
-
-@contextlib.contextmanager
-def _full_float32() -> Iterator[None]:
-    """float32 products with a float32 mantissa: a `tf32` pack's setting must not reach them."""
-    saved = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        yield
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = saved
+    neg_entropy = (-0.5 * latent * LOG_2PI - 0.5 * (1 + logvar).sum(-1)).double()  # (K, N)
+    std, mu64, logvar64 = (0.5 * logvar).exp(), mu.double(), logvar.double()
+    blocks = [(s, min(n, s + batch)) for s in range(0, n, batch)] if batch else [(0, n)]
+    mi, marginal = [], []
+    for _ in range(draws):
+        z = (mu + draw_noise(mu.shape[1:], generators, x.device) * std).double()  # (K, N, D)
+        log_qz = torch.stack(
+            [
+                torch.cat([log_aggregate(z[k, a:b], mu64[k, a:b], logvar64[k, a:b], budget)
+                           for a, b in blocks])
+                for k in range(members)
+            ]
+        )  # fmt: skip
+        log_pz = -0.5 * (latent * LOG_2PI + z.pow(2).sum(-1))  # (K, N) log N(z_i; 0, I)
+        mi.append(neg_entropy - log_qz)
+        marginal.append(log_qz - log_pz)
+    return torch.stack(mi, 1), torch.stack(marginal, 1)

@@ -30,6 +30,7 @@ class Member:
     setting: dict[str, Any]
     generators: dict[str, torch.Generator] = field(default_factory=dict)
     kl_history: list[list[float]] = field(default_factory=list)
+    kl_spread: list[float] = field(default_factory=list)  # last epoch's ½ Var_x μ_j per unit
     last_row: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     best: dict[str, Any] | None = None  # eval.select best_valid: see `selection`
@@ -80,6 +81,7 @@ def save_states(
                 "adam_step": step,
                 "generators": {s: g.get_state() for s, g in member.generators.items()},
                 "kl_history": torch.tensor(member.kl_history, dtype=torch.float64),
+                "kl_spread": torch.tensor(member.kl_spread, dtype=torch.float64),
                 "last_row": member.last_row,
                 "seconds": member.seconds,
                 "best": member.best,
@@ -120,6 +122,8 @@ def load_states(
             member.generators[stream] = torch.Generator(device=device)
             member.generators[stream].set_state(rng_state)
         member.kl_history = state["kl_history"].tolist()
+        spread = state.get("kl_spread")  # absent from checkpoints of earlier versions
+        member.kl_spread = spread.tolist() if spread is not None else []
         member.last_row = dict(state["last_row"])
         member.seconds = float(state["seconds"])
         member.best = state.get("best")

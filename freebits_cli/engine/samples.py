@@ -3,8 +3,11 @@ prior, the same for every run of a sweep so the report compares like with like.
 
 Images: decoder means, in samples.npz. Text: sentences in samples.json — test sentences, their
 greedy reconstructions from the posterior mean, greedy decodes of prior draws, and a homotopy
-(decodes along the line between two test sentences' posterior means, Bowman et al. 2016) — and
-the vocabulary in vocab.json.
+(decodes along the line between two test sentences' posterior means, Bowman et al. 2016); beside
+the greedy ones, the same reconstructions and prior draws decoded by sampling each word at the
+run's `eval.temperature` (a greedy decode of a collapsed model repeats its most likely phrase
+whatever z is, a sampled one shows what the decoder's distribution holds) — and the vocabulary in
+vocab.json. Every decode stops at `</s>`.
 """
 
 from __future__ import annotations
@@ -34,10 +37,17 @@ def _per_member(model: Any, fn: Callable[[Any], torch.Tensor]) -> torch.Tensor:
 
 @torch.no_grad()
 def save_samples(
-    model: Any, data: Dataset, x_test: torch.Tensor, folders: Sequence[Path], count: int
+    model: Any,
+    data: Dataset,
+    x_test: torch.Tensor,
+    folders: Sequence[Path],
+    count: int,
+    generators: Sequence[torch.Generator] = (),
+    temperature: float = 1.0,
 ) -> None:
     """Write each member's samples into its folder; files already there are kept (a run resumed
-    after a kill in here keeps what it wrote)."""
+    after a kill in here keeps what it wrote). Text: `generators` (one per member, its own
+    stream) draw the sampled decodes; without them only the greedy ones are written."""
     if not count:
         return
     device = x_test.device
@@ -50,7 +60,7 @@ def save_samples(
     ).expand(k, count, -1)  # fmt: skip
     mu = _per_member(model, lambda m: m.encode(originals.expand(m.members, *originals.shape))[0])
     if data.is_text:
-        _save_sentences(model, data, originals, mu, prior, folders)
+        _save_sentences(model, data, originals, mu, prior, folders, generators, temperature)
         return
     recons = _per_member(model, lambda m: m.mean(m.decode(mu[_rows(m, mu)])))
     drawn = _per_member(model, lambda m: m.mean(m.decode(prior[_rows(m, prior)])))
@@ -67,14 +77,42 @@ def greedy_decode(model: Any, z: torch.Tensor, steps: int) -> torch.Tensor:
     """The most likely token at each step given z (K, B, D) and the tokens so far: ids (K, B,
     steps), `<pad>` after each `</s>`. Any text model's `decode(z, x)` serves: each step rescores
     the prefix (T² work, fine for the few sentences a report shows)."""
+    return _decode(model, z, steps, lambda logits: logits.argmax(-1))
+
+
+def sample_decode(
+    model: Any,
+    z: torch.Tensor,
+    steps: int,
+    temperature: float,
+    generators: Sequence[torch.Generator],
+) -> torch.Tensor:
+    """Each token drawn from softmax(logits / temperature) given z (K, B, D) and the tokens so far,
+    member k's draws from `generators[k]`: ids (K, B, steps), `<pad>` after each `</s>`. Drawn as
+    argmax(logits / T + Gumbel noise), exactly a categorical draw (Gumbel-max), with the uniforms
+    from each member's own generator so its sentences do not depend on its pack."""
+
+    def pick(logits: torch.Tensor) -> torch.Tensor:
+        uniform = torch.stack(
+            [torch.rand(logits.shape[1:], generator=g, device=logits.device) for g in generators]
+        )
+        gumbel = -torch.log(-torch.log(uniform.clamp_min(1e-20)))
+        return (logits / temperature + gumbel).argmax(-1)
+
+    return _decode(model, z, steps, pick)
+
+
+def _decode(
+    model: Any, z: torch.Tensor, steps: int, pick: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
     x = torch.full((*z.shape[:2], steps), PAD, dtype=torch.long, device=z.device)
     done = torch.zeros(z.shape[:2], dtype=torch.bool, device=z.device)
     for t in range(steps):
-        logits = model.decode(z, x)[..., t, :]
+        logits = model.decode(z, x)[..., t, :].float()
         logits[..., [PAD, BOS]] = -torch.inf  # never a next token: no target is either
-        best = logits.argmax(-1)
-        x[..., t] = torch.where(done, PAD, best)
-        done |= best == EOS
+        token = pick(logits)
+        x[..., t] = torch.where(done, PAD, token)
+        done |= token == EOS  # the sentence ends at its `</s>`: padding from here on
         if bool(done.all()):
             break
     return x
@@ -94,6 +132,8 @@ def _save_sentences(
     mu: torch.Tensor,
     prior: torch.Tensor,
     folders: Sequence[Path],
+    generators: Sequence[torch.Generator],
+    temperature: float,
 ) -> None:
     steps = data.image_shape[0]
     # Homotopy between the posterior means of the first two test sentences picked.
@@ -106,6 +146,18 @@ def _save_sentences(
         ),
         "homotopy": _per_member(model, lambda m: greedy_decode(m, line[_rows(m, line)], steps)),
     }
+    if generators:
+        gens = list(generators)
+
+        def sampled(z: torch.Tensor) -> torch.Tensor:
+            return _per_member(
+                model,
+                lambda m: sample_decode(m, z[_rows(m, z)], steps, temperature, gens[_rows(m, z)]),
+            )
+
+        # Reconstructions first, then prior draws, each member from its own stream.
+        decoded["sampled_reconstructions"] = sampled(mu)
+        decoded["sampled_prior_samples"] = sampled(prior)
     vocab = data.vocab
     test = [detokenize(row, vocab) for row in originals.cpu().numpy()]
     for i, folder in enumerate(folders):

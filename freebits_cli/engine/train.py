@@ -19,13 +19,14 @@ import torch
 
 from freebits_cli import schema
 from freebits_cli.data import Dataset
-from freebits_cli.engine import batches, interrupt, pack_state, samples, scores, selection
+from freebits_cli.engine import batches, interrupt, pack_state, probe, samples, scores, selection
 from freebits_cli.engine.metrics import evaluate
 from freebits_cli.engine.objective import beta_at, binding_share, free_bits_kl
 from freebits_cli.engine.pack_state import STREAMS, Member, generator, stream_seed
 from freebits_cli.engine.step import TERMS, PackStep, make_optimizer, set_learning_rate
 from freebits_cli.models import build_model
 from freebits_cli.results import records, storage
+from freebits_cli.results.information import verdict_of
 from freebits_cli.spec import RunConfig
 
 __all__ = ["Member", "Outcome", "PackTrainer", "learning_rate"]
@@ -346,7 +347,7 @@ class PackTrainer:
             storage.save_checkpoint(self.members[i].folder / schema.CHECKPOINT_NEXT, state)
         for i in keep:
             member = self.members[i]
-            records.append_epoch(member.folder, rows[i], member.kl_history[-1])
+            records.append_epoch(member.folder, rows[i], member.kl_history[-1], member.kl_spread)
         for i in keep:
             storage.promote_checkpoint(self.members[i].folder)
 
@@ -354,7 +355,7 @@ class PackTrainer:
         """Held-out metrics of every member after `epoch` (1-based), as metrics.csv rows."""
         values, ev = scores.test_scores(
             self.model, self.x_test, self.config, lambda s: self._eval_generators(s, epoch),
-            epoch, self.data.is_text,
+            epoch, self.data.is_text, self._probe(),
         )  # fmt: skip
         values.update(
             {
@@ -366,10 +367,11 @@ class PackTrainer:
                 "valid_elbo": self._validate(epoch),
             }
         )
-        kl_per_dim = ev.kl_per_dim.tolist()
+        kl_per_dim, kl_spread = ev.kl_per_dim.tolist(), ev.kl_spread.tolist()
         rows = []
         for i, member in enumerate(self.members):
             member.kl_history.append(kl_per_dim[i])
+            member.kl_spread = kl_spread[i]
             row = {
                 "run_id": member.run.run_id,
                 **records.labels(member.run),
@@ -379,6 +381,15 @@ class PackTrainer:
             row.update({key: None if v is None else v[i] for key, v in values.items()})
             rows.append(row)
         return rows
+
+    def _probe(self) -> scores.Probe | None:
+        """The linear probe of a model's posterior means, where the data has labels."""
+        y_train, y_test = self.data.y_train, self.data.y_test
+        if y_train is None or y_test is None:
+            return None
+        return lambda model, generators: probe.probe_accuracy(
+            model, self.x_train, y_train, self.x_test, y_test, generators, self.dynamic
+        )
 
     def _validate(self, epoch: int) -> list[float] | None:
         """Validation ELBOs (eval.select: best_valid), each member's best state kept."""
@@ -402,7 +413,7 @@ class PackTrainer:
         # Each member's streams of its best epoch: its numbers there are that epoch's row again.
         values, _ = scores.test_scores(
             model, self.x_test, self.config, lambda s: self._best_generators(s, bests),
-            self.config.train.epochs, self.data.is_text,
+            self.config.train.epochs, self.data.is_text, self._probe(),
         )  # fmt: skip
         return [
             {
@@ -419,13 +430,20 @@ class PackTrainer:
         A kill in here resumes at the final epoch and comes back here: samples already written
         are kept (remade in another pack, they could differ in the last bits on a GPU)."""
         folders = [m.folder for m in self.members]
-        samples.save_samples(self.model, self.data, self.x_test, folders, self.config.eval.samples)
+        decoding = [
+            generator(self.device, stream_seed(m.run.train.seed, "decode")) for m in self.members
+        ]
+        samples.save_samples(
+            self.model, self.data, self.x_test, folders, self.config.eval.samples, decoding,
+            self.config.eval.temperature,
+        )  # fmt: skip
         outcomes = []
         for member, best in zip(self.members, self._best_scores(), strict=True):
             extra = {
                 "seconds": member.seconds,
                 "device": str(self.device),
                 "setting": member.setting,
+                "information": verdict_of(member.last_row),
             }
             if best is not None:
                 extra["best_valid"] = best

@@ -28,18 +28,34 @@ def labels(run: RunConfig) -> dict[str, Any]:
     return {name: values[name] for name in schema.LABELS}
 
 
-def append_epoch(folder: Path, row: dict[str, Any], kl_per_dim: Sequence[float]) -> None:
+def append_epoch(
+    folder: Path,
+    row: dict[str, Any],
+    kl_per_dim: Sequence[float],
+    kl_spread: Sequence[float] | None = None,
+) -> None:
     """One epoch's row of metrics.csv and its D rows of kl_per_dim.csv."""
     append_metrics(folder, row)
-    append_kl(folder, row["epoch"], kl_per_dim)
+    append_kl(folder, row["epoch"], kl_per_dim, kl_spread)
 
 
 def append_metrics(folder: Path, row: dict[str, Any]) -> None:
     storage.append_rows(folder / schema.METRICS_CSV, schema.METRICS_COLUMNS, [row])
 
 
-def append_kl(folder: Path, epoch: int, kl_per_dim: Sequence[float]) -> None:
-    kl_rows = [{"epoch": epoch, "dim": j, "kl": v} for j, v in enumerate(kl_per_dim)]
+def append_kl(
+    folder: Path, epoch: int, kl_per_dim: Sequence[float], kl_spread: Sequence[float] | None = None
+) -> None:
+    """D rows of kl_per_dim.csv: each unit's KL and, where measured, its split into the part from
+    the spread of the posterior means across x and the rest (kl_rest = kl − kl_spread, the offset
+    and variance terms; schema.KL_COLUMNS). Without a spread (rows rebuilt from a checkpoint of an
+    earlier version) the two are left empty."""
+    spread = list(kl_spread) if kl_spread is not None and len(kl_spread) else None
+    kl_rows = [
+        {"epoch": epoch, "dim": j, "kl": v}
+        | ({"kl_spread": spread[j], "kl_rest": v - spread[j]} if spread else {})
+        for j, v in enumerate(kl_per_dim)
+    ]
     storage.append_rows(folder / schema.KL_PER_DIM, schema.KL_COLUMNS, kl_rows)
 
 

@@ -132,5 +132,11 @@ def restore(folder: Path, epoch: int) -> dict[str, Any]:
     if epoch not in (storage.csv_epochs(metrics) or []):
         records.append_metrics(folder, state["last_row"])
     if epoch not in (storage.csv_epochs(kl) or []):
-        records.append_kl(folder, epoch, state["kl_history"].tolist()[-1])
+        spread = state.get("kl_spread")
+        records.append_kl(
+            folder,
+            epoch,
+            state["kl_history"].tolist()[-1],
+            None if spread is None else spread.tolist(),
+        )
     return state

@@ -195,9 +195,38 @@ class EvalSpec:
     iwae_every: int = 0
     """Also compute the IWAE bound every N epochs (0: only at the end)."""
     mi: bool = True
-    """Estimate the mutual information I(x;z) at the end of a run."""
+    """Estimate the mutual information I(x;z) and the marginal KL KL(q(z)‖p(z)) at the end of a
+    run (Hoffman & Johnson 2016: the two add up to the mean KL)."""
+    mi_draws: int = 10
+    """Independent draws of the MI estimate (one z per test example each, the encodings reused):
+    `test_mi` is their mean, `test_mi_lo`/`test_mi_hi` its 95% interval (from each example's
+    spread over the draws; Monte Carlo noise only). At most this many: a large test set gets
+    fewer, as many as cost 2 × 10,000² sample-component pairs, and never fewer than 2 (10,000
+    test images: 2; 359 digits: 10). 1: a single draw, no interval."""
+    mi_estimator: str = "dataset"
+    """The aggregate posterior q(z) of the MI estimate: `dataset` mixes every test example (as Li
+    et al. 2019's code; capped at log N); `batch` mixes each block of `eval.mi_batch`
+    consecutive test examples and averages the blocks weighted by size (as He et al. 2019's
+    code; capped at log B, and lower), to compare with their tables like for like."""
+    mi_batch: int = 50
+    """Examples per block of `mi_estimator: batch` (He et al. 2019's code: 50 images, 32
+    sentences)."""
+    probe: bool = True
+    """Where the data has labels (digits, MNIST, Fashion-MNIST, CIFAR-10, `.npz` with `y_train`
+    and `y_test`, text lines with a `label<TAB>` prefix and `dataset.strip_label`): the test
+    accuracy of a logistic regression on the posterior means, fitted on the training set's
+    (`test_probe_accuracy`; Li et al. 2019 evaluate z by classification)."""
+    probe_features: str = "mean"
+    """What the probe reads: `mean`, the posterior means E_q[z|x] (Li et al. 2019), standardised —
+    which finds the class even in units whose means vary by a hair under a posterior noise of
+    σ ≈ 1 that leaves the decoder nothing (a collapsed digits run scores ~0.88); or `sample`, one
+    z ~ q(z|x) per example from the run's own stream, standardised: what the decoder is given,
+    so near chance where z carries no information."""
     samples: int = 8
     """Test reconstructions and prior samples saved per run for the report."""
+    temperature: float = 1.0
+    """Text: the softmax temperature of the sampled decodes saved beside the greedy ones
+    (reconstructions and prior samples, drawn from the run's own stream)."""
     select: str = "last"
     """`last`: report the last epoch; `best_valid`: also keep each run's parameters at its best
     validation ELBO and report their test numbers beside the last epoch's (summary.json
@@ -207,7 +236,16 @@ class EvalSpec:
 #: Fields added since run ids were first published: at their default (which reproduces what the
 #: earlier versions computed) they are left out of a run's identity, so adding a field never
 #: renames, and so retrains, the runs of an existing results folder.
-ADDED_FIELDS: frozenset[str] = frozenset()
+ADDED_FIELDS: frozenset[str] = frozenset(
+    {
+        "eval.mi_draws",
+        "eval.mi_estimator",
+        "eval.mi_batch",
+        "eval.probe",
+        "eval.probe_features",
+        "eval.temperature",
+    }
+)
 #: What stands for the image defaults on text (`dataset.name: text`), so `--dataset text` alone
 #: trains the text model: field -> (image default, text value).
 TEXT_DEFAULTS = {

@@ -35,6 +35,8 @@ LONG_SENTENCES = ("drop", "cut")
 Z_TO = ("input", "state")
 OPTIMIZERS = ("adam", "sgd")
 SELECT = ("last", "best_valid")
+MI_ESTIMATORS = ("dataset", "batch")
+PROBE_FEATURES = ("mean", "sample")
 #: Token ids every vocabulary reserves (<pad> <s> </s> <unk>): a vocabulary needs one more.
 SPECIAL_TOKENS = 4
 MODULE_PATTERN = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
@@ -151,6 +153,15 @@ def validate_run(run: RunLike) -> None:
     _check(e.iwae_every >= 0, "eval.iwae_every", f"must be >= 0, got {e.iwae_every}")
     _check(e.samples >= 0, "eval.samples", f"must be >= 0, got {e.samples}")
     _one_of(e.select, SELECT, "eval.select")
+    _one_of(e.mi_estimator, MI_ESTIMATORS, "eval.mi_estimator")
+    _one_of(e.probe_features, PROBE_FEATURES, "eval.probe_features")
+    _check(e.mi_draws >= 1, "eval.mi_draws", f"must be >= 1, got {e.mi_draws}")
+    _check(e.mi_batch >= 2, "eval.mi_batch", f"must be >= 2, got {e.mi_batch}")
+    _check(
+        _finite(e.temperature) and e.temperature > 0,
+        "eval.temperature",
+        f"must be > 0, got {e.temperature}",
+    )
     _check(
         e.select == "last" or d.name == "text" or d.valid_size is not None,
         "eval.select",
