@@ -150,9 +150,14 @@ def figure_data(
         runs=runs.table, by_setting=by_setting, keys=runs.keys, metrics=runs.metrics,
         kl_final=runs.kl_final, collapse=runs.collapse, examples=examples,
         kl_history=kl_history, samples=samples, pareto=pareto, keep_share=keep_share,
-        informative_units=informative,
+        informative_units=informative, text=bool(sentences) or is_text(runs.table),
     )  # fmt: skip
     return figure_input, sentences
+
+
+def is_text(table: pd.DataFrame) -> bool:
+    """Whether the runs model text (a categorical decoder over tokens)."""
+    return "likelihood" in table and bool((table["likelihood"] == "categorical").any())
 
 
 def informative_units(runs: Runs, examples: dict[str, pd.DataFrame]) -> dict[str, Any]:

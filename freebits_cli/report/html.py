@@ -90,6 +90,8 @@ tbody tr:nth-child(even){background:#f7f7f7}
 .scroll{max-height:560px;overflow:auto;border:1px solid #e2e2e2;display:inline-block;max-width:100%}
 figure{margin:18px 0 34px}figure img{max-width:100%;height:auto;border:1px solid #ddd}
 figcaption{color:#333;max-width:1000px;margin-top:6px}summary{cursor:pointer;font-weight:600}
+table.sentences{width:100%;table-layout:fixed}table.sentences td,table.sentences th{
+white-space:normal;overflow-wrap:anywhere}details.setting{margin:10px 0 18px}
 """
 
 
@@ -170,8 +172,8 @@ def write_index(
                 "sentences",
                 "Sentences",
                 sentences,
-                "Text runs: one column per setting (lowest seed), the same test sentences and prior "
-                "draws in every run, decoded greedily.",
+                "Text runs: one block per setting (lowest seed), the same test sentences and prior "
+                "draws in every run, decoded greedily (and by sampling where the run saved it).",
             )
         )
     parts.append(_all_runs(csvs[schema.SUMMARY_CSV], runs.keys))

@@ -321,6 +321,8 @@ def _image_rows(inp: FigureInput, array: str, with_originals: bool) -> Figure | 
     from matplotlib.figure import Figure
 
     keys = [k for k in inp.examples if array in inp.samples.get(k, {})][:30]
+    if not keys and inp.text:
+        return NOT_APPLICABLE  # text runs' samples are sentences, shown on the page
     if not keys:
         return "no finished run saved samples.npz"
     examples = inp.runs.set_index("path").loc[keys].reset_index()
@@ -368,6 +370,9 @@ def _image_rows(inp: FigureInput, array: str, with_originals: bool) -> Figure | 
     return fig
 
 
+#: A figure function's answer when the figure has no meaning for these runs (images of text):
+#: not drawn, and not listed as missing.
+NOT_APPLICABLE = ""
 RULE = "#d9d9d9"  # the hairline between images
 UPSAMPLE_TO = 28  # pixels: small images are enlarged so a one-pixel rule stays a hairline
 
