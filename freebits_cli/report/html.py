@@ -178,8 +178,9 @@ def write_index(
         )
     parts.append(_all_runs(csvs[schema.SUMMARY_CSV], runs.keys))
     for i, (sweep, text) in enumerate(sorted(runs.specs.items())):
-        body = f"<details open><summary>spec.yaml</summary><pre>{esc(text)}</pre></details>"
-        parts.append(_section("spec" if i == 0 else f"spec-{i}", f"Spec of sweep {sweep}", body))
+        parts.append(
+            _section("spec" if i == 0 else f"spec-{i}", f"Spec of sweep {sweep}", _spec(text))
+        )
     if not runs.specs:
         parts.append(_section("spec", "Spec", "<p>No spec.yaml found beside the runs.</p>"))
     links = " · ".join(f'<a href="{n}">{n}</a>' for n in csvs)
@@ -198,6 +199,63 @@ STATS_NOTE = (
     "Means over seeds ± the half-width of the 95% Student-t interval; for quantities with a "
     "range (active units in [0, D], KL and MI ≥ 0) the interval as [low, high], clipped to it."
 )
+
+
+def spec_changes(text: str) -> list[tuple[str, str, str]] | None:
+    """(field, value, default) of each field of a resolved spec.yaml that differs from the
+    defaults (SweepSpec()), the grid first; None when the text is not a spec mapping."""
+    import yaml
+
+    from freebits_cli.spec.config import SweepSpec
+
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(tree, dict):
+        return None
+    defaults = _flat(SweepSpec().to_dict())
+    rows = [("grid", _yaml(tree.get("grid")), _yaml(defaults.get("grid")))]
+    rows = rows if tree.get("grid") != SweepSpec().to_dict()["grid"] else []
+    for path, value in _flat({k: v for k, v in tree.items() if k != "grid"}).items():
+        if path not in defaults or defaults[path] != value:
+            rows.append((path, _yaml(value), _yaml(defaults.get(path, "(no default)"))))
+    return rows
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and key != "grid" and key != "kwargs":
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _yaml(value: Any) -> str:
+    import yaml
+
+    return (
+        yaml.safe_dump(value, default_flow_style=True, width=10_000)
+        .strip()
+        .removesuffix("...")
+        .strip()
+    )
+
+
+def _spec(text: str) -> str:
+    """A sweep's spec: the fields that differ from the defaults as a table, the whole resolved
+    spec.yaml folded below it (every field is there, most at their defaults)."""
+    esc = html.escape
+    folded = f"<details><summary>the whole spec.yaml</summary><pre>{esc(text)}</pre></details>"
+    changes = spec_changes(text)
+    if changes is None:
+        return f"<details open><summary>spec.yaml</summary><pre>{esc(text)}</pre></details>"
+    if not changes:
+        return "<p>Every field at its default.</p>" + folded
+    table = _table(["field", "value", "default"], changes)
+    return f'<p class="meta">Fields that differ from the defaults:</p>{table}{folded}'
 
 
 def _notes(notes: Sequence[str]) -> str:

@@ -1,0 +1,52 @@
+"""The page as a researcher reads it: the spec section shows what differs from the defaults, a
+report over several sweeps keeps each sweep's columns to what varies in it, cells stay short, and
+run times are each run's share of its pack (hand-written runs: tests/report_fixtures.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from report_fixtures import make_sweep
+
+from freebits_cli.report import build_report
+from freebits_cli.report.html import spec_changes
+from freebits_cli.spec.config import SweepSpec
+from freebits_cli.spec.files import build_spec, dump_spec
+
+
+def section(page: str, anchor: str) -> str:
+    start = page.index(f'id="{anchor}"')
+    end = page.find("<h2", start)
+    return page[start : end if end > 0 else None]
+
+
+# ------------------------------------------------------------------ 6. the spec section
+
+
+def test_spec_lists_only_what_differs_from_the_defaults(tmp_path: Path) -> None:
+    overrides = [("train.epochs", 3), ("model.latent_dim", 8), ("grid.lambda", [0, 1])]
+    text = dump_spec(build_spec(None, overrides))
+    assert "slurm" in text and "partition" in text  # the resolved spec holds every field
+    changes = {field: (value, default) for field, value, default in spec_changes(text)}
+    assert changes == {
+        "grid": ("{lambda: [0, 1]}", "{lambda: [0.0, 0.1, 0.5, 1.0, 2.0]}"),
+        "model.latent_dim": ("8", str(SweepSpec().model.latent_dim)),
+        "train.epochs": ("3", str(SweepSpec().train.epochs)),
+    }
+    sweep = tmp_path / "default"
+    make_sweep(sweep, [0, 1], ["none"], [0], lambda lam, a, s: {}, samples=False)
+    (sweep / "spec.yaml").write_text(text)
+    page = build_report(tmp_path).index_html.read_text(encoding="utf-8")
+    spec = section(page, "spec")
+    shown, folded = spec.split("<details>")
+    assert "train.epochs" in shown and "slurm" not in shown and "partition" not in shown
+    assert "partition" in folded  # the rest, folded (closed <details>)
+    assert "<details open" not in spec
+
+
+def test_spec_at_its_defaults_says_so(tmp_path: Path) -> None:
+    sweep = tmp_path / "default"
+    make_sweep(sweep, [0, 1], ["none"], [0], lambda lam, a, s: {}, samples=False)
+    (sweep / "spec.yaml").write_text(dump_spec(SweepSpec()))
+    page = build_report(tmp_path).index_html.read_text(encoding="utf-8")
+    assert "Every field at its default." in section(page, "spec")
