@@ -50,3 +50,34 @@ def test_spec_at_its_defaults_says_so(tmp_path: Path) -> None:
     (sweep / "spec.yaml").write_text(dump_spec(SweepSpec()))
     page = build_report(tmp_path).index_html.read_text(encoding="utf-8")
     assert "Every field at its default." in section(page, "spec")
+
+
+# ------------------------------------------------------------------ 7. several sweeps
+
+
+def two_sweeps(root: Path) -> None:
+    """Sweeps that differ in ~a field each (latent size, epochs), each varying λ and one more."""
+    make_sweep(
+        root / "small", [0, 1], ["none", "linear"], [0, 1], lambda lam, a, s: {},
+        latent_dim=4, samples=False,
+    )  # fmt: skip
+    make_sweep(
+        root / "big", [0, 0.5], ["none"], [0, 1], lambda lam, a, s: {"active_units": 8},
+        latent_dim=16, samples=False, extra={"model.hidden": [256]},
+    )  # fmt: skip
+
+
+def test_each_sweep_shows_only_the_fields_varying_within_it(tmp_path: Path) -> None:
+    two_sweeps(tmp_path)
+    page = build_report(tmp_path).index_html.read_text(encoding="utf-8")
+    by_setting = section(page, "by-setting")
+    tables = {t.split("<")[0]: t for t in by_setting.split("<h3>Sweep ")[1:]}
+    assert set(tables) == {"small", "big"}
+    for table in tables.values():
+        head = table[table.index("<thead>") : table.index("</thead>")]
+        assert "model.hidden" not in head and "sweep" not in head  # constant within each sweep
+        assert "<th>λ</th>" in head and "<th>schedule</th>" in head
+    strategies = section(page, "strategies")
+    cells = [c.split("<")[0] for c in strategies.split("<td>")[1:]]
+    assert "λ=1 · linear" in cells and not any("model.hidden" in c for c in cells)
+    assert max(len(c) for c in cells) < 40  # short cells: no `key = value` strings

@@ -155,15 +155,14 @@ def write_index(
         _section(
             "by-setting",
             "Results by setting",
-            f'<div class="scroll">{_table(*by_setting_rows(by_setting))}</div>'
-            + _notes(table_notes(by_setting)),
+            _by_setting_tables(by_setting) + _notes(table_notes(by_setting)),
             f"Finished runs only. {STATS_NOTE} Every statistic: "
             '<a href="by_setting.csv">by_setting.csv</a>.',
         )
     )
     parts += [
-        _strategies(csvs[schema.STRATEGIES_CSV], keys),
-        _pareto(csvs[schema.PARETO_CSV], keys),
+        _strategies(csvs[schema.STRATEGIES_CSV], sweep_keys(by_setting, runs.keys)),
+        _pareto(csvs[schema.PARETO_CSV], sweep_keys(by_setting, runs.keys)),
     ]
     parts.append(_figures(figures))
     if sentences:
@@ -329,12 +328,43 @@ def _run_header(col: str, summary: pd.DataFrame) -> str:
     return with_k(RUN_HEADERS.get(col, LABELS.get(col, col)), col, iwae_k(summary))
 
 
-def _strategies(df: pd.DataFrame, keys: Sequence[str]) -> str:
-    head = ["strategy", "best setting", "settings", "runs", "n", "best ELBO (nats)", "active units"]
+def _by_setting_tables(by_setting: pd.DataFrame) -> str:
+    """The by-setting table; over several sweeps one per sweep, each with the setting columns
+    that vary within it (fields that differ only between sweeps made every row ~20 columns
+    wider)."""
+    if "sweep" not in by_setting or by_setting["sweep"].nunique() < 2:
+        return f'<div class="scroll">{_table(*by_setting_rows(by_setting))}</div>'
+    parts = []
+    for sweep, group in by_setting.groupby("sweep", sort=False):
+        headers, rows = by_setting_rows(group.drop(columns="sweep"))
+        parts.append(
+            f"<h3>Sweep {html.escape(str(sweep))}</h3>"
+            f'<div class="scroll">{_table(headers, rows)}</div>'
+        )
+    return "".join(parts)
+
+
+def sweep_keys(by_setting: pd.DataFrame, keys: Sequence[str]) -> dict[Any, list[str]]:
+    """Sweep (None for a one-sweep report) -> the setting columns worth naming in it: λ and
+    schedule, and the others only where they vary within that sweep."""
+    rest = [k for k in keys if k != "sweep"]
+    if "sweep" not in keys or not len(by_setting):
+        return {None: varying(by_setting, rest) if len(by_setting) else ["lambda", "anneal"]}
+    return {s: varying(g, rest) for s, g in by_setting.groupby("sweep", sort=False)}
+
+
+def _keys_of(row: pd.Series, keys: Mapping[Any, list[str]]) -> list[str]:
+    return keys.get(row.get("sweep"), keys.get(None, ["lambda", "anneal"]))
+
+
+def _strategies(df: pd.DataFrame, keys: Mapping[Any, list[str]]) -> str:
+    head = ["sweep"] * (None not in keys)
+    head += ["strategy", "best setting", "settings", "runs", "n", "best ELBO (nats)", "AU (cov.)"]
     rows = [
         [
+            *([r["sweep"]] if None not in keys else []),
             r["strategy"],
-            describe(r, keys),
+            short_label(r, _keys_of(r, keys)),  # short cells: "λ=0.5 · linear"
             r["settings"],
             r["runs"],
             r["n"],
@@ -352,11 +382,19 @@ def _strategies(df: pd.DataFrame, keys: Sequence[str]) -> str:
     return _section("strategies", "Best ELBO per strategy", body, note)
 
 
-def _pareto(df: pd.DataFrame, keys: Sequence[str]) -> str:
-    head = ["setting", "n", "ELBO (nats)", "active units", "share active", ""]
+def _pareto(df: pd.DataFrame, keys: Mapping[Any, list[str]]) -> str:
+    head = ["sweep"] * (None not in keys) + [
+        "setting",
+        "n",
+        "ELBO (nats)",
+        "active units",
+        "share active",
+        "",
+    ]
     rows = [
         [
-            describe(r, keys),
+            *([r["sweep"]] if None not in keys else []),
+            short_label(r, _keys_of(r, keys)),
             r["n"],
             fmt_pm(r["test_elbo_mean"], r["test_elbo_ci95"], n=r["n"]),
             fmt_stat(r, "active_units", 1),
