@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from report_fixtures import make_sweep
 
 from freebits_cli.report import build_report
@@ -81,3 +82,33 @@ def test_each_sweep_shows_only_the_fields_varying_within_it(tmp_path: Path) -> N
     cells = [c.split("<")[0] for c in strategies.split("<td>")[1:]]
     assert "λ=1 · linear" in cells and not any("model.hidden" in c for c in cells)
     assert max(len(c) for c in cells) < 40  # short cells: no `key = value` strings
+
+
+# ------------------------------------------------------------------ 9. time per run
+
+
+def test_each_run_gets_its_share_of_the_packs_time(tmp_path: Path, one_thread: None) -> None:
+    import json
+
+    import sweeps
+
+    from freebits_cli import schema
+
+    spec = build_spec(
+        None,
+        [("model.hidden", [16]), ("model.latent_dim", 2), ("train.epochs", 2),
+         ("train.device", "cpu"), ("eval.iwae_samples", 0), ("eval.samples", 0),
+         ("dataset.train_size", 200), ("dataset.test_size", 100), ("grid.lambda", [0, 0.5, 1])],
+    )  # fmt: skip
+    sweeps.train(spec, tmp_path, pack_size=3)
+    summaries = [
+        json.loads((run / schema.SUMMARY).read_text())
+        for run in sorted((tmp_path / spec.name / schema.RUNS_DIR).iterdir())
+    ]
+    assert len(summaries) == 3
+    pack = summaries[0][schema.PACK_SECONDS]
+    assert pack > 0 and all(s[schema.PACK_SECONDS] == pack for s in summaries)  # one pack
+    assert all(s["seconds"] == pytest.approx(pack / 3) for s in summaries)  # a third each
+    page = build_report(tmp_path).index_html.read_text(encoding="utf-8")
+    runs = section(page, "runs")
+    assert "seconds (run&#x27;s share)" in runs and "seconds (its pack)" in runs

@@ -313,8 +313,7 @@ def _all_runs(summary: pd.DataFrame, keys: Sequence[str]) -> str:
     return _section("runs", "All runs", body, 'Also as <a href="summary.csv">summary.csv</a>.')
 
 
-#: summary.csv's column of the whole pack's time, beside each run's share in `seconds`.
-PACK_SECONDS = "pack_seconds"
+PACK_SECONDS = schema.PACK_SECONDS
 RUN_HEADERS = {
     "active_units": "AU (cov.)",
     "active_units_kl": "AU (KL)",
