@@ -105,6 +105,9 @@ METRICS_COLUMNS = ("run_id", *LABELS, "epoch", "step", *TRAIN_TERMS, *METRIC_NAM
 #: and variance terms ½ (E_x μ_j)² + ½ E_x[σ_j² − 1 − log σ_j²] (the same for every x).
 KL_COLUMNS = ("epoch", "dim", "kl", "kl_spread", "kl_rest")
 
+#: summary.json's and summary.csv's wall-clock time of the whole pack a run trained in.
+PACK_SECONDS = "pack_seconds"
+
 #: summary.json's keys (an unknown key is refused when it is written).
 SUMMARY_KEYS = (
     "run_id",
@@ -119,7 +122,10 @@ SUMMARY_KEYS = (
     "lr_decays",
     "collapse_epoch",
     "kl_per_dim",
+    #: The run's share of its pack's wall-clock time (each epoch's time / the pack's members).
     "seconds",
+    #: The whole pack's wall-clock time over the epochs this run trained in it.
+    PACK_SECONDS,
     "device",
     "setting",
     "best_valid",
@@ -150,6 +156,7 @@ RUN_TABLE_COLUMNS = (
     "information",
     "iwae_samples",
     "seconds",
+    PACK_SECONDS,
     "device",
     "failed_reason",
     "failed_epoch",

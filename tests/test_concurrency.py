@@ -45,7 +45,9 @@ def results(out: Path) -> dict[str, Any]:
         kl = (folder / "kl_per_dim.csv").read_text()
         summary = storage.read_summary(folder)
         assert summary is not None, folder
-        numbers = {k: v for k, v in summary.items() if k not in ("seconds", "device")}
+        numbers = {
+            k: v for k, v in summary.items() if k not in ("seconds", "pack_seconds", "device")
+        }
         found[folder.name] = (metrics, kl, numbers)
     return found
 

@@ -178,3 +178,66 @@ def test_paper_style_trajectory_rows_keep_their_setting(tmp_path: Path) -> None:
         size = fig.axes[0].title.get_fontsize()
         assert size >= fig.axes[0].yaxis.label.get_fontsize()  # not "small" on an 8 pt style
     assert "lowest seed" not in R.fig_kl_trajectories(inp)._suptitle.get_text()
+
+
+# ------------------------------------------------------------------ 5. reconstruction vs λ
+
+
+def test_distortion_beside_active_units_and_in_the_table(tmp_path: Path) -> None:
+    from freebits_cli.report import by_setting_rows
+
+    make_sweep(
+        tmp_path / "r", [0, 0.5, 1], ["none"], [0, 1],
+        lambda lam, a, s: {"elbo": -100 - lam, "kl": 2 + 3 * lam},
+    )  # fmt: skip
+    inp = figure_input(tmp_path)
+    _au, recon = I.fig_active_units(inp).axes
+    means = [list(line.get_ydata()) for line in recon.lines if line.get_label() == "mean"]
+    # recon = -ELBO - KL = 98 - 2λ: 98, 97, 96 nats (λ = 0, 0.5, 1)
+    assert means == [[98.0, 97.0, 96.0]] and recon.get_ylabel().startswith("distortion")
+    headers, rows = by_setting_rows(inp.by_setting)
+    assert next(r[headers.index("recon (nats) †")] for r in rows).startswith("98.00")
+
+
+# ------------------------------------------------------------------ 8. text runs
+
+
+def text_runs(root: Path) -> Path:
+    import json
+
+    runs = make_sweep(
+        root / "fortunes", [0, 0.5, 1], ["none"], [0],
+        lambda lam, a, s: {"elbo": -60 - lam}, samples=False,
+    )  # fmt: skip
+    for run in runs:
+        lam = run.name.split("-")[0]
+        sentences = {
+            "originals": ["the cat sat on the mat", "a long sentence " * 12],
+            "reconstructions": [f"the cat sat ({lam})", f"a long reconstruction ({lam}) " * 10],
+            "prior_samples": [f"from the prior ({lam})"],
+            "homotopy": ["a", "b", "c"],
+        }
+        (run / "samples.json").write_text(json.dumps(sentences))
+    return root
+
+
+def test_text_page_draws_no_image_grids_and_wraps_sentences(tmp_path: Path) -> None:
+    result = build_report(text_runs(tmp_path))
+    page = result.index_html.read_text(encoding="utf-8")
+    assert "samples.npz" not in page  # no false "Not drawn: reconstructions (…samples.npz)"
+    assert not (result.out_dir / "reconstructions.png").exists()
+    figures = page[page.index('id="figures"') : page.index('id="sentences"')]
+    elbo = figures[figures.index('id="elbo"') :]
+    caption = elbo[: elbo.index("</figcaption>")]
+    assert "8-bit" not in caption and "per sentence" in caption
+    sentences = page[page.index('id="sentences"') : page.index('id="runs"')]
+    blocks = sentences.split('<details open class="setting">')[1:]
+    assert len(blocks) == 3  # one block per setting: λ = 1 is not hidden off the side
+    assert [b[b.index("<summary>") + 9 : b.index("</summary>")] for b in blocks] == [
+        "λ=0 · none", "λ=0.5 · none", "λ=1 · none",
+    ]  # fmt: skip
+    for block in blocks:  # at most two columns per row: the sentence and its reconstruction
+        for table in block.split("<table")[1:]:
+            first_row = table[: table.index("</tr>")]
+            assert first_row.count("<th>") <= 2
+    assert "table.sentences td,table.sentences th{\nwhite-space:normal" in page

@@ -225,3 +225,30 @@ def test_rate_split_not_drawn_without_mi(tmp_path: Path) -> None:
     assert not (result.out_dir / "rate_split.png").exists()
     page = result.index_html.read_text(encoding="utf-8")
     assert "rate_split (no finished run estimated the mutual information" in page
+
+
+def test_kl_heatmap_marks_the_informative_units(tmp_path: Path) -> None:
+    from report_fixtures import figure_input
+
+    from freebits_cli.report import run_figures as R
+
+    info_sweep(tmp_path)  # λ = 0.5: units 0-2 spread (0.9, 0.8, 0.7 of their KL), unit 3 none
+    inp = figure_input(tmp_path)
+    fig = R.fig_kl_per_dim(inp)
+    ax = fig.axes[0]
+    (dots,) = [c for c in ax.collections if len(c.get_offsets())]
+    rows = [t.get_text() for t in ax.get_yticklabels()]
+    marked = {(int(x), rows[int(y)]) for x, y in dots.get_offsets()}
+    half = [r for r in rows if r.startswith("λ=0.5")]
+    assert marked == {(j, r) for j in range(3) for r in half}  # 3 units of the 4, λ = 0.5 only
+    assert R.INFORMATIVE_DOT in ax.get_xlabel()
+
+
+def test_kl_heatmap_without_the_decomposition_marks_nothing(tmp_path: Path) -> None:
+    from report_fixtures import figure_input
+
+    from freebits_cli.report import run_figures as R
+
+    make_sweep(tmp_path / "old", [0, 1], ["none"], [0], lambda lam, a, s: {"active_units": 2})
+    ax = R.fig_kl_per_dim(figure_input(tmp_path)).axes[0]
+    assert not ax.collections and R.INFORMATIVE_DOT not in ax.get_xlabel()

@@ -61,10 +61,12 @@ def test_paper_style_one_column_pdf_with_truetype_fonts(results: Path, tmp_path:
     )
     assert result.exit_code == 0, result.output
     size, fonts, subtypes, truetype = pdf_facts(out / "active_units.pdf")
-    assert size == pytest.approx((3.25, 2.6), abs=0.01)  # one column of a two-column paper
+    # Two panels (active units, distortion) designed 8+5 : 5 keep their proportions, at the
+    # height of one column of a two-column paper (a one-panel figure: 3.25 × 2.6 in).
+    assert size == pytest.approx((3.25 * 13 / 8, 2.6), abs=0.01)
     assert fonts == {"STIXGeneral-Regular"}  # a Times-like serif, as the paper's text
     assert "Type3" not in subtypes and truetype  # Type 42: TrueType embedded, never Type 3
-    assert png_size(out / "active_units.png") == (975, 780)  # the page's PNG: 300 dpi
+    assert png_size(out / "active_units.png") == (1584, 780)  # the page's PNG: 300 dpi
     wide, *_ = pdf_facts(out / "elbo.pdf")  # two panels keep their proportions: 8+5 : 8
     assert wide == pytest.approx((3.25 * 13 / 8, 2.6), abs=0.01)
     text = (out / "active_units.pdf").read_bytes()
@@ -76,8 +78,9 @@ def test_talk_style_and_width(results: Path, tmp_path: Path) -> None:
     args = ["report", str(results), "--out", str(out), "--style", "talk", "--width", "10"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
-    width, height = png_size(out / "active_units.png")  # 10 × 5.625 in (16:9) at 150 dpi
-    assert width == 1500 and abs(height - 843.75) < 1
+    # One panel: 10 × 5.625 in (16:9) at 150 dpi; the two-panel figure 13/8 as wide.
+    width, height = png_size(out / "active_units.png")
+    assert abs(width - 1500 * 13 / 8) < 1 and abs(height - 843.75) < 1
 
 
 @pytest.mark.parametrize(

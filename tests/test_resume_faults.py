@@ -74,7 +74,7 @@ def outputs(out: Path) -> dict[str, Any]:
     found = {}
     for folder in sorted((out / "default" / "runs").iterdir()):
         summary = json.loads((folder / "summary.json").read_text())
-        for key in ("seconds", "device"):
+        for key in ("seconds", "pack_seconds", "device"):
             summary.pop(key)
         metrics = [line.rsplit(",", 1)[0] for line in (folder / "metrics.csv").read_text().split()]
         found[folder.name] = (summary, metrics, (folder / "kl_per_dim.csv").read_text())

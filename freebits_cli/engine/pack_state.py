@@ -33,7 +33,10 @@ class Member:
     kl_history: list[list[float]] = field(default_factory=list)
     kl_spread: list[float] = field(default_factory=list)  # last epoch's ½ Var_x μ_j per unit
     last_row: dict[str, Any] = field(default_factory=dict)
+    #: This run's share of its pack's wall-clock time (the pack's epoch time / its members),
+    #: so runs trained in packs of different sizes compare; `pack_seconds`: the pack's own time.
     seconds: float = 0.0
+    pack_seconds: float = 0.0
     best: dict[str, Any] | None = None  # eval.select best_valid: see `selection`
     plateau: Plateau = field(default_factory=Plateau)  # train.lr_decay plateau: see `plateau`
     #: Where a fresh start takes its parameters (`warm_start`): a run folder, model.pt or
@@ -102,6 +105,7 @@ def save_states(
                 "kl_spread": torch.tensor(member.kl_spread, dtype=torch.float64),
                 "last_row": member.last_row,
                 "seconds": member.seconds,
+                "pack_seconds": member.pack_seconds,
                 "best": member.best,
                 "plateau": member.plateau.record(),
             }
@@ -143,6 +147,8 @@ def load_states(
         member.kl_spread = spread.tolist() if spread is not None else []
         member.last_row = dict(state["last_row"])
         member.seconds = float(state["seconds"])
+        # Checkpoints of earlier versions kept the pack's time in "seconds".
+        member.pack_seconds = float(state.get("pack_seconds", member.seconds))
         member.best = state.get("best")
         member.plateau = Plateau.from_record(state.get("plateau"))
         if "aggressive" in state:

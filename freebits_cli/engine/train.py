@@ -393,7 +393,8 @@ class PackTrainer:
             elapsed = time.perf_counter() - started
             diverged = {}
             for i, (member, row) in enumerate(zip(self.members, rows, strict=True)):
-                member.seconds += elapsed
+                member.seconds += elapsed / len(self.members)  # its share of the pack's time
+                member.pack_seconds += elapsed
                 row["seconds"] = member.seconds
                 bad = [k for k in ("train_loss", "test_elbo") if not math.isfinite(row[k])]
                 if bad:
@@ -604,6 +605,7 @@ class PackTrainer:
         for member, best in zip(self.members, self._best_scores(), strict=True):
             extra = {
                 "seconds": member.seconds,
+                schema.PACK_SECONDS: member.pack_seconds,
                 "device": str(self.device),
                 "setting": member.setting,
                 "information": verdict_of(member.last_row),

@@ -8,7 +8,7 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from freebits_cli import schema
 from freebits_cli.errors import ResultsError
@@ -145,12 +145,41 @@ def figure_data(
             sentences[key] = lines
         elif (data := read_samples(runs.dirs[key], warn)) is not None:
             samples[key] = data
+    informative = informative_units(runs, kl_history)
     figure_input = FigureInput(
         runs=runs.table, by_setting=by_setting, keys=runs.keys, metrics=runs.metrics,
         kl_final=runs.kl_final, collapse=runs.collapse, examples=examples,
         kl_history=kl_history, samples=samples, pareto=pareto, keep_share=keep_share,
+        informative_units=informative, text=bool(sentences) or is_text(runs.table),
     )  # fmt: skip
     return figure_input, sentences
+
+
+def is_text(table: pd.DataFrame) -> bool:
+    """Whether the runs model text (a categorical decoder over tokens)."""
+    return "likelihood" in table and bool((table["likelihood"] == "categorical").any())
+
+
+def informative_units(runs: Runs, examples: dict[str, pd.DataFrame]) -> dict[str, Any]:
+    """Done run key -> per unit (by dim), whether its posterior mean varies with x at the final
+    epoch: kl_spread = ½ Var_x μ_j > δ/2, i.e. Cov_x(μ_j) > δ, the covariance rule (Burda et
+    al. 2015) with the run's own δ (eval.au_threshold). Read only when the example runs'
+    kl_per_dim.csv has the column (runs written before the decomposition have none)."""
+    if not any("kl_spread" in h for h in examples.values()):
+        return {}
+    out = {}
+    for key in runs.table.loc[runs.table["state"] == "done", "path"]:
+        hist = examples.get(key)
+        if hist is None:
+            hist = read_kl_history(
+                runs.dirs[key], lambda msg, k=key: runs.warnings.append(f"{k}: {msg}")
+            )
+        if hist is None or "kl_spread" not in hist:
+            continue
+        final = hist[hist["epoch"] == hist["epoch"].max()].sort_values("dim")
+        delta = float(runs.configs.get(key, {}).get("eval.au_threshold", 0.01))
+        out[key] = final["kl_spread"].to_numpy(float) > delta / 2
+    return out
 
 
 def example_labels(

@@ -136,7 +136,8 @@ def draw_all(
             result.warnings.append(f"{stem}: figure not drawn ({type(exc).__name__}: {exc})")
             continue
         if isinstance(fig, str):
-            result.skipped.append(f"{stem} ({fig})")
+            if fig:  # "": not a figure of these runs (images of text runs), nothing missing
+                result.skipped.append(f"{stem} ({fig})")
             continue
         for fmt in fmts:
             fig.savefig(out / f"{prefix}{stem}.{fmt}")  # dpi, background, bbox: from the style
@@ -155,7 +156,8 @@ def caption(stem: str, inp: FigureInput) -> tuple[str, str]:
     add to it (text runs' likelihoods, settings with one seed)."""
     heading, text = CAPTIONS[stem]
     done = inp.by_setting[inp.by_setting["n"] > 0] if len(inp.by_setting) else inp.by_setting
-    if stem == "elbo" and "test_elbo_ppl_mean" in done and done["test_elbo_ppl_mean"].notna().any():
+    ppl = "test_elbo_ppl_mean" in done and bool(done["test_elbo_ppl_mean"].notna().any())
+    if stem == "elbo" and (inp.text or ppl):
         text = TEXT_ELBO
     k = iwae_k(inp.runs[inp.runs["test_iwae_nll"].notna()]) if "test_iwae_nll" in inp.runs else ""
     if stem == "elbo" and k:

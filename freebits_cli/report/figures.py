@@ -50,6 +50,10 @@ class FigureInput:
     pareto: pd.DataFrame  # ELBO/active-units Pareto front, with a `recommended` column
     keep_share: float
     context: str = ""  # what was swept, for the titles
+    #: done run key -> whether each unit's posterior mean varies with x at the final epoch
+    #: (kl_per_dim.csv's kl_spread = ½ Var_x μ_j above δ/2: the covariance rule), by `dim`
+    informative_units: dict[str, np.ndarray] = field(default_factory=dict)
+    text: bool = False  # text runs: samples are sentences (samples.json), not images
 
 
 @dataclass

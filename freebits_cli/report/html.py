@@ -90,6 +90,8 @@ tbody tr:nth-child(even){background:#f7f7f7}
 .scroll{max-height:560px;overflow:auto;border:1px solid #e2e2e2;display:inline-block;max-width:100%}
 figure{margin:18px 0 34px}figure img{max-width:100%;height:auto;border:1px solid #ddd}
 figcaption{color:#333;max-width:1000px;margin-top:6px}summary{cursor:pointer;font-weight:600}
+table.sentences{width:100%;table-layout:fixed}table.sentences td,table.sentences th{
+white-space:normal;overflow-wrap:anywhere}details.setting{margin:10px 0 18px}
 """
 
 
@@ -153,15 +155,14 @@ def write_index(
         _section(
             "by-setting",
             "Results by setting",
-            f'<div class="scroll">{_table(*by_setting_rows(by_setting))}</div>'
-            + _notes(table_notes(by_setting)),
+            _by_setting_tables(by_setting) + _notes(table_notes(by_setting)),
             f"Finished runs only. {STATS_NOTE} Every statistic: "
             '<a href="by_setting.csv">by_setting.csv</a>.',
         )
     )
     parts += [
-        _strategies(csvs[schema.STRATEGIES_CSV], keys),
-        _pareto(csvs[schema.PARETO_CSV], keys),
+        _strategies(csvs[schema.STRATEGIES_CSV], sweep_keys(by_setting, runs.keys)),
+        _pareto(csvs[schema.PARETO_CSV], sweep_keys(by_setting, runs.keys)),
     ]
     parts.append(_figures(figures))
     if sentences:
@@ -170,14 +171,15 @@ def write_index(
                 "sentences",
                 "Sentences",
                 sentences,
-                "Text runs: one column per setting (lowest seed), the same test sentences and prior "
-                "draws in every run, decoded greedily.",
+                "Text runs: one block per setting (lowest seed), the same test sentences and prior "
+                "draws in every run, decoded greedily (and by sampling where the run saved it).",
             )
         )
     parts.append(_all_runs(csvs[schema.SUMMARY_CSV], runs.keys))
     for i, (sweep, text) in enumerate(sorted(runs.specs.items())):
-        body = f"<details open><summary>spec.yaml</summary><pre>{esc(text)}</pre></details>"
-        parts.append(_section("spec" if i == 0 else f"spec-{i}", f"Spec of sweep {sweep}", body))
+        parts.append(
+            _section("spec" if i == 0 else f"spec-{i}", f"Spec of sweep {sweep}", _spec(text))
+        )
     if not runs.specs:
         parts.append(_section("spec", "Spec", "<p>No spec.yaml found beside the runs.</p>"))
     links = " · ".join(f'<a href="{n}">{n}</a>' for n in csvs)
@@ -196,6 +198,63 @@ STATS_NOTE = (
     "Means over seeds ± the half-width of the 95% Student-t interval; for quantities with a "
     "range (active units in [0, D], KL and MI ≥ 0) the interval as [low, high], clipped to it."
 )
+
+
+def spec_changes(text: str) -> list[tuple[str, str, str]] | None:
+    """(field, value, default) of each field of a resolved spec.yaml that differs from the
+    defaults (SweepSpec()), the grid first; None when the text is not a spec mapping."""
+    import yaml
+
+    from freebits_cli.spec.config import SweepSpec
+
+    try:
+        tree = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    if not isinstance(tree, dict):
+        return None
+    defaults = _flat(SweepSpec().to_dict())
+    rows = [("grid", _yaml(tree.get("grid")), _yaml(defaults.get("grid")))]
+    rows = rows if tree.get("grid") != SweepSpec().to_dict()["grid"] else []
+    for path, value in _flat({k: v for k, v in tree.items() if k != "grid"}).items():
+        if path not in defaults or defaults[path] != value:
+            rows.append((path, _yaml(value), _yaml(defaults.get(path, "(no default)"))))
+    return rows
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and key != "grid" and key != "kwargs":
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _yaml(value: Any) -> str:
+    import yaml
+
+    return (
+        yaml.safe_dump(value, default_flow_style=True, width=10_000)
+        .strip()
+        .removesuffix("...")
+        .strip()
+    )
+
+
+def _spec(text: str) -> str:
+    """A sweep's spec: the fields that differ from the defaults as a table, the whole resolved
+    spec.yaml folded below it (every field is there, most at their defaults)."""
+    esc = html.escape
+    folded = f"<details><summary>the whole spec.yaml</summary><pre>{esc(text)}</pre></details>"
+    changes = spec_changes(text)
+    if changes is None:
+        return f"<details open><summary>spec.yaml</summary><pre>{esc(text)}</pre></details>"
+    if not changes:
+        return "<p>Every field at its default.</p>" + folded
+    table = _table(["field", "value", "default"], changes)
+    return f'<p class="meta">Fields that differ from the defaults:</p>{table}{folded}'
 
 
 def _notes(notes: Sequence[str]) -> str:
@@ -254,8 +313,7 @@ def _all_runs(summary: pd.DataFrame, keys: Sequence[str]) -> str:
     return _section("runs", "All runs", body, 'Also as <a href="summary.csv">summary.csv</a>.')
 
 
-#: summary.csv's column of the whole pack's time, beside each run's share in `seconds`.
-PACK_SECONDS = "pack_seconds"
+PACK_SECONDS = schema.PACK_SECONDS
 RUN_HEADERS = {
     "active_units": "AU (cov.)",
     "active_units_kl": "AU (KL)",
@@ -269,12 +327,43 @@ def _run_header(col: str, summary: pd.DataFrame) -> str:
     return with_k(RUN_HEADERS.get(col, LABELS.get(col, col)), col, iwae_k(summary))
 
 
-def _strategies(df: pd.DataFrame, keys: Sequence[str]) -> str:
-    head = ["strategy", "best setting", "settings", "runs", "n", "best ELBO (nats)", "active units"]
+def _by_setting_tables(by_setting: pd.DataFrame) -> str:
+    """The by-setting table; over several sweeps one per sweep, each with the setting columns
+    that vary within it (fields that differ only between sweeps made every row ~20 columns
+    wider)."""
+    if "sweep" not in by_setting or by_setting["sweep"].nunique() < 2:
+        return f'<div class="scroll">{_table(*by_setting_rows(by_setting))}</div>'
+    parts = []
+    for sweep, group in by_setting.groupby("sweep", sort=False):
+        headers, rows = by_setting_rows(group.drop(columns="sweep"))
+        parts.append(
+            f"<h3>Sweep {html.escape(str(sweep))}</h3>"
+            f'<div class="scroll">{_table(headers, rows)}</div>'
+        )
+    return "".join(parts)
+
+
+def sweep_keys(by_setting: pd.DataFrame, keys: Sequence[str]) -> dict[Any, list[str]]:
+    """Sweep (None for a one-sweep report) -> the setting columns worth naming in it: λ and
+    schedule, and the others only where they vary within that sweep."""
+    rest = [k for k in keys if k != "sweep"]
+    if "sweep" not in keys or not len(by_setting):
+        return {None: varying(by_setting, rest) if len(by_setting) else ["lambda", "anneal"]}
+    return {s: varying(g, rest) for s, g in by_setting.groupby("sweep", sort=False)}
+
+
+def _keys_of(row: pd.Series, keys: Mapping[Any, list[str]]) -> list[str]:
+    return keys.get(row.get("sweep"), keys.get(None, ["lambda", "anneal"]))
+
+
+def _strategies(df: pd.DataFrame, keys: Mapping[Any, list[str]]) -> str:
+    head = ["sweep"] * (None not in keys)
+    head += ["strategy", "best setting", "settings", "runs", "n", "best ELBO (nats)", "AU (cov.)"]
     rows = [
         [
+            *([r["sweep"]] if None not in keys else []),
             r["strategy"],
-            describe(r, keys),
+            short_label(r, _keys_of(r, keys)),  # short cells: "λ=0.5 · linear"
             r["settings"],
             r["runs"],
             r["n"],
@@ -292,11 +381,19 @@ def _strategies(df: pd.DataFrame, keys: Sequence[str]) -> str:
     return _section("strategies", "Best ELBO per strategy", body, note)
 
 
-def _pareto(df: pd.DataFrame, keys: Sequence[str]) -> str:
-    head = ["setting", "n", "ELBO (nats)", "active units", "share active", ""]
+def _pareto(df: pd.DataFrame, keys: Mapping[Any, list[str]]) -> str:
+    head = ["sweep"] * (None not in keys) + [
+        "setting",
+        "n",
+        "ELBO (nats)",
+        "active units",
+        "share active",
+        "",
+    ]
     rows = [
         [
-            describe(r, keys),
+            *([r["sweep"]] if None not in keys else []),
+            short_label(r, _keys_of(r, keys)),
             r["n"],
             fmt_pm(r["test_elbo_mean"], r["test_elbo_ci95"], n=r["n"]),
             fmt_stat(r, "active_units", 1),

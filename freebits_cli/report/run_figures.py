@@ -83,9 +83,14 @@ def fig_kl_per_dim(inp: FigureInput) -> Figure | str:
     runs = sort_runs(runs, inp.keys)
     width = max(len(inp.kl_final[k]) for k in runs["path"])
     mat = np.full((len(runs), width), np.nan)
+    dots: list[tuple[int, int]] = []  # (column, row) of units whose mean varies with x
     for i, key in enumerate(runs["path"]):
-        kl = np.sort(inp.kl_final[key])[::-1]  # each row sorted: how many units carry information
+        order = np.argsort(-inp.kl_final[key], kind="stable")  # each row sorted: largest first
+        kl = inp.kl_final[key][order]
         mat[i, : len(kl)] = np.maximum(kl, FLOOR)
+        informative = inp.informative_units.get(key)
+        if informative is not None and len(informative) == len(order):
+            dots += [(j, i) for j, d in enumerate(order) if informative[d]]
     many = len(runs) > 40
     fig = Figure(
         figsize=size(
@@ -122,7 +127,13 @@ def fig_kl_per_dim(inp: FigureInput) -> Figure | str:
         range(0, width, max(width // 16, 1)),
         labels=[str(i + 1) for i in range(0, width, max(width // 16, 1))],
     )
-    ax.set_xlabel("latent dimensions of the run, sorted by KL (largest first)")
+    xlabel = "latent dimensions of the run, sorted by KL (largest first)"
+    if inp.informative_units:  # which units' KL is information (their mean varies with x)
+        if dots:
+            ax.scatter(*zip(*dots, strict=True), s=14, c="white", edgecolors="black",
+                       linewidths=0.5, zorder=3)  # fmt: skip
+        xlabel += f"\n{INFORMATIVE_DOT}"
+    ax.set_xlabel(xlabel)
     bar = fig.colorbar(im, ax=ax, extend="min", label="KL per unit (nats, log scale)")
     nats_ticks(bar)
     bar.ax.hlines(
@@ -132,6 +143,10 @@ def fig_kl_per_dim(inp: FigureInput) -> Figure | str:
     return fig
 
 
+#: What the dots on the KL heatmap mean (½ Var_x μ_j > δ/2, the covariance rule).
+INFORMATIVE_DOT = (
+    "●: the unit's mean varies with x (covariance rule); coloured, no ●: KL without information"
+)
 COLLAPSED_KL = 0.01  # nats: a unit at or below carries (next to) nothing; drawn grey, off the scale
 
 
@@ -306,6 +321,8 @@ def _image_rows(inp: FigureInput, array: str, with_originals: bool) -> Figure | 
     from matplotlib.figure import Figure
 
     keys = [k for k in inp.examples if array in inp.samples.get(k, {})][:30]
+    if not keys and inp.text:
+        return NOT_APPLICABLE  # text runs' samples are sentences, shown on the page
     if not keys:
         return "no finished run saved samples.npz"
     examples = inp.runs.set_index("path").loc[keys].reset_index()
@@ -353,6 +370,9 @@ def _image_rows(inp: FigureInput, array: str, with_originals: bool) -> Figure | 
     return fig
 
 
+#: A figure function's answer when the figure has no meaning for these runs (images of text):
+#: not drawn, and not listed as missing.
+NOT_APPLICABLE = ""
 RULE = "#d9d9d9"  # the hairline between images
 UPSAMPLE_TO = 28  # pixels: small images are enlarged so a one-pixel rule stays a hairline
 

@@ -1,46 +1,60 @@
 """The page's section of sentences for text runs: what each setting's model reconstructs, what it
 says from the prior, and a homotopy between two test sentences (Bowman et al. 2016) — the text
-counterpart of the reconstruction and sample figures."""
+counterpart of the reconstruction and sample figures.
+
+One block per setting (its label as heading), each table two columns at most, with the text
+wrapped: a table with a column per setting scrolled sideways and hid the later settings.
+"""
 
 from __future__ import annotations
 
 import html
 from collections.abc import Mapping
 
-#: (samples.json key, heading) of the tables, in page order.
+#: (samples.json key, heading) of the tables, in page order; the sampled decodes follow the
+#: greedy ones where a run saved them.
 TABLES = (
-    ("reconstructions", "Test sentences and their greedy reconstructions from the posterior mean"),
-    ("prior_samples", "Greedy decodes of the same draws z ~ N(0, I)"),
-    ("homotopy", "Homotopy: decodes along the line between two test sentences' posterior means"),
+    ("reconstructions", "greedy reconstruction from the posterior mean"),
+    ("sampled_reconstructions", "sampled reconstruction"),
+    ("prior_samples", "greedy decode of z ~ N(0, I) (the same draws in every setting)"),
+    ("sampled_prior_samples", "sampled decode of the same draws"),
+    ("homotopy", "homotopy: decodes along the line between two test sentences' posterior means"),
 )
+#: Tables beside the test sentences they reconstruct.
+BESIDE_ORIGINALS = ("reconstructions", "sampled_reconstructions")
 
 
 def sentences_html(
     sentences: Mapping[str, Mapping[str, list[str]]], labels: Mapping[str, str]
 ) -> str:
-    """Tables of sentences, one column per setting (`labels`: run key -> setting label)."""
+    """One block per setting (`labels`: run key -> setting label, in table order) holding its
+    tables of sentences; reconstructions beside the test sentence they reconstruct."""
     if not sentences:
         return ""
     esc = html.escape
-    keys = [k for k in labels if k in sentences]
-    parts = []
-    for name, heading in TABLES:
-        columns = [sentences[k].get(name, []) for k in keys]
-        rows = max((len(c) for c in columns), default=0)
-        if not rows:
-            continue
-        head = "".join(f"<th>{esc(labels[k])}</th>" for k in keys)
-        if name == "reconstructions":
-            originals = next((sentences[k].get("originals", []) for k in keys), [])
-            head = "<th>test sentence</th>" + head
-            columns = [originals, *columns]
-        body = "".join(
-            "<tr>"
-            + "".join(f"<td>{esc(c[i]) if i < len(c) else ''}</td>" for c in columns)
-            + "</tr>"
-            for i in range(rows)
-        )
-        parts.append(
-            f'<h3>{esc(heading)}</h3><div class="scroll"><table><tr>{head}</tr>{body}</table></div>'
-        )
-    return "".join(parts)
+    blocks = []
+    for key in [k for k in labels if k in sentences]:
+        run = sentences[key]
+        originals = run.get("originals", [])
+        parts = []
+        for name, heading in TABLES:
+            lines = run.get(name, [])
+            if not lines:
+                continue
+            if name in BESIDE_ORIGINALS:
+                head = f"<tr><th>test sentence</th><th>{esc(heading)}</th></tr>"
+                body = "".join(
+                    f"<tr><td>{esc(originals[i]) if i < len(originals) else ''}</td>"
+                    f"<td>{esc(line)}</td></tr>"
+                    for i, line in enumerate(lines)
+                )
+            else:
+                head = f"<tr><th>{esc(heading)}</th></tr>"
+                body = "".join(f"<tr><td>{esc(line)}</td></tr>" for line in lines)
+            parts.append(f'<table class="sentences">{head}{body}</table>')
+        if parts:
+            blocks.append(
+                f'<details open class="setting"><summary>{esc(labels[key])}</summary>'
+                f"{''.join(parts)}</details>"
+            )
+    return "".join(blocks)

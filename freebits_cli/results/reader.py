@@ -244,6 +244,7 @@ def _load_run(root: Path, run_dir: Path, runs: Runs) -> tuple[dict[str, Any], bo
     row["iwae_samples"] = _num(_pick(s.get("iwae_samples"), _get(cfg, "eval.iwae_samples")))
     row |= {
         "seconds": _num(s.get("seconds")),
+        schema.PACK_SECONDS: _num(s.get(schema.PACK_SECONDS)),
         "device": _pick(s.get("device"), config.get("device")),
     }
     row["failed_reason"] = str(f.get("reason", "unknown")) if state == "failed" else None
