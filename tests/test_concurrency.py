@@ -99,8 +99,13 @@ def test_signal_mid_epoch_stops_cleanly_and_resumes_exactly(tmp_path: Path, sign
     runs = sorted((tmp_path / "b" / "default" / "runs").iterdir())
     assert not list((tmp_path / "b").glob("default/runs/*/summary.json")), "stopped too late"
     assert all(locks.holder(folder) is None for folder in runs)  # released
-    done = subprocess.run([*COMMAND, *flags], env=ENV, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
+    from typer.testing import CliRunner
+
+    from freebits_cli.cli import app
+
+    with torch_threads(1):  # the same command, resumed in this process (as ENV, one thread)
+        done = CliRunner().invoke(app, ["sweep", *ARGS, *flags])
+    assert done.exit_code == 0, done.output
     assert_clean_csvs(tmp_path / "b", 8)
     lone_sweep(tmp_path / "a", [0, 1], 8)
     assert results(tmp_path / "b") == results(tmp_path / "a")

@@ -139,9 +139,13 @@ def test_os_exit_between_rows_of_a_pack_then_resume_from_the_cli(tmp_path: Path)
     plan = executor.plan(build_spec(None, SMALL), tmp_path)
     assert {r.start_epoch for r in plan.runs} == {1}
     assert {r.pack for r in plan.runs} == {tuple(r.run.run_id for r in plan.runs)}
-    done = subprocess.run(
-        [sys.executable, "-m", "freebits_cli", *args], env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
+    # The resume runs the same command line in this process (on one thread, as the killed one):
+    # a second process start would be most of this test's time.
+    from typer.testing import CliRunner
+
+    from freebits_cli.cli import app
+
+    done = CliRunner().invoke(app, args)
+    assert done.exit_code == 0, done.output
     sweep(tmp_path / "straight")
     assert outputs(tmp_path) == outputs(tmp_path / "straight")

@@ -167,11 +167,19 @@ def test_kill_9_mid_sweep_then_resume(tmp_path: Path) -> None:
         "--set",
         "train.batch_size=64",
     ]
+    from threads import torch_threads
+    from typer.testing import CliRunner
+
+    from freebits_cli.cli import app
+
+    # Only the killed sweep is a process of its own (a process start is most of this test's
+    # time); the reference and the resume run the same command line in this one, on one thread
+    # as the killed process computes.
     command = [sys.executable, "-m", "freebits_cli", "sweep", *args]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
-    subprocess.run(
-        [*command, "--out", str(tmp_path / "a")], check=True, capture_output=True, env=env
-    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    with torch_threads(1):
+        straight = CliRunner().invoke(app, ["sweep", *args, "--out", str(tmp_path / "a")])
+    assert straight.exit_code == 0, straight.output
     proc = subprocess.Popen(
         [*command, "--out", str(tmp_path / "b")],
         env=env,
@@ -187,8 +195,9 @@ def test_kill_9_mid_sweep_then_resume(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not list((tmp_path / "b").glob("default/runs/*/summary.json")), "killed too late"
-    done = subprocess.run([*command, "--out", str(tmp_path / "b")], capture_output=True, env=env)
-    assert done.returncode == 0, done.stderr
+    with torch_threads(1):
+        done = CliRunner().invoke(app, ["sweep", *args, "--out", str(tmp_path / "b")])
+    assert done.exit_code == 0, done.output
     a, b = summaries(tmp_path / "a"), summaries(tmp_path / "b")
     assert len(a) == 2
     for run_id in a:
