@@ -60,7 +60,7 @@ def test_bounded_intervals_and_negative_mi_in_the_tables(tmp_path: Path) -> None
     )
     assert low["test_mi_lo"] == 0.0 and low["test_mi_mean"] < 0
     headers, rows = by_setting_rows(bs)
-    au, mi = headers.index("active units"), headers.index("MI (nats)")
+    au, mi = headers.index("AU (cov.)"), headers.index("MI (nats)")
     assert rows[0][au] == "0.7 [0.0, 3.5]" and rows[1][au] == "3.7 [2.2, 4.0]"
     assert rows[0][mi] == "≈ 0 ‡"  # never -0.04, a value a reader might cite
     assert rows[1][mi] == "1.25 [1.13, 1.37]"
@@ -87,7 +87,7 @@ def test_grayscale_bernoulli_numbers_say_cross_entropy(tmp_path: Path) -> None:
     with matplotlib.rc_context({"svg.fonttype": "none"}):
         result = build_report(tmp_path, formats="svg")
     headers, _ = by_setting_rows(result.by_setting)
-    assert "ELBO (nats) †" in headers and "IWAE NLL (nats) †" in headers
+    assert "ELBO (nats) †" in headers and "IWAE NLL (k = 10, nats) †" in headers
     assert "KL (nats)" in headers  # the KL is a KL whatever the decoder
     page = result.index_html.read_text(encoding="utf-8")
     assert "summed cross-entropy, not a likelihood" in page
@@ -120,6 +120,5 @@ def test_console_results_table_marks_cross_entropy_and_mi_noise() -> None:
     console.print(results_table(rows))
     text = console.export_text()
     assert "-344.17 †" in text and "334.22 †" in text and "-90.00 †" not in text
-    # The caption wraps at the table's width: read it as one line.
-    assert "summed cross-entropy, not a likelihood" in " ".join(text.split())
+    assert "summed cross-entropy, not a likelihood" in " ".join(text.split())  # notes wrap
     assert "-0.101" not in text and "≈ 0 ‡" in text and "2.500" in text
