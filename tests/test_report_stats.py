@@ -120,5 +120,5 @@ def test_console_results_table_marks_cross_entropy_and_mi_noise() -> None:
     console.print(results_table(rows))
     text = console.export_text()
     assert "-344.17 †" in text and "334.22 †" in text and "-90.00 †" not in text
-    assert "summed cross-entropy, not a likelihood" in " ".join(text.split())  # caption wraps
+    assert "summed cross-entropy, not a likelihood" in " ".join(text.split())  # notes wrap
     assert "-0.101" not in text and "≈ 0 ‡" in text and "2.500" in text

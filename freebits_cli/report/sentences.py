@@ -18,7 +18,7 @@ TABLES = (
     ("sampled_reconstructions", "sampled reconstruction"),
     ("prior_samples", "greedy decode of z ~ N(0, I) (the same draws in every setting)"),
     ("sampled_prior_samples", "sampled decode of the same draws"),
-    ("homotopy", "homotopy: decodes along the line between two test sentences' posterior means"),
+    ("homotopy", "Homotopy: decodes along the line between two test sentences' posterior means"),
 )
 #: Tables beside the test sentences they reconstruct.
 BESIDE_ORIGINALS = ("reconstructions", "sampled_reconstructions")
