@@ -42,6 +42,8 @@ JOBS_FILE, LOG_DIR = "jobs.json", "logs"
 #: The report's tables and page.
 SUMMARY_CSV, BY_SETTING_CSV = "summary.csv", "by_setting.csv"
 STRATEGIES_CSV, PARETO_CSV, INDEX_HTML = "strategies.csv", "pareto.csv", "index.html"
+#: The remedies compared (one row per remedy at its best setting; report/remedies.py).
+REMEDIES_CSV = "remedies.csv"
 
 
 @dataclass(frozen=True)

@@ -8,11 +8,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 import sweeps
 import torch
 from typer.testing import CliRunner
 
+from freebits_cli import schema
 from freebits_cli.cli import app
 from freebits_cli.engine.objective import gaussian_kl_per_dim
 from freebits_cli.engine.plateau import Plateau, after_epoch, stopped
@@ -21,6 +23,7 @@ from freebits_cli.engine.train import PackTrainer
 from freebits_cli.errors import SpecError
 from freebits_cli.models import build_model
 from freebits_cli.models.mu_norm import EPS, MuNormalised, kl_floor
+from freebits_cli.report import build_report
 from freebits_cli.report.remedies import remedies_markdown, remedies_table
 from freebits_cli.results.reader import read_results, strategy
 from freebits_cli.results.remedies import remedies, remedy_name
@@ -471,6 +474,14 @@ def test_remedies_table_takes_each_remedys_best_setting_over_seeds(tmp_path: Pat
         assert row["test_mi_mean"] == pytest.approx(seeds.mean())
     text = remedies_markdown(table)
     assert "| KL warm-up + free bits |" in text and "Every run: β < 1." in text
+    report = build_report(tmp_path / "default")  # the page and remedies.csv show the same rows
+    written = pd.read_csv(report.out_dir / schema.REMEDIES_CSV)
+    assert list(written["remedy"]) == expected
+    assert written["test_elbo_mean"].tolist() == pytest.approx(table["test_elbo_mean"].tolist())
+    page = report.index_html.read_text(encoding="utf-8")
+    section = page[page.index('id="remedies"') :]
+    assert all(f"<td>{name}</td>" in section for name in expected)
+    assert "used by every run: β &lt; 1" in section
 
 
 @pytest.mark.parametrize(

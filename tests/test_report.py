@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 from report_fixtures import make_sweep, write_run
 
+from freebits_cli import schema
 from freebits_cli.errors import ResultsError
 from freebits_cli.report import (
     ReportResult,
@@ -203,10 +204,12 @@ def full_report(tmp_path_factory: pytest.TempPathFactory) -> ReportResult:
 def test_every_figure_is_a_valid_png(full_report: ReportResult) -> None:
     for stem in FIGURES:
         assert_valid_image(full_report.out_dir / f"{stem}.png")
-    for name in ("summary.csv", "by_setting.csv", "strategies.csv", "pareto.csv", "index.html"):
+    tables = (schema.SUMMARY_CSV, schema.BY_SETTING_CSV, schema.STRATEGIES_CSV, schema.PARETO_CSV)
+    tables += (schema.REMEDIES_CSV,)
+    for name in (*tables, schema.INDEX_HTML):
         assert (full_report.out_dir / name).is_file()
     assert all(p.is_file() for p in full_report.files)
-    assert len(set(full_report.files)) == len(full_report.files) == 9 + 5
+    assert len(set(full_report.files)) == len(full_report.files) == 9 + len(tables) + 1
 
 
 class _Links(HTMLParser):

@@ -15,6 +15,7 @@ from freebits_cli.errors import ResultsError
 from freebits_cli.report.html import write_index
 from freebits_cli.report.labels import short_label, varying
 from freebits_cli.report.recommend import recommend, strategies_table
+from freebits_cli.report.remedies import remedies_table
 from freebits_cli.report.sentences import sentences_html
 from freebits_cli.report.stats import by_setting_table
 from freebits_cli.results.reader import read_kl_history, read_results, read_samples, read_sentences
@@ -84,6 +85,7 @@ def build_report(
     recommendation, pareto = recommend(by_setting, runs.keys, keep_share)
     csvs = {schema.SUMMARY_CSV: runs.table, schema.BY_SETTING_CSV: by_setting}
     csvs |= {schema.STRATEGIES_CSV: strategies, schema.PARETO_CSV: pareto}
+    csvs |= {schema.REMEDIES_CSV: remedies_table(runs)}
     figure_input, sentences = figure_data(runs, by_setting, examples, pareto, keep_share)
     # Written in a hidden folder beside `out`, then swapped in: an interrupted report (Ctrl-C, a
     # full disk) leaves the previous one whole, never a page out of step with its CSVs.

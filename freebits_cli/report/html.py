@@ -39,6 +39,7 @@ from freebits_cli.report.labels import (
     varying,
     with_k,
 )
+from freebits_cli.report.remedies import remedies_cells
 
 __all__ = ["by_setting_rows", "describe", "fmt_pm", "fmt_value", "short_label", "varying"]
 __all__ += ["LABELS", "table_notes", "write_index"]
@@ -163,6 +164,7 @@ def write_index(
     parts += [
         _strategies(csvs[schema.STRATEGIES_CSV], sweep_keys(by_setting, runs.keys)),
         _pareto(csvs[schema.PARETO_CSV], sweep_keys(by_setting, runs.keys)),
+        _remedies(csvs[schema.REMEDIES_CSV]),
     ]
     parts.append(_figures(figures))
     if sentences:
@@ -262,7 +264,8 @@ def _notes(notes: Sequence[str]) -> str:
 
 
 NAV = (("recommendation", "Recommendation"), ("by-setting", "By setting"))
-NAV += (("strategies", "Strategies"), ("pareto", "Pareto front"), ("figures", "Figures"))
+NAV += (("strategies", "Strategies"), ("pareto", "Pareto front"), ("remedies", "Remedies"))
+NAV += (("figures", "Figures"),)
 NAV += (("runs", "All runs"), ("spec", "Spec"), ("tables", "CSV files"))
 
 
@@ -379,6 +382,27 @@ def _strategies(df: pd.DataFrame, keys: Mapping[Any, list[str]]) -> str:
     body = _table(head, rows) if rows else "<p>No finished run yet.</p>"
     body += _notes([MORE_SEEDS] if (df["n"] == 1).any() else [])
     return _section("strategies", "Best ELBO per strategy", body, note)
+
+
+def _remedies(df: pd.DataFrame) -> str:
+    """The recipes against posterior collapse the sweep ran, one row each at its best setting."""
+    common = " + ".join(df.attrs.get("common") or ()) or "none"
+    if len(df) < 2:
+        body = (
+            f"<p>Every finished run uses the same remedies ({html.escape(common)}): grid over "
+            "<code>pretrain.epochs</code>, <code>train.aggressive</code>, "
+            "<code>anneal.schedule: constant</code>, <code>model.mu_bn_gamma</code> or "
+            "<code>train.lr_decay</code> to compare them (<code>configs/remedies.yaml</code>).</p>"
+        )
+        return _section("remedies", "Remedies compared", body)
+    head, rows = remedies_cells(df)
+    body = _table(head, rows) + _notes([MORE_SEEDS] if (df["n"] == 1).any() else [])
+    note = (
+        "Each remedy (or combination) at its setting of best mean test ELBO, mean ± 95% interval "
+        f"over seeds; used by every run: {html.escape(common)}. "
+        '<a href="remedies.csv">remedies.csv</a>'
+    )
+    return _section("remedies", "Remedies compared", body, note)
 
 
 def _pareto(df: pd.DataFrame, keys: Mapping[Any, list[str]]) -> str:

@@ -94,20 +94,27 @@ HEADINGS = {
 }
 
 
-def remedies_markdown(table: pd.DataFrame) -> str:
-    """The table as Markdown: nats per example, mean ± 95% interval over seeds (bounded
-    quantities as mean [lo, hi])."""
+def remedies_cells(table: pd.DataFrame) -> tuple[list[str], list[list[str]]]:
+    """The table's headings and cells as the page and `remedies_markdown` show them: nats per
+    example, mean ± 95% interval over seeds (bounded quantities as mean [lo, hi])."""
     metrics = [m for m in HEADINGS if f"{m}_mean" in table]
     head = ["remedy", "best setting", "runs", *(HEADINGS[m] for m in metrics)]
-    if "information" in table:
-        head.append("information")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    head += ["information"] * ("information" in table)
+    rows = []
     for _, row in table.iterrows():
         cells = [str(row["remedy"]), str(row["setting"]), str(row["runs"])]
         cells += [fmt_stat(row, m) for m in metrics]
         if "information" in table:
             cells.append(str(row["information"] or "-"))
-        lines.append("| " + " | ".join(cells) + " |")
+        rows.append(cells)
+    return head, rows
+
+
+def remedies_markdown(table: pd.DataFrame) -> str:
+    """The table as Markdown (for a paper draft or a README)."""
+    head, rows = remedies_cells(table)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     common = table.attrs.get("common") or ()
     if common:
         lines.append(f"\nEvery run: {' + '.join(common)}.")
