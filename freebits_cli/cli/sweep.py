@@ -122,9 +122,6 @@ def sweep(
             "name": name,
         }
         overrides, notes = flag_overrides(lambdas, anneal, seeds, free_bits_mode, singles, sets)
-        say = err_console if json_lines else console
-        for note in notes:
-            say.print(note, highlight=False, soft_wrap=True)
         spec = build_spec(spec_file, overrides)
         options = SweepOptions(
             jobs=jobs,
@@ -138,7 +135,8 @@ def sweep(
             max_failures=max_failures,
             log=_log_targets(log),
         )
-        shown = Shown(say, yes=yes, pilot=not no_pilot)
+        say = err_console if json_lines else console
+        shown = Shown(say, yes=yes, pilot=not no_pilot, notes=notes)
         result = run_sweep(spec, out, options, shown.hooks())
         if dry_run or (result.submission is not None and no_wait):
             return 0
@@ -175,6 +173,9 @@ class Shown:
     say: Console
     yes: bool = False  # --yes: delete without asking
     pilot: bool = True  # the dry run's estimate measures a pilot step
+    # What the flags dropped or overrode; said with the plan (a spec or plan that fails shows
+    # only its error lines).
+    notes: Sequence[str] = ()
 
     def hooks(self) -> Any:
         from freebits_cli.sweep.run import Hooks
@@ -191,6 +192,8 @@ class Shown:
     def planned(self, p: Any) -> None:
         """The plan line, resumes, shared runs, --force's deletions; the dry run's tables."""
         plan, o = p.plan, p.options
+        for note in self.notes:
+            self.say.print(note, highlight=False, soft_wrap=True)
         how = f" on {p.choice.describe()}" if p.choice is not None and p.choice.threads else ""
         line = Text.assemble(
             "sweep ",

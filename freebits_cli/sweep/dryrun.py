@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 #: Actual / estimated time over the sweeps of benchmarks/estimate.py (lowest, highest), which
 #: widens the pilot's own spread into the range the estimate states.
-ACTUAL_OVER_ESTIMATE = (0.8, 1.7)
+ACTUAL_OVER_ESTIMATE = (0.6, 1.7)
 
 
 @dataclass(frozen=True)
