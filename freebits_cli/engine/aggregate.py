@@ -30,7 +30,7 @@ def log_aggregate(
     expansion cancels most, is computed exactly in float64 from (z − μ)². The log-sum-exp is
     float32 and each row's result float64. Against every pair in float64 a sample's log q(z_i)
     moves by < 1e-3 nats and the mean over the N samples, the estimate, by < 1e-5
-    (tests/test_metrics.py; benchmarks/mi_cost.py on the speed benchmark's pack).
+    (tests/engine/test_metrics.py; benchmarks/mi_cost.py on the speed benchmark's pack).
     """
     n, latent = mu.shape
     w = (-logvar).exp()  # (N, D) precisions 1/σ²

@@ -504,7 +504,7 @@ def test_bad_remedy_values_on_the_command_line_are_one_line_and_exit_2(
 
 
 def test_remedies_spec_validates_and_dry_runs(tmp_path: Path) -> None:
-    spec = Path(__file__).resolve().parents[1] / "configs" / "remedies.yaml"
+    spec = Path(__file__).resolve().parents[2] / "configs" / "remedies.yaml"
     runs = build_spec(spec).expand()
     assert len(runs) == 48 and {r.train.lr_decay for r in runs} == {"plateau"}
     assert {(r.anneal.schedule, r.anneal.beta_max) for r in runs} == {

@@ -28,7 +28,7 @@ from freebits_cli.spec import (
 )
 from freebits_cli.spec.files import build_spec, dump_spec, load_yaml, parse_override
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
 HASH = r"[0-9a-f]{6}"
 RUN_ID_IN_TEXT = re.compile(r"lam[0-9.e+-]+?-(?:[a-z]+-)?[a-z]+-s\d+-[0-9a-f]{6}")

@@ -22,7 +22,7 @@ from freebits_cli.sweep import executor
 
 ARGS = ["--latent-dim", "3", "--device", "cpu", "--set", "model.hidden=[16]"]
 ARGS += ["--set", "eval.iwae_samples=4", "--set", "eval.samples=2", "--set", "train.batch_size=128"]
-ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+ENV = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1"}
 COMMAND = [sys.executable, "-m", "freebits_cli", "sweep", *ARGS]
 
 

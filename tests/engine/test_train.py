@@ -176,7 +176,7 @@ def test_kill_9_mid_sweep_then_resume(tmp_path: Path) -> None:
     # time); the reference and the resume run the same command line in this one, on one thread
     # as the killed process computes.
     command = [sys.executable, "-m", "freebits_cli", "sweep", *args]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1"}
     with torch_threads(1):
         straight = CliRunner().invoke(app, ["sweep", *args, "--out", str(tmp_path / "a")])
     assert straight.exit_code == 0, straight.output

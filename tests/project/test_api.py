@@ -89,7 +89,7 @@ def test_import_is_light_and_the_freebits_alias() -> None:
     code = "import sys, freebits_cli, freebits; m = sys.modules; "
     code += "print(any(k in m for k in ('torch', 'matplotlib', 'pandas')), freebits.load_kl is "
     code += "freebits_cli.load_kl, freebits.__version__ == freebits_cli.__version__)"
-    root = Path(__file__).parents[1]
+    root = Path(__file__).parents[2]
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=root
     )

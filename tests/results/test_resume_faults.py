@@ -130,7 +130,7 @@ def test_os_exit_between_rows_of_a_pack_then_resume_from_the_cli(tmp_path: Path)
     args = ["sweep", "--lambdas", "0,1", "--epochs", "2", "--latent-dim", "3", "--device", "cpu"]
     args += ["--set", "model.hidden=[16]", "--set", "eval.iwae_samples=4"]
     args += ["--set", "train.batch_size=256", "--set", "eval.samples=2", "--out", str(tmp_path)]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1]), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2]), "OMP_NUM_THREADS": "1"}
     # Row writes of epoch 1: member 1's metrics and KL, then member 2's: die before the third.
     killed = subprocess.run(
         [sys.executable, "-c", KILLER, *args], env={**env, "KILL_AT": "3"}, capture_output=True

@@ -22,7 +22,7 @@ from freebits_cli.spec.files import build_spec
 from freebits_cli.sweep import cluster, cost, executor
 
 runner = CliRunner()
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 TINY = [
     "--set",

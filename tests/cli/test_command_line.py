@@ -16,7 +16,7 @@ from freebits_cli.cli.app import EXIT_BROKEN_PIPE, guarded
 from freebits_cli.spec.files import build_spec, dump_spec
 
 runner = CliRunner()
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 
 
 def _one_error_line(result: object) -> str:

@@ -27,7 +27,7 @@ from freebits_cli.cli import app
 from freebits_cli.data import images as data_module
 from freebits_cli.sweep import runs
 
-ROOT = Path(__file__).parents[1]
+ROOT = Path(__file__).parents[2]
 runner = CliRunner()
 
 
