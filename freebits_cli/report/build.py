@@ -101,7 +101,7 @@ def build_report(
         labels = example_labels(runs.table, by_setting, examples, runs.keys)
         page = write_index(
             tmp, results_dir, runs, csvs, recommendation, figures, keep_share,
-            sentences_html(sentences, labels),
+            sentences_html(sentences, labels, marginal_kls(runs.table)),
         )  # fmt: skip
         written += [*figures.files, page]
         _swap_in(tmp, out)
@@ -155,6 +155,14 @@ def figure_data(
         informative_units=informative, text=bool(sentences) or is_text(runs.table),
     )  # fmt: skip
     return figure_input, sentences
+
+
+def marginal_kls(table: pd.DataFrame) -> dict[str, float | None]:
+    """Run key -> its final marginal KL (None where it was not measured)."""
+    if "test_marginal_kl" not in table:
+        return {}
+    values = table["test_marginal_kl"].astype(float)
+    return {p: (None if v != v else float(v)) for p, v in zip(table["path"], values, strict=True)}
 
 
 def is_text(table: pd.DataFrame) -> bool:

@@ -252,3 +252,17 @@ def test_kl_heatmap_without_the_decomposition_marks_nothing(tmp_path: Path) -> N
     make_sweep(tmp_path / "old", [0, 1], ["none"], [0], lambda lam, a, s: {"active_units": 2})
     ax = R.fig_kl_per_dim(figure_input(tmp_path)).axes[0]
     assert not ax.collections and R.INFORMATIVE_DOT not in ax.get_xlabel()
+
+
+def test_prior_samples_say_when_they_fall_in_holes() -> None:
+    from freebits_cli.report.sentences import HOLES_NATS, sentences_html
+
+    run = {"originals": ["a b"], "prior_samples": ["the the the"], "reconstructions": ["a b"]}
+    sentences = {"holey": run, "tight": run, "unmeasured": run}
+    labels = {"holey": "λ=1", "tight": "λ=0", "unmeasured": "λ=2"}
+    page = sentences_html(sentences, labels, {"holey": HOLES_NATS + 5.6, "tight": 0.2})
+    blocks = {
+        k: page[page.index(f"<summary>{v}") :].split("</details>")[0] for k, v in labels.items()
+    }
+    assert "Marginal KL 6.60 nats" in blocks["holey"] and "holes" in blocks["holey"]
+    assert "holes" not in blocks["tight"] and "holes" not in blocks["unmeasured"]
