@@ -144,9 +144,17 @@ def list_hint(args: Sequence[str]) -> str:
 
 #: Words a list flag takes (schedules, free-bits modes) besides numbers.
 _LIST_WORDS = {
-    "none", "constant", "linear", "sigmoid", "cyclical",
-    "batch", "example", "total", "group", "example_total",
-}  # fmt: skip
+    "none",
+    "constant",
+    "linear",
+    "sigmoid",
+    "cyclical",
+    "batch",
+    "example",
+    "total",
+    "group",
+    "example_total",
+}
 
 
 def _list_item(token: str) -> bool:

@@ -66,9 +66,21 @@ def result_rows(plan: Any) -> list[dict[str, Any]]:
 
 #: The results table's columns; text columns are left-aligned.
 RESULT_COLUMNS = (
-    "λ", "mode", "anneal", "seed", "ELBO", "KL", "AU cov", "AU KL", "IWAE NLL", "MI [95%]",
-    "marg. KL", "probe", "information", "state",
-)  # fmt: skip
+    "λ",
+    "mode",
+    "anneal",
+    "seed",
+    "ELBO",
+    "KL",
+    "AU cov",
+    "AU KL",
+    "IWAE NLL",
+    "MI [95%]",
+    "marg. KL",
+    "probe",
+    "information",
+    "state",
+)
 TEXT_RESULT_COLUMNS = ("mode", "anneal", "information")
 
 

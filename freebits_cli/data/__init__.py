@@ -8,9 +8,22 @@ from .images import find_idx, load_images, read_cifar_batch, read_idx, torchvisi
 from .text import detokenize, load_text
 
 __all__ = [
-    "BOS", "DATA_SEED", "EOS", "PAD", "SPECIALS", "UNK", "Dataset", "cache_dir", "detokenize",
-    "find_idx", "load_dataset", "read_cifar_batch", "read_idx", "subset", "torchvision_images",
-]  # fmt: skip
+    "BOS",
+    "DATA_SEED",
+    "EOS",
+    "PAD",
+    "SPECIALS",
+    "UNK",
+    "Dataset",
+    "cache_dir",
+    "detokenize",
+    "find_idx",
+    "load_dataset",
+    "read_cifar_batch",
+    "read_idx",
+    "subset",
+    "torchvision_images",
+]
 
 
 def load_dataset(spec: DatasetSpec) -> Dataset:

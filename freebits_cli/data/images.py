@@ -75,9 +75,17 @@ def load_images(spec: DatasetSpec) -> Dataset:
         # One fixed Bernoulli sample of the grayscale images (stochastic binarisation, sampled once).
         x_train = (rng.random(x_train.shape, dtype=np.float32) < x_train).astype(np.float32)
     return Dataset(
-        spec.name, x_train, x_test, shape, spec.binarize, eight_bit, spec.dequantize,
-        x_valid=x_valid, y_train=y_train, y_test=y_test,
-    )  # fmt: skip
+        spec.name,
+        x_train,
+        x_test,
+        shape,
+        spec.binarize,
+        eight_bit,
+        spec.dequantize,
+        x_valid=x_valid,
+        y_train=y_train,
+        y_test=y_test,
+    )
 
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray, tuple[int, ...], Labels]:
@@ -241,9 +249,11 @@ def _load_idx_dataset(
             shape = tuple(x_train.shape[1:])
             labels = _idx_labels(train.parent, len(x_train), len(x_test))
             return (
-                _to_unit_float(x_train, str(train)), _to_unit_float(x_test, str(test)), shape,
+                _to_unit_float(x_train, str(train)),
+                _to_unit_float(x_test, str(test)),
+                shape,
                 labels,
-            )  # fmt: skip
+            )
     expected = f"{IDX_FILES['train'][0]}[.gz] and {IDX_FILES['test'][0]}[.gz]"
     if data_dir:
         raise DataError(f"dataset.data_dir: {data_dir} does not hold {expected} for {name}")

@@ -163,9 +163,16 @@ def load_text(spec: DatasetSpec) -> Dataset:
         )
     y_train, y_test = ids if ids is not None else (None, None)
     return Dataset(
-        "text", x_train, x_test, (width,), vocab=vocab, x_valid=x_valid, notes=tuple(notes),
-        y_train=y_train, y_test=y_test,
-    )  # fmt: skip
+        "text",
+        x_train,
+        x_test,
+        (width,),
+        vocab=vocab,
+        x_valid=x_valid,
+        notes=tuple(notes),
+        y_train=y_train,
+        y_test=y_test,
+    )
 
 
 def _by_length(ids: np.ndarray) -> np.ndarray:

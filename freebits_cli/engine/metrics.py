@@ -302,11 +302,15 @@ def _information(
         z = (mu + draw_noise(mu.shape[1:], generators, x.device) * std).double()  # (K, N, D)
         log_qz = torch.stack(
             [
-                torch.cat([log_aggregate(z[k, a:b], mu64[k, a:b], logvar64[k, a:b], budget)
-                           for a, b in blocks])
+                torch.cat(
+                    [
+                        log_aggregate(z[k, a:b], mu64[k, a:b], logvar64[k, a:b], budget)
+                        for a, b in blocks
+                    ]
+                )
                 for k in range(members)
             ]
-        )  # fmt: skip
+        )
         log_pz = -0.5 * (latent * LOG_2PI + z.pow(2).sum(-1))  # (K, N) log N(z_i; 0, I)
         mi.append(neg_entropy - log_qz)
         marginal.append(log_qz - log_pz)

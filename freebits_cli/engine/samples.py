@@ -55,9 +55,11 @@ def save_samples(
     originals = x_test[pick.to(device)]
     k = len(folders)
     prior = torch.randn(
-        count, model.latent_dim, generator=torch.Generator(device).manual_seed(DATA_SEED),
+        count,
+        model.latent_dim,
+        generator=torch.Generator(device).manual_seed(DATA_SEED),
         device=device,
-    ).expand(k, count, -1)  # fmt: skip
+    ).expand(k, count, -1)
     mu = _per_member(model, lambda m: m.encode(originals.expand(m.members, *originals.shape))[0])
     if data.is_text:
         _save_sentences(model, data, originals, mu, prior, folders, generators, temperature)
@@ -68,9 +70,12 @@ def save_samples(
         if (folder / schema.SAMPLES).exists():
             continue
         records.write_samples(
-            folder, data.image_shape, originals=originals.cpu().numpy(),
-            reconstructions=recons[i].cpu().numpy(), prior_samples=drawn[i].cpu().numpy(),
-        )  # fmt: skip
+            folder,
+            data.image_shape,
+            originals=originals.cpu().numpy(),
+            reconstructions=recons[i].cpu().numpy(),
+            prior_samples=drawn[i].cpu().numpy(),
+        )
 
 
 def greedy_decode(model: Any, z: torch.Tensor, steps: int) -> torch.Tensor:

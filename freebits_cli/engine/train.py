@@ -148,9 +148,15 @@ class PackTrainer:
         graph = train.cuda_graph and self.device.type == "cuda" and train.optimizer == "adam"
         graph = graph and not apart
         self.optimizer = make_optimizer(
-            self.model.parameters(), train.lr, train.adam_eps, self.device, capturable=graph,
-            kind=train.optimizer, momentum=train.momentum, per_member=apart,
-        )  # fmt: skip
+            self.model.parameters(),
+            train.lr,
+            train.adam_eps,
+            self.device,
+            capturable=graph,
+            kind=train.optimizer,
+            momentum=train.momentum,
+            per_member=apart,
+        )
         for member, state in zip(self.members, states, strict=True):
             if state is None:
                 member.aggressive, member.previous_mi = member.run.train.aggressive, 0.0
@@ -194,9 +200,10 @@ class PackTrainer:
     def _warm_start(self, states: list[dict[str, Any] | None]) -> None:
         """Members starting fresh from given parameters (`init.from`, a pretraining) take them."""
         starting = [
-            (i, m) for i, (m, s) in enumerate(zip(self.members, states, strict=True))
+            (i, m)
+            for i, (m, s) in enumerate(zip(self.members, states, strict=True))
             if s is None and m.init_from is not None
-        ]  # fmt: skip
+        ]
         if not starting:
             return
         encoder = None
@@ -438,10 +445,13 @@ class PackTrainer:
                 mine.copy_(theirs.detach()[ending])
         seeds = [self.members[i].run.train.seed for i in ending]
         values, _ = scores.test_scores(
-            model, self.x_test, self.config,
+            model,
+            self.x_test,
+            self.config,
             lambda s: [generator(self.device, stream_seed(seed, s, epoch)) for seed in seeds],
-            train.epochs, self.data.is_text,
-        )  # fmt: skip
+            train.epochs,
+            self.data.is_text,
+        )
         for j, i in enumerate(ending):
             rows[i].update({key: v[j] for key, v in values.items() if v is not None})
 
@@ -500,9 +510,14 @@ class PackTrainer:
     def _evaluate_epoch(self, epoch: int, train: dict[str, torch.Tensor]) -> list[dict[str, Any]]:
         """Held-out metrics of every member after `epoch` (1-based), as metrics.csv rows."""
         values, ev = scores.test_scores(
-            self.model, self.x_test, self.config, lambda s: self._eval_generators(s, epoch),
-            epoch, self.data.is_text, self._probe(),
-        )  # fmt: skip
+            self.model,
+            self.x_test,
+            self.config,
+            lambda s: self._eval_generators(s, epoch),
+            epoch,
+            self.data.is_text,
+            self._probe(),
+        )
         values.update(
             {
                 "beta": train["beta"].tolist(),
@@ -574,9 +589,14 @@ class PackTrainer:
         selection.load_best(model, bests)  # type: ignore[arg-type]
         # Each member's streams of its best epoch: its numbers there are that epoch's row again.
         values, _ = scores.test_scores(
-            model, self.x_test, self.config, lambda s: self._best_generators(s, bests),
-            self.config.train.epochs, self.data.is_text, self._probe(),
-        )  # fmt: skip
+            model,
+            self.x_test,
+            self.config,
+            lambda s: self._best_generators(s, bests),
+            self.config.train.epochs,
+            self.data.is_text,
+            self._probe(),
+        )
         return [
             {
                 "epoch": best["epoch"],
@@ -596,9 +616,14 @@ class PackTrainer:
             generator(self.device, stream_seed(m.run.train.seed, "decode")) for m in self.members
         ]
         samples.save_samples(
-            self.model, self.data, self.x_test, folders, self.config.eval.samples, decoding,
+            self.model,
+            self.data,
+            self.x_test,
+            folders,
+            self.config.eval.samples,
+            decoding,
             self.config.eval.temperature,
-        )  # fmt: skip
+        )
         outcomes = []
         for i, member in enumerate(self.members):
             warm_start.save_model(member.folder, self.model, i, member.best)

@@ -31,8 +31,13 @@ if TYPE_CHECKING:
     from ..data import Dataset
 
 __all__ = [
-    "PackedConvVAE", "PackedLSTMVAE", "PackedModel", "PackedModule", "PackedVAE", "build_model",
-]  # fmt: skip
+    "PackedConvVAE",
+    "PackedLSTMVAE",
+    "PackedModel",
+    "PackedModule",
+    "PackedVAE",
+    "build_model",
+]
 
 
 class PackedModel(Protocol):
@@ -72,9 +77,15 @@ def _conv(spec: ModelSpec, shape: Sequence[int], members: int, lik: Likelihood) 
             f"conv needs images of shape (H, W) or (C, H, W); the data are {tuple(shape)}",
         )
     return PackedConvVAE(
-        members, image, spec.channels, spec.dense, spec.latent_dim, spec.latent_maps,
-        spec.activation, lik,
-    )  # fmt: skip
+        members,
+        image,
+        spec.channels,
+        spec.dense,
+        spec.latent_dim,
+        spec.latent_maps,
+        spec.activation,
+        lik,
+    )
 
 
 def _lstm(
@@ -83,9 +94,17 @@ def _lstm(
     if not vocab:
         raise SpecError("model.arch", "lstm models token sequences; the data are images")
     return PackedLSTMVAE(
-        members, vocab, math.prod(shape), spec.embedding_dim, spec.hidden, spec.latent_dim,
-        spec.dropout, spec.word_dropout, spec.z_to, lik,
-    )  # fmt: skip
+        members,
+        vocab,
+        math.prod(shape),
+        spec.embedding_dim,
+        spec.hidden,
+        spec.latent_dim,
+        spec.dropout,
+        spec.word_dropout,
+        spec.z_to,
+        lik,
+    )
 
 
 #: `model.arch` -> builder(spec, example shape, members, likelihood, vocabulary size).

@@ -100,9 +100,15 @@ def build_report(
         figures = draw_report(figure_input, tmp, fmts, style, width)
         labels = example_labels(runs.table, by_setting, examples, runs.keys)
         page = write_index(
-            tmp, results_dir, runs, csvs, recommendation, figures, keep_share,
+            tmp,
+            results_dir,
+            runs,
+            csvs,
+            recommendation,
+            figures,
+            keep_share,
             sentences_html(sentences, labels, marginal_kls(runs.table)),
-        )  # fmt: skip
+        )
         written += [*figures.files, page]
         _swap_in(tmp, out)
     except OSError as exc:
@@ -149,11 +155,20 @@ def figure_data(
             samples[key] = data
     informative = informative_units(runs, kl_history)
     figure_input = FigureInput(
-        runs=runs.table, by_setting=by_setting, keys=runs.keys, metrics=runs.metrics,
-        kl_final=runs.kl_final, collapse=runs.collapse, examples=examples,
-        kl_history=kl_history, samples=samples, pareto=pareto, keep_share=keep_share,
-        informative_units=informative, text=bool(sentences) or is_text(runs.table),
-    )  # fmt: skip
+        runs=runs.table,
+        by_setting=by_setting,
+        keys=runs.keys,
+        metrics=runs.metrics,
+        kl_final=runs.kl_final,
+        collapse=runs.collapse,
+        examples=examples,
+        kl_history=kl_history,
+        samples=samples,
+        pareto=pareto,
+        keep_share=keep_share,
+        informative_units=informative,
+        text=bool(sentences) or is_text(runs.table),
+    )
     return figure_input, sentences
 
 

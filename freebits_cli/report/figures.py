@@ -159,9 +159,15 @@ def outside(ax: Axes, handles: list, title: str, loc: str = "upper left", y: flo
 
     labels = [h[-1].get_label() if isinstance(h, tuple) else h.get_label() for h in handles]
     legend = Legend(
-        ax, handles, labels, title=title or None, loc=loc, fontsize="small",
-        bbox_to_anchor=(1.02, y), borderaxespad=0,
-    )  # fmt: skip
+        ax,
+        handles,
+        labels,
+        title=title or None,
+        loc=loc,
+        fontsize="small",
+        bbox_to_anchor=(1.02, y),
+        borderaxespad=0,
+    )
     ax.add_artist(legend).set_clip_on(False)  # add_artist clips to the axes: undo
 
 
@@ -248,13 +254,29 @@ def mark_verdicts(ax: Axes, rows: pd.DataFrame, x: str, y: str) -> list[Any]:
         if hit.empty:
             continue
         ax.scatter(
-            hit[x], hit[y], s=170, marker=marker, facecolors="none" if marker == "o" else color,
-            edgecolors=color, linewidths=1.6, zorder=5, clip_on=False, label=label,
-        )  # fmt: skip
+            hit[x],
+            hit[y],
+            s=170,
+            marker=marker,
+            facecolors="none" if marker == "o" else color,
+            edgecolors=color,
+            linewidths=1.6,
+            zorder=5,
+            clip_on=False,
+            label=label,
+        )
         handles.append(
-            Line2D([], [], marker=marker, color=color, linestyle="", markersize=9,
-                   markerfacecolor="none" if marker == "o" else color, label=label)
-        )  # fmt: skip
+            Line2D(
+                [],
+                [],
+                marker=marker,
+                color=color,
+                linestyle="",
+                markersize=9,
+                markerfacecolor="none" if marker == "o" else color,
+                label=label,
+            )
+        )
     return handles
 
 

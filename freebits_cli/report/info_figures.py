@@ -65,13 +65,26 @@ def _units(ax: Axes, inp: FigureInput, legend_ax: Axes) -> None:
         for i, (_, g) in enumerate(lines):
             style = _style(i)
             ax.plot(
-                g["lambda"], g["active_units_kl_mean"], color=style["color"], linestyle=":",
-                marker=style["marker"], markerfacecolor="white", linewidth=1.4, zorder=2.5,
-            )  # fmt: skip
+                g["lambda"],
+                g["active_units_kl_mean"],
+                color=style["color"],
+                linestyle=":",
+                marker=style["marker"],
+                markerfacecolor="white",
+                linewidth=1.4,
+                zorder=2.5,
+            )
         rules.append(
-            Line2D([], [], color="0.2", marker="o", markerfacecolor="white", linestyle=":",
-                   label="KL rule")
-        )  # fmt: skip
+            Line2D(
+                [],
+                [],
+                color="0.2",
+                marker="o",
+                markerfacecolor="white",
+                linestyle=":",
+                label="KL rule",
+            )
+        )
     _by_lambda(
         ax, inp, "active_units", "active units (count)", keys_after=rules, legend_ax=legend_ax
     )
@@ -79,9 +92,13 @@ def _units(ax: Axes, inp: FigureInput, legend_ax: Axes) -> None:
     for d in dims:  # the ceiling: every latent unit active
         ax.axhline(d, color="0.3", linestyle=(0, (6, 3)), linewidth=1.2, zorder=1)
         ax.annotate(
-            f"latent size D = {d}", (0.01, d), xycoords=("axes fraction", "data"), va="top",
-            fontsize="small", color="0.25",
-        )  # fmt: skip
+            f"latent size D = {d}",
+            (0.01, d),
+            xycoords=("axes fraction", "data"),
+            va="top",
+            fontsize="small",
+            color="0.25",
+        )
     unit_axis(ax, dims)
     ax.set_title("active units vs λ (two rules)", fontsize="medium")
 
@@ -116,18 +133,29 @@ def fig_rate_split(inp: FigureInput) -> Figure | str:
         lo, hi = g["test_mi_lo"].to_numpy(float), g["test_mi_hi"].to_numpy(float)
         ok = np.isfinite(lo) & np.isfinite(hi)
         ax.errorbar(
-            x[ok], mi[ok], yerr=[np.clip(mi[ok] - lo[ok], 0, None), np.clip(hi[ok] - mi[ok], 0, None)],
-            fmt="none", ecolor="black", capsize=3, linewidth=1,
-        )  # fmt: skip
+            x[ok],
+            mi[ok],
+            yerr=[np.clip(mi[ok] - lo[ok], 0, None), np.clip(hi[ok] - mi[ok], 0, None)],
+            fmt="none",
+            ecolor="black",
+            capsize=3,
+            linewidth=1,
+        )
         ax.plot(x, g["test_kl_mean"], "D", color="black", markersize=6, label="mean KL (analytic)")
         tops = np.fmax(mi + marginal, g["test_kl_mean"].to_numpy(float))
         for i, verdict in enumerate(g.get("information", [""] * len(g))):
             if verdict and verdict != "informative":  # above the bar, clear of the diamond
                 ax.annotate(
-                    VERDICT_SIGNS[verdict], (x[i], tops[i]), xytext=(0, 7),
-                    textcoords="offset points", ha="center", va="bottom", color="#D55E00",
-                    fontsize="large", annotation_clip=False,
-                )  # fmt: skip
+                    VERDICT_SIGNS[verdict],
+                    (x[i], tops[i]),
+                    xytext=(0, 7),
+                    textcoords="offset points",
+                    ha="center",
+                    va="bottom",
+                    color="#D55E00",
+                    fontsize="large",
+                    annotation_clip=False,
+                )
         ax.set_xticks(x, labels=[f"{v:g}" for v in g["lambda"]])
         ax.set_xlabel("free-bits threshold λ (nats)")
         ax.set_title(label or "all settings", fontsize="medium")
@@ -137,11 +165,25 @@ def fig_rate_split(inp: FigureInput) -> Figure | str:
         Patch(color=info, label="information I(x;z) (bar: its 95% interval)"),
         Patch(color=hollow, label="marginal KL(q(z)‖p(z)): rate without information"),
         Line2D([], [], marker="D", color="black", linestyle="", label="mean KL (analytic)"),
-        Line2D([], [], marker="$×$", color="#D55E00", linestyle="", markersize=8,
-               label="KL without information"),
-        Line2D([], [], marker="$○$", color="#D55E00", linestyle="", markersize=8,
-               label="collapsed (KL ≈ 0)"),
-    ]  # fmt: skip
+        Line2D(
+            [],
+            [],
+            marker="$×$",
+            color="#D55E00",
+            linestyle="",
+            markersize=8,
+            label="KL without information",
+        ),
+        Line2D(
+            [],
+            [],
+            marker="$○$",
+            color="#D55E00",
+            linestyle="",
+            markersize=8,
+            label="collapsed (KL ≈ 0)",
+        ),
+    ]
     axes[0].margins(y=0.12)
     outside(axes[-1], keys, name)
     title(fig, "Where the rate goes: information vs marginal KL", inp)

@@ -130,8 +130,14 @@ def fig_kl_per_dim(inp: FigureInput) -> Figure | str:
     xlabel = "latent dimensions of the run, sorted by KL (largest first)"
     if inp.informative_units:  # which units' KL is information (their mean varies with x)
         if dots:
-            ax.scatter(*zip(*dots, strict=True), s=14, c="white", edgecolors="black",
-                       linewidths=0.5, zorder=3)  # fmt: skip
+            ax.scatter(
+                *zip(*dots, strict=True),
+                s=14,
+                c="white",
+                edgecolors="black",
+                linewidths=0.5,
+                zorder=3,
+            )
         xlabel += f"\n{INFORMATIVE_DOT}"
     ax.set_xlabel(xlabel)
     bar = fig.colorbar(im, ax=ax, extend="min", label="KL per unit (nats, log scale)")
@@ -308,9 +314,16 @@ def mark_below(ax: Axes, segs: Sequence[np.ndarray], colors: Sequence[object]) -
         under = seg[seg[:, 1] < low]
         if len(under):
             ax.plot(
-                under[:, 0], [low] * len(under), "v", color=color, markersize=6, clip_on=False,
-                markeredgecolor="black", markeredgewidth=0.4, label=BELOW if not shown else None,
-            )  # fmt: skip
+                under[:, 0],
+                [low] * len(under),
+                "v",
+                color=color,
+                markersize=6,
+                clip_on=False,
+                markeredgecolor="black",
+                markeredgewidth=0.4,
+                label=BELOW if not shown else None,
+            )
             shown = True
     return shown
 

@@ -548,9 +548,13 @@ def _parse_run(
     hints = typing.get_type_hints(RunConfig)
     own = FieldErrors() if found is None else found
     run = with_text_defaults(
-        RunConfig(**{name: _parse_section(hints[name], tree.get(name), name, own)
-                     for name in _run_fields()})
-    )  # fmt: skip
+        RunConfig(
+            **{
+                name: _parse_section(hints[name], tree.get(name), name, own)
+                for name in _run_fields()
+            }
+        )
+    )
     with own.gather():
         validate_run(run)
     if found is None:

@@ -310,8 +310,11 @@ def _validate_text_model(d: Any, m: Any) -> None:
         )
         _check(d.binarize == "none", "dataset.binarize", "text has no pixels to binarise")
     else:
-        _check(m.arch != "lstm" or m.module is not None, "model.arch",
-               f"lstm models token sequences; {d.name} holds images (use mlp or conv)")  # fmt: skip
+        _check(
+            m.arch != "lstm" or m.module is not None,
+            "model.arch",
+            f"lstm models token sequences; {d.name} holds images (use mlp or conv)",
+        )
         _check(
             m.likelihood != "categorical",
             "model.likelihood",

@@ -156,8 +156,9 @@ def _train_group(
                 },
             )
         source, encoder_only = pretrain.start_of(item.run, item.folder.parent.parent)
-        members.append(Member(item.run, item.folder, setting, init_from=source,
-                              encoder_only=encoder_only))  # fmt: skip
+        members.append(
+            Member(item.run, item.folder, setting, init_from=source, encoder_only=encoder_only)
+        )
     trainer = PackTrainer(members, data, torch.device(device))
     if start:
         trainer.resume(states)

@@ -130,8 +130,11 @@ def run_sweep(
     if o.executor not in EXECUTORS:
         raise SpecError("--executor", f"{o.executor!r} is not local, slurm or submitit-local")
     if o.log and o.executor != "local":
-        raise SpecError("--log", "exports as a local sweep trains; after cluster jobs finish, "
-                        "run freebits export on the results")  # fmt: skip
+        raise SpecError(
+            "--log",
+            "exports as a local sweep trains; after cluster jobs finish, "
+            "run freebits export on the results",
+        )
     planned, replacing, submitter = _plan(spec, out, o)
     for warning in planned.plan.warnings:
         h.warn(warning)
@@ -207,9 +210,14 @@ def _submit(planned: Planned, submitter: Any, h: Hooks, result: SweepResult) -> 
 
     spec, plan, o = planned.spec, planned.plan, planned.options
     sub = cluster.submit(
-        plan.sweep_dir, planned.packs, plan.grid_paths, spec.train.device, spec.slurm,
-        o.executor, submitter,
-    )  # fmt: skip
+        plan.sweep_dir,
+        planned.packs,
+        plan.grid_paths,
+        spec.train.device,
+        spec.slurm,
+        o.executor,
+        submitter,
+    )
     result.submission = sub
     if h.submitted is not None:
         h.submitted(plan, sub)
