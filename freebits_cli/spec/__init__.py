@@ -1,8 +1,9 @@
 """The spec layer: what a sweep asks for, validated, before anything runs.
 
-`config` holds the sections and the frozen `RunConfig` (with its identity), `values` the YAML
-coercion and dotted paths, `validation` the per-field checks, `files` reading, merging and writing
-spec files, `docs` the generated field reference. May import: `errors` only.
+`sections` holds the spec's sections (one frozen dataclass each), `config` the frozen `RunConfig`
+(with its identity), the `SweepSpec` and their parsing, `values` the YAML coercion and dotted
+paths, `validation` the per-field checks, `files` reading, merging and writing spec files, `docs`
+the generated field reference. May import: `errors` and `schema` only.
 """
 
 from freebits_cli.spec.config import (
@@ -10,6 +11,14 @@ from freebits_cli.spec.config import (
     GRID_ALIASES,
     NAME_PATTERN,
     TEXT_DEFAULTS,
+    RunConfig,
+    SweepSpec,
+    identity_of,
+    parse_spec,
+    valid_paths,
+    with_text_defaults,
+)
+from freebits_cli.spec.sections import (
     AnnealSpec,
     DatasetSpec,
     EvalSpec,
@@ -17,14 +26,8 @@ from freebits_cli.spec.config import (
     InitSpec,
     ModelSpec,
     PretrainSpec,
-    RunConfig,
     SlurmSpec,
-    SweepSpec,
     TrainSpec,
-    identity_of,
-    parse_spec,
-    valid_paths,
-    with_text_defaults,
 )
 
 __all__ = [
