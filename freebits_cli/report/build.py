@@ -85,8 +85,10 @@ def build_report(
     recommendation, pareto = recommend(by_setting, runs.keys, keep_share)
     csvs = {schema.SUMMARY_CSV: runs.table, schema.BY_SETTING_CSV: by_setting}
     csvs |= {schema.STRATEGIES_CSV: strategies, schema.PARETO_CSV: pareto}
-    csvs |= {schema.REMEDIES_CSV: remedies_table(runs)}
+    remedies = remedies_table(runs)
+    csvs |= {schema.REMEDIES_CSV: remedies}
     figure_input, sentences = figure_data(runs, by_setting, examples, pareto, keep_share)
+    figure_input.remedies = remedies
     # Written in a hidden folder beside `out`, then swapped in: an interrupted report (Ctrl-C, a
     # full disk) leaves the previous one whole, never a page out of step with its CSVs.
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")

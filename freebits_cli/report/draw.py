@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Any
 from freebits_cli.errors import ResultsError
 from freebits_cli.report import run_figures as images
 from freebits_cli.report.figures import FigureInput, FigureOutput, _context, fig_elbo, fig_pareto
-from freebits_cli.report.info_figures import fig_active_units, fig_rate_split
+from freebits_cli.report.info_figures import fig_active_units, fig_rate_split, fig_remedies
 from freebits_cli.report.labels import CAPTIONS, MORE_SEEDS, iwae_k
 
 if TYPE_CHECKING:
+    import pandas as pd
     from matplotlib.figure import Figure
 
 
@@ -98,12 +99,19 @@ def per_sweep(inp: FigureInput) -> list[tuple[str, FigureInput]]:
                     runs=runs,
                     by_setting=inp.by_setting[inp.by_setting["sweep"].astype(str) == sweep],
                     pareto=inp.pareto[inp.pareto["sweep"].astype(str) == sweep],
+                    remedies=_of_sweep(inp.remedies, sweep),
                     keys=keys,
                     examples=[k for k in inp.examples if k in paths],
                 ),
             )
         )
     return parts
+
+
+def _of_sweep(table: pd.DataFrame | None, sweep: str) -> pd.DataFrame | None:
+    if table is None or "sweep" not in table:
+        return table
+    return table[table["sweep"].astype(str) == sweep]
 
 
 def draw_all(
@@ -115,6 +123,7 @@ def draw_all(
         ("elbo", fig_elbo),
         ("pareto", fig_pareto),
         ("rate_split", fig_rate_split),
+        ("remedies", fig_remedies),
         ("rate_distortion", images.fig_rate_distortion),
         ("kl_per_dim", images.fig_kl_per_dim),
         ("kl_trajectories", images.fig_kl_trajectories),

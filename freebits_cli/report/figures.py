@@ -54,6 +54,8 @@ class FigureInput:
     #: (kl_per_dim.csv's kl_spread = ½ Var_x μ_j above δ/2: the covariance rule), by `dim`
     informative_units: dict[str, np.ndarray] = field(default_factory=dict)
     text: bool = False  # text runs: samples are sentences (samples.json), not images
+    #: one row per remedy at its best setting (`report.remedies.remedies_table`)
+    remedies: pd.DataFrame | None = None
 
 
 @dataclass

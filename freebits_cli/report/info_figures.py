@@ -188,3 +188,46 @@ def fig_rate_split(inp: FigureInput) -> Figure | str:
     outside(axes[-1], keys, name)
     title(fig, "Where the rate goes: information vs marginal KL", inp)
     return fig
+
+
+def fig_remedies(inp: FigureInput) -> Figure | str:
+    """NLL against MI, one marker per remedy (the remedies table's rows), with intervals over
+    seeds: the view He et al. 2019 and Li et al. 2019 judge remedies by."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    table = inp.remedies
+    if table is None or len(table) < 2:
+        return "the runs use one set of remedies: nothing to compare"
+    if "test_mi_mean" not in table or not table["test_mi_mean"].notna().any():
+        return "no remedy's runs estimated the mutual information"
+    iwae = "test_iwae_nll_mean" in table and table["test_iwae_nll_mean"].notna().all()
+    if iwae:
+        nll, half = table["test_iwae_nll_mean"], table["test_iwae_nll_ci95"]
+    else:  # −ELBO, an upper bound on the NLL
+        nll, half = -table["test_elbo_mean"], table["test_elbo_ci95"]
+    mi = table["test_mi_mean"].to_numpy(float)
+    lo, hi = table["test_mi_lo"].to_numpy(float), table["test_mi_hi"].to_numpy(float)
+    fig = Figure(figsize=size(7.5, 5.5), layout="constrained")
+    ax = fig.subplots()
+    for i, (_, row) in enumerate(table.iterrows()):
+        colour = f"C{i % 10}"
+        xerr = (
+            [[max(mi[i] - lo[i], 0.0)], [max(hi[i] - mi[i], 0.0)]] if np.isfinite(lo[i]) else None
+        )
+        yerr = half.iloc[i] if np.isfinite(half.iloc[i]) else None
+        ax.errorbar(
+            mi[i],
+            nll.iloc[i],
+            xerr=xerr,
+            yerr=yerr,
+            fmt="o",
+            color=colour,
+            capsize=3,
+            label=str(row["remedy"]),
+        )
+    ax.set_xlabel("mutual information I(x;z) (nats)")
+    ax.set_ylabel(("IWAE NLL" if iwae else "−ELBO") + " (nats per example)")
+    ax.legend(fontsize="small", loc="best")
+    title(fig, "Remedies: NLL against information", inp)
+    return fig

@@ -91,7 +91,9 @@ def render() -> str:
         for f in dataclasses.fields(cls):
             key = spec._yaml_key(f.name)
             if f.name not in docs:
-                raise MissingDocstring(f"{section}.{key}: no docstring under the field in spec/sections.py")
+                raise MissingDocstring(
+                    f"{section}.{key}: no docstring under the field in spec/sections.py"
+                )
             doc = " ".join(docs[f.name].split())
             parts.append(
                 f"- **`{section}.{key}`** ({_type(cls, f.name)}, default `{_default(f)}`): {doc}\n"

@@ -24,6 +24,8 @@ from freebits_cli.errors import SpecError
 from freebits_cli.models import build_model
 from freebits_cli.models.mu_norm import EPS, MuNormalised, kl_floor
 from freebits_cli.report import build_report
+from freebits_cli.report.figures import FigureInput
+from freebits_cli.report.info_figures import fig_remedies
 from freebits_cli.report.remedies import remedies_markdown, remedies_table
 from freebits_cli.results.reader import read_results, strategy
 from freebits_cli.results.remedies import remedies, remedy_name
@@ -482,6 +484,16 @@ def test_remedies_table_takes_each_remedys_best_setting_over_seeds(tmp_path: Pat
     section = page[page.index('id="remedies"') :]
     assert all(f"<td>{name}</td>" in section for name in expected)
     assert "used by every run: β &lt; 1" in section
+    assert (report.out_dir / "remedies.png").is_file()
+    empty = pd.DataFrame()
+    inp = FigureInput(runs.table, empty, [], {}, {}, {}, [], {}, {}, empty, 0.9, remedies=table)
+    (ax,) = fig_remedies(inp).axes  # NLL against MI: one marker per remedy, at its numbers
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == expected
+    points = [line.get_xydata()[0] for line in ax.get_lines() if line.get_marker() == "o"]
+    nll = table.get("test_iwae_nll_mean", -table["test_elbo_mean"])  # −ELBO without IWAE
+    assert [x for p in points for x in p] == pytest.approx(
+        [x for p in zip(table["test_mi_mean"], nll, strict=True) for x in p]
+    )
 
 
 @pytest.mark.parametrize(
