@@ -47,6 +47,9 @@ class Dataset:
     #: on, only read by the linear probe of the posterior means.
     y_train: np.ndarray | None = None
     y_test: np.ndarray | None = None
+    #: Images binarised or dequantised at load: the test images as they were before, shown above
+    #: the reconstructions (the model is scored on `x_test`); None where `x_test` is them.
+    x_test_shown: np.ndarray | None = None
 
     @property
     def is_text(self) -> bool:

@@ -62,6 +62,7 @@ def load_images(spec: DatasetSpec) -> Dataset:
     rows = subset_rows(len(x_test), spec.test_size, "test_size")
     x_test, y_test = x_test[rows], None if y_test is None else y_test[rows]
     rng = np.random.default_rng(DATA_SEED)
+    shown = x_test if spec.dequantize != "none" or spec.binarize != "none" else None
     if spec.dequantize == "uniform":
         # The test set is dequantised once, identically for every run: (k + u)/256 (Theis et al.
         # 2016). Training batches get fresh noise from each run's own stream in the trainer.
@@ -85,6 +86,7 @@ def load_images(spec: DatasetSpec) -> Dataset:
         x_valid=x_valid,
         y_train=y_train,
         y_test=y_test,
+        x_test_shown=shown,
     )
 
 

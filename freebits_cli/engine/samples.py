@@ -64,6 +64,10 @@ def save_samples(
     if data.is_text:
         _save_sentences(model, data, originals, mu, prior, folders, generators, temperature)
         return
+    # The grayscale images above their reconstructions, not the binarised sample the model saw.
+    shown = (
+        originals.cpu().numpy() if data.x_test_shown is None else data.x_test_shown[pick.numpy()]
+    )
     recons = _per_member(model, lambda m: m.mean(m.decode(mu[_rows(m, mu)])))
     drawn = _per_member(model, lambda m: m.mean(m.decode(prior[_rows(m, prior)])))
     for i, folder in enumerate(folders):
@@ -72,7 +76,7 @@ def save_samples(
         records.write_samples(
             folder,
             data.image_shape,
-            originals=originals.cpu().numpy(),
+            originals=shown,
             reconstructions=recons[i].cpu().numpy(),
             prior_samples=drawn[i].cpu().numpy(),
         )

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import sweeps
 from typer.testing import CliRunner
 
 from freebits_cli import data
@@ -16,6 +17,7 @@ from freebits_cli.data import images as image_data
 from freebits_cli.data import load_dataset, read_idx, torchvision_images
 from freebits_cli.errors import DataError
 from freebits_cli.spec import DatasetSpec
+from freebits_cli.spec.files import build_spec
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -456,3 +458,20 @@ def test_cli_missing_npz_exits_2_with_one_line(
     assert "missing.npz" in errors[0]
     assert "not found" in errors[0]
     assert not list((tmp_path / "out").rglob("summary.json"))
+
+
+def test_reconstruction_grids_show_the_grayscale_originals(tmp_path: Path) -> None:
+    """Binarised runs are scored on a binary sample of the test images, but the grid above the
+    reconstructions shows the images themselves (what a reader compares them with)."""
+    gray = load_dataset(DatasetSpec(binarize="none"))
+    binary = load_dataset(DatasetSpec(binarize="static"))
+    assert set(np.unique(binary.x_test)) == {0.0, 1.0} and gray.x_test_shown is None
+    np.testing.assert_array_equal(binary.x_test_shown, gray.x_test)
+    fields = [("grid.lambda", [0]), ("train.epochs", 1), ("model.hidden", [8])]
+    fields += [("dataset.binarize", "static"), ("eval.iwae_samples", 0), ("eval.samples", 4)]
+    spec = build_spec(None, [*fields, ("train.device", "cpu")])
+    sweeps.train(spec, tmp_path)
+    (folder,) = (tmp_path / "default" / "runs").iterdir()
+    originals = np.load(folder / "samples.npz")["originals"]
+    assert ((originals > 0) & (originals < 1)).any()  # grayscale, not the binary sample
+    assert any(np.array_equal(o, row) for o in originals[:1] for row in gray.x_test)
