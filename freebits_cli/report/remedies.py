@@ -53,7 +53,11 @@ def remedies_table(runs: Runs) -> pd.DataFrame:
     table = table.sort_values("_order", kind="stable")
     keys = [k for k in runs.keys if k != "sweep"]
     metrics = [m for m in SHOWN if m in table and table[m].notna().any()]
-    named = varying(table, keys) if len(table) else keys
+    # Per sweep, only the fields that vary within it: across sweeps everything may differ.
+    named = {
+        sweep: varying(runs_of, keys)
+        for sweep, runs_of in (table.groupby("sweep") if "sweep" in table else [(None, table)])
+    }
     rows = []
     by = ["sweep", "remedy"] if "sweep" in table else ["remedy"]
     for group_key, group in table.groupby(by, sort=False):
@@ -69,7 +73,7 @@ def remedies_table(runs: Runs) -> pd.DataFrame:
                 rec["information"] = verdicts.mode().iloc[0] if len(verdicts) else None
             settings.append(rec)
         best = max(settings, key=lambda r: _finite(r.get("test_elbo_mean")))
-        best["setting"] = describe(best, named)
+        best["setting"] = describe(best, named.get(best.get("sweep"), keys))
         best["settings"], best["runs"] = len(settings), sum(r["n"] for r in settings)
         rows.append(best)
     out = pd.DataFrame(rows).drop(columns="_order", errors="ignore")

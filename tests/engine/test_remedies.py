@@ -527,3 +527,18 @@ def test_remedies_spec_validates_and_dry_runs(tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "48 runs" in result.output and not (tmp_path / "remedies" / "runs").exists()
+
+
+def test_remedies_over_several_sweeps_name_only_what_varies_within_each(tmp_path: Path) -> None:
+    from report_fixtures import make_sweep
+
+    def numbers(lam: float, anneal: str, seed: int) -> dict[str, Any]:
+        return {"elbo": -90 - lam - seed, "kl": 1 + lam, "active_units": 2, "mi": 0.5}
+
+    for name, latent in (("small", 4), ("large", 8)):
+        make_sweep(tmp_path / name, [0, 1], ["none"], [0, 1], numbers, latent_dim=latent)
+    table = remedies_table(read_results(tmp_path))
+    assert set(table["sweep"]) == {"large", "small"}
+    # latent_dim differs between the sweeps, never within one: no cell names it
+    assert all("latent" not in cell for cell in table["setting"]), list(table["setting"])
+    assert all(len(cell) < 40 for cell in table["setting"])
