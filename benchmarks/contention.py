@@ -92,7 +92,7 @@ def background(kind: str, command: list[str], env: dict[str, str], scratch: Path
     stop = threading.Event()
     current: list[subprocess.Popen[bytes]] = []
     if kind == "torch":
-        job_env = {k: v for k, v in env.items() if k != "OMP_WAIT_POLICY"}
+        job_env = {k: v for k, v in env.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}
         commands = iter(lambda: [sys.executable, __file__, "--child-torch-job"], None)
     else:
         job_env = env

@@ -17,7 +17,7 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from ..errors import FreebitsError
-from ..sweep.cores import passive_wait
+from ..sweep.cores import brief_spin
 from .flags import LIST_FLAGS
 
 try:  # newer typer ships its own copy of click
@@ -41,7 +41,7 @@ class _OneLineErrors(TyperGroup):
         **extra: Any,
     ) -> Any:
         _ARGS[:] = sys.argv[1:] if args is None else list(args)
-        passive_wait()  # before any command loads torch (and its OpenMP runtime)
+        brief_spin()  # before any command loads torch (and its OpenMP runtime)
         try:
             code = super().main(_ARGS, prog_name, complete_var, standalone_mode=False, **extra)
         except NoArgsIsHelpError as exc:  # `freebits` alone: the help, as click shows it

@@ -14,6 +14,11 @@ from collections.abc import Iterator
 import torch
 
 LOG_2PI = math.log(2 * math.pi)
+#: On a CPU a block of rows stays this small (bytes of its three float32 blocks), so the
+#: log-sum-exp's passes over it read the cache, not memory (one member, 10,000 samples, one
+#: thread on an AMD EPYC: 0.45 s with 64 MiB blocks, 0.31 s with these), and workers on
+#: neighbouring cores do not queue for the memory bus.
+CPU_BLOCK = 4 * 2**20
 
 
 def log_aggregate(
@@ -41,6 +46,8 @@ def log_aggregate(
     left = torch.cat([zc.pow(2), zc], -1).float()  # (N, 2D)
     right = torch.cat([-0.5 * w, w * mc], -1).T.float().contiguous()  # (2D, N)
     base = (const - 0.5 * (w * mc.pow(2)).sum(-1)).float()  # (N,)
+    if z.device.type == "cpu":
+        budget = min(budget, CPU_BLOCK)
     rows = max(1, budget // (3 * 4 * n))  # three float32 (rows, N) blocks at once
     out = []
     with _full_float32():

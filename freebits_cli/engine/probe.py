@@ -71,6 +71,7 @@ def probe_accuracy(
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
+    from threadpoolctl import threadpool_limits
 
     if len(y_train) > PROBE_TRAIN:
         rows = np.sort(np.random.default_rng(DATA_SEED).permutation(len(y_train))[:PROBE_TRAIN])
@@ -84,10 +85,16 @@ def probe_accuracy(
         )
     train, test = codes(model, x_train, generators), codes(model, x_test, generators)
     out = []
-    for k in range(train.shape[0]):
-        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=PROBE_ITERATIONS))
-        with warnings.catch_warnings():  # a collapsed code's near-constant means converge slowly
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            probe.fit(train[k], y_train)
-        out.append(float(probe.score(test[k], y_test)))
+    # numpy's BLAS takes the threads torch was given: by default it starts one per core in every
+    # process, and beside the sweep's other one-thread workers its spinning threads oversubscribe
+    # the cores (measured: the probe 10× slower in each of two workers on 2 cores).
+    with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
+        for k in range(train.shape[0]):
+            probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=PROBE_ITERATIONS))
+            with (
+                warnings.catch_warnings()
+            ):  # a collapsed code's near-constant means converge slowly
+                warnings.simplefilter("ignore", ConvergenceWarning)
+                probe.fit(train[k], y_train)
+            out.append(float(probe.score(test[k], y_test)))
     return out

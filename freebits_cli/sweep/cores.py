@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +30,15 @@ from freebits_cli.errors import SpecError
 
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")  # which cgroup this process is in
-#: OpenMP threads that find no work sleep at once instead of spinning for a while: on a shared
-#: machine a spinning thread takes a core another process (or a sibling worker) needs.
-WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
+#: OpenMP threads that find no work spin only briefly before they sleep: GNU OpenMP's (torch's
+#: runtime on Linux) own count for cores it knows are oversubscribed, instead of its default
+#: 300,000. Measured on 2 cores (docs/benchmarks.md): a 2-thread pack as fast as with the default
+#: when the machine is quiet, and 2.2× slower (not 9×) beside a 2-thread PyTorch job; passive
+#: waits (0) held up beside that job but were 1.6× slower quiet, the step's many small parallel
+#: regions each waking a sleeping thread.
+SPIN_COUNT = ("GOMP_SPINCOUNT", "1000")
+#: A user's choice of how OpenMP threads wait, which the spin count leaves alone.
+WAIT_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
 
 @dataclass(frozen=True)
@@ -76,12 +82,13 @@ class Choice:
         return who + threads + where
 
 
-def passive_wait(env: dict[str, str] | None = None) -> None:
-    """Make OpenMP threads wait passively, unless the user chose a wait policy. Effective only
-    before the OpenMP runtime loads (before torch is imported) in the process whose environment
-    this is: the CLI sets it first thing; workers inherit it when they are started."""
+def brief_spin(env: MutableMapping[str, str] | None = None) -> None:
+    """Make idle OpenMP threads spin briefly (SPIN_COUNT), unless the user chose how they wait.
+    Effective only before the OpenMP runtime loads (before torch is imported) in the process whose
+    environment this is: the CLI sets it first thing, and workers inherit it."""
     env = os.environ if env is None else env
-    env.setdefault(*WAIT_POLICY)
+    if not any(name in env for name in WAIT_SETTINGS):
+        env[SPIN_COUNT[0]] = SPIN_COUNT[1]
 
 
 # ------------------------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ from their last complete epoch's checkpoints either way.
 
 A worker says when it is ready (torch imported, its first pack's data set loaded); the slowest
 worker's start-up is kept in the registry of trainers, the cost `cores.choose` weighs next time.
-Workers start with OpenMP's passive wait unless the user chose a policy (read when torch loads).
+Workers start with OpenMP's brief spin (`cores.brief_spin`) unless the user chose how threads
+wait (read when torch loads).
 """
 
 from __future__ import annotations
@@ -191,13 +192,13 @@ def run_packs(
 
 
 def _start(workers: Sequence[Any]) -> list[float]:
-    """Start the workers, with OpenMP's passive wait in their environment (read when their torch
-    loads) unless the user chose a policy; returns when each was started."""
-    from freebits_cli.sweep.cores import WAIT_POLICY
+    """Start the workers, with OpenMP's brief spin in their environment (read when their torch
+    loads) unless the user chose how threads wait; returns when each was started."""
+    from freebits_cli.sweep.cores import SPIN_COUNT, brief_spin
 
-    name, value = WAIT_POLICY
+    name = SPIN_COUNT[0]
     own = os.environ.get(name)
-    os.environ.setdefault(name, value)
+    brief_spin()
     started = []
     try:
         for w in workers:

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import sweeps
 import torch
+from faults import Kill, count_writes
 from text_corpus import CHAIN_WORDS, write_corpus
 from typer.testing import CliRunner
 
@@ -435,8 +436,6 @@ def test_a_killed_text_sweep_resumes_to_the_same_numbers(
 ) -> None:
     """Stopped before a write (checkpoints, rows, promotions, sentences, vocabulary, summaries) as
     a kill there would, then resumed: every number equals an uninterrupted sweep's."""
-    from test_resume_faults import Kill, count_writes
-
     spec = small(
         corpus, ("model.dropout", 0.2), ("eval.select", "best_valid"), ("grid.lambda", [0, 1])
     )

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 import sweeps
+from faults import Kill, count_writes
 
-from freebits_cli.results import records, storage
 from freebits_cli.spec.files import build_spec
 from freebits_cli.sweep import executor
 
@@ -33,40 +33,14 @@ SMALL = [
     ("eval.samples", 2),
     ("grid.lambda", [0, 1]),
 ]
-WRITES = {  # (module, function) of every write the trainer makes
-    (storage, "_atomic_write_bytes"),
-    (storage, "append_rows"),
-    (storage, "promote_checkpoint"),
-    (storage, "remove_checkpoints"),
-    (records, "write_samples"),
-}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-class Kill(BaseException):
-    """Not an Exception: nothing on the way up may catch it, as nothing can catch a kill."""
-
-
 def sweep(out: Path, on_epoch: Callable[..., None] | None = None) -> None:
     spec = build_spec(None, SMALL)
     sweeps.run(spec, out, on_epoch=on_epoch)
-
-
-def count_writes(monkeypatch: pytest.MonkeyPatch, kill_at: int | None) -> list[str]:
-    log: list[str] = []
-    for module, name in WRITES:
-        real = getattr(module, name)
-
-        def counted(*args: Any, _real: Any = real, _name: str = name, **kwargs: Any) -> Any:
-            log.append(f"{_name}({Path(str(args[0])).name})")
-            if kill_at is not None and len(log) == kill_at:
-                raise Kill
-            return _real(*args, **kwargs)
-
-        monkeypatch.setattr(module, name, counted)
-    return log
 
 
 def outputs(out: Path) -> dict[str, Any]:

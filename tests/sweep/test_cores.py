@@ -208,13 +208,18 @@ def test_startup_guess() -> None:
     assert cores.startup_guess(None) >= age
 
 
-def test_passive_wait_leaves_a_users_policy() -> None:
+def test_brief_spin_leaves_a_users_choice() -> None:
     env: dict[str, str] = {}
-    cores.passive_wait(env)
-    assert env == {"OMP_WAIT_POLICY": "PASSIVE"}
-    env = {"OMP_WAIT_POLICY": "ACTIVE"}
-    cores.passive_wait(env)
-    assert env == {"OMP_WAIT_POLICY": "ACTIVE"}
+    cores.brief_spin(env)
+    assert env == {"GOMP_SPINCOUNT": "1000"}
+    for own in (
+        {"OMP_WAIT_POLICY": "ACTIVE"},
+        {"OMP_WAIT_POLICY": "passive"},
+        {"GOMP_SPINCOUNT": "0"},
+    ):
+        env = dict(own)
+        cores.brief_spin(env)
+        assert env == own
 
 
 # ------------------------------------------------------------------------------------------------
