@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 import sweeps
 import yaml
+from faults import Kill, count_writes
 from gpu_sweeps import ENV, csv_without_timing, same_files, summaries, train, write_npz
 from seed_stats import compare_means
 
-from freebits_cli.results import records, storage
 from freebits_cli.spec.files import build_spec
 
 pytestmark = pytest.mark.cuda
@@ -78,37 +78,11 @@ SMALL = [
     ("eval.samples", 2),
     ("grid.lambda", [0, 1]),
 ]
-WRITES = {
-    (storage, "_atomic_write_bytes"),
-    (storage, "append_rows"),
-    (storage, "promote_checkpoint"),
-    (storage, "remove_checkpoints"),
-    (records, "write_samples"),
-}
-
-
-class Kill(BaseException):
-    """Not an Exception: nothing on the way up may catch it, as nothing catches a kill."""
 
 
 def sweep(out: Path, images: Path) -> None:
     spec = build_spec(None, [*SMALL, ("dataset.name", str(images))])
     sweeps.run(spec, out)
-
-
-def count_writes(monkeypatch: pytest.MonkeyPatch, kill_at: int | None) -> list[str]:
-    log: list[str] = []
-    for module, name in WRITES:
-        real = getattr(module, name)
-
-        def counted(*args: Any, _real: Callable[..., Any] = real, _n: str = name, **kw: Any) -> Any:
-            log.append(f"{_n}({Path(str(args[0])).name})")
-            if kill_at is not None and len(log) == kill_at:
-                raise Kill
-            return _real(*args, **kw)
-
-        monkeypatch.setattr(module, name, counted)
-    return log
 
 
 def outputs(sweep_dir: Path) -> dict[str, Any]:
