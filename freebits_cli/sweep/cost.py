@@ -37,6 +37,11 @@ IWAE_ELEMENTS = 2**22
 #: shared machine and be off several times over.
 PILOT_STEPS, PILOT_ROUND_S, PILOT_MAX_STEPS = 3, 0.3, 200
 PILOT_ROUNDS, PILOT_TOLERANCE, PILOT_MAX_S = 3, 0.10, 6.0
+#: The choice of workers × threads (`cpu_timing`) pilots shorter rounds, no evaluation, and stops
+#: sooner: it weighs two ways whose times differ by the start-up of a worker or more, and it is
+#: paid before every CPU sweep (measured on 2 cores, the speed benchmark's sweep: 4.8–10 s with
+#: the estimate's rounds, 1.2 s with these).
+CHOICE_ROUND_S, CHOICE_MAX_S = 0.1, 1.0
 
 
 @dataclass(frozen=True)
@@ -179,19 +184,21 @@ def pilot_flop_rate(
     device: str,
     vocab_size: int = 0,
     threads: int = 0,
+    quick: bool = False,
 ) -> PilotRate:
     """Measured FLOP/s of training steps (forward, backward, Adam) of a pack of `members` on
-    `device`, with random data, in rounds until the rate is stable: the rate the time estimates
-    divide by, with the spread of the rounds. `threads`: torch's threads while timing, as the
-    packs will train (0: as they are); on a busy CPU two threads can be many times slower than
-    one, so a pilot on other threads than training's times something else."""
+    `device`, with random data, in rounds until the rate is stable, and of evaluation chunks: the
+    rates the time estimates divide by, with the spread of the rounds. `threads`: torch's threads
+    while timing, as the packs will train (0: as they are); on a busy CPU two threads can be many
+    times slower than one, so a pilot on other threads than training's times something else.
+    `quick`: the choice's pilot (CHOICE_ROUND_S, CHOICE_MAX_S; training steps only)."""
     import torch
 
     if threads and device == "cpu":
         before = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
-            return pilot_flop_rate(run, image_shape, members, device, vocab_size)
+            return pilot_flop_rate(run, image_shape, members, device, vocab_size, quick=quick)
         finally:
             torch.set_num_threads(before)
 
@@ -231,16 +238,19 @@ def pilot_flop_rate(
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 
+    limits = (CHOICE_ROUND_S, CHOICE_MAX_S) if quick else (PILOT_ROUND_S, PILOT_MAX_S)
     step()  # warm-up: allocations, kernel selection, Adam's state
     step()
-    evaluate()
     params = sum(t.numel() for t in model.parameters())
-    seconds = _timed_rounds(step)
+    seconds = _timed_rounds(step, time.perf_counter, *limits)
     rates = sorted(
         6.0 * params * run.train.batch_size / max(s, 1e-9) for s in seconds[-PILOT_ROUNDS:]
     )
-    eval_seconds = _timed_rounds(evaluate)
-    eval_rate = 2.0 * params * rows / max(statistics.median(eval_seconds[-PILOT_ROUNDS:]), 1e-9)
+    eval_rate = 0.0
+    if not quick:
+        evaluate()
+        eval_seconds = _timed_rounds(evaluate, time.perf_counter, *limits)
+        eval_rate = 2.0 * params * rows / max(statistics.median(eval_seconds[-PILOT_ROUNDS:]), 1e-9)
     return PilotRate(
         rate=statistics.median(rates),
         slow=rates[0],
@@ -260,20 +270,24 @@ def _agree(seconds: Sequence[float]) -> bool:
 
 
 def _timed_rounds(
-    step: Callable[[], None], clock: Callable[[], float] = time.perf_counter
+    step: Callable[[], None],
+    clock: Callable[[], float] = time.perf_counter,
+    round_s: float | None = None,
+    max_s: float | None = None,
 ) -> list[float]:
-    """Seconds per step of each round, until the last PILOT_ROUNDS agree or PILOT_MAX_S pass."""
+    """Seconds per step of each round of at least `round_s` (PILOT_ROUND_S), until the last
+    PILOT_ROUNDS agree or `max_s` (PILOT_MAX_S) pass."""
+    round_s = PILOT_ROUND_S if round_s is None else round_s
+    max_s = PILOT_MAX_S if max_s is None else max_s
     began = clock()
     per_step: list[float] = []
     while True:
         started, steps = clock(), 0
-        while steps < PILOT_STEPS or (
-            clock() - started < PILOT_ROUND_S and steps < PILOT_MAX_STEPS
-        ):
+        while steps < PILOT_STEPS or (clock() - started < round_s and steps < PILOT_MAX_STEPS):
             step()
             steps += 1
         per_step.append((clock() - started) / steps)
-        if _agree(per_step[-PILOT_ROUNDS:]) or clock() - began >= PILOT_MAX_S:
+        if _agree(per_step[-PILOT_ROUNDS:]) or clock() - began >= max_s:
             return per_step
 
 
@@ -308,7 +322,9 @@ def cpu_timing(packs: Sequence[Sequence[PlannedRun]], cores: int, startup: float
     try:
         for threads in (1, cores):
             torch.set_num_threads(threads)
-            rates[threads] = pilot_flop_rate(run, data.image_shape, 1, "cpu", data.vocab_size).rate
+            rates[threads] = pilot_flop_rate(
+                run, data.image_shape, 1, "cpu", data.vocab_size, quick=True
+            ).rate
     finally:
         torch.set_num_threads(own)
     speedup = rates[cores] / rates[1]

@@ -185,8 +185,8 @@ def test_jobs_keeps_its_meaning() -> None:
 def test_cpu_timing_pilots_only_work_worth_a_worker(
     registry: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cost, "PILOT_ROUND_S", 0.0)  # the fewest pilot steps: this is no timing
-    monkeypatch.setattr(cost, "PILOT_MAX_S", 0.0)
+    monkeypatch.setattr(cost, "CHOICE_ROUND_S", 0.0)  # the fewest pilot steps: this is no timing
+    monkeypatch.setattr(cost, "CHOICE_MAX_S", 0.0)
     small = spec([0, 0.5], 1)
     plan = executor.plan(small, registry / "out")
     packs = executor.make_packs(plan.todo, 0, 1)

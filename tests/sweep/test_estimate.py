@@ -47,6 +47,29 @@ def test_a_rate_that_never_settles_stops_at_the_time_limit() -> None:
     assert not cost._agree(rounds[-cost.PILOT_ROUNDS :])
 
 
+def test_the_choices_pilot_is_short_and_times_training_only(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from freebits_cli.spec.files import build_spec
+
+    durations = [0.05 if i % 7 < 3 else 0.2 for i in range(10_000)]  # never settles
+    clock = FakeClock(durations)
+    cost._timed_rounds(clock.step, clock, cost.CHOICE_ROUND_S, cost.CHOICE_MAX_S)
+    assert cost.CHOICE_MAX_S <= clock.now < cost.PILOT_MAX_S / 2  # stopped at the choice's limit
+    (run,) = build_spec(None, [("grid.lambda", [0]), ("model.hidden", [8])]).expand()
+    limits: list[tuple[float, ...]] = []
+    timed = cost._timed_rounds
+
+    def watched(step, *given):  # type: ignore[no-untyped-def]
+        limits.append(given[1:])
+        return timed(step, *given)
+
+    monkeypatch.setattr(cost, "_timed_rounds", watched)
+    rate = cost.pilot_flop_rate(run, (64,), 1, "cpu", quick=True)
+    assert limits == [(cost.CHOICE_ROUND_S, cost.CHOICE_MAX_S)]  # no evaluation rounds
+    assert rate.rate > 0 and rate.eval_rate == 0
+
+
 def test_the_pilot_reports_its_spread_and_restores_torchs_threads(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -60,9 +83,9 @@ def test_the_pilot_reports_its_spread_and_restores_torchs_threads(
     during: list[int] = []
     timed = cost._timed_rounds
 
-    def watched(step, clock=None):  # type: ignore[no-untyped-def]
+    def watched(step, *limits):  # type: ignore[no-untyped-def]
         during.append(torch.get_num_threads())
-        return timed(step)
+        return timed(step, *limits)
 
     monkeypatch.setattr(cost, "_timed_rounds", watched)
     rate = cost.pilot_flop_rate(run, (64,), 2, "cpu", threads=wanted)
