@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -44,6 +43,7 @@ from speed import (
     cpu_model,
     default_data_dir,
     find_idx,
+    plan_choice,
     read_idx,
     run_child,
     torchvision_root,
@@ -174,9 +174,6 @@ def text_ways(args: argparse.Namespace, scratch: Path) -> tuple[dict[str, list[s
     return {"freebits": sweep, "freebits --jobs 1": [*sweep, "--jobs", "1"], "plain": plain}, sweep
 
 
-PLAN = re.compile(r"pack\(s\)(?: on (.+?))? -> ")
-
-
 def measure(
     way: str, command: list[str], scratch: Path, env: dict[str, str], tag: str
 ) -> dict[str, Any]:
@@ -190,8 +187,7 @@ def measure(
     seconds, rss = run_child(command, log, env)
     result: dict[str, Any] = {"seconds": seconds, "rss_mb": rss, "load": os.getloadavg()[0]}
     if is_freebits:
-        found = PLAN.search(log.read_text())
-        result["choice"] = (found.group(1) if found else None) or "?"
+        result["choice"] = plan_choice(log)
         after = trainers.startup()
         result["startup_s"] = after if after != before else None  # measured by this run
     return result

@@ -201,6 +201,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             *("--epochs", str(args.epochs), "--set", "eval.iwae_samples=0"),
             *[item for s in args.extra for item in ("--set", s)],
             *("--device", args.device, "--out", str(Path(tmp) / "out")),
+            # The hooks time this process: the pack trains here, not in workers.
+            *("--jobs", "1"),
         ]
         cuda = device.type == "cuda"
         timer = Timer(torch.cuda.synchronize if cuda and not args.no_sync else None)

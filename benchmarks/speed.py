@@ -29,6 +29,7 @@ import gzip
 import json
 import os
 import platform
+import re
 import runpy
 import shutil
 import subprocess
@@ -211,6 +212,16 @@ def run_child(command: list[str], log: Path, env: dict[str, str]) -> tuple[float
     return seconds, usage.ru_maxrss * scale / 2**20
 
 
+#: The plan line's "on 2 workers × 1 thread on 2 cores": the choice a freebits sweep made.
+PLAN = re.compile(r"pack\(s\)(?: on (.+?))? -> ")
+
+
+def plan_choice(log: Path) -> str:
+    """The workers × threads a freebits child chose, from its plan line ("?": none printed)."""
+    found = PLAN.search(log.read_text(errors="replace"))
+    return (found.group(1) if found else None) or "?"
+
+
 def freebits_elbos(out: Path) -> dict[str, float]:
     elbos = {}
     for path in out.rglob("summary.json"):
@@ -376,10 +387,13 @@ def ways(args: argparse.Namespace, scratch: Path, env: dict[str, str]) -> dict[s
         print(f"{WAYS[way]:<28} ...", end=" ", flush=True)
         seconds, rss = run_child(command, scratch / f"{way}.log", env)
         stats = json.loads(result.read_text())
+        shown_choice = ""
         if way in "ab":
             stats["test_elbo"] = freebits_elbos(scratch / way)
+            stats["choice"] = plan_choice(scratch / f"{way}.log")
+            shown_choice = f"  ({stats['choice']})"
             shutil.rmtree(scratch / way, ignore_errors=True)
-        print(f"{seconds:8.1f} s", flush=True)
+        print(f"{seconds:8.1f} s{shown_choice}", flush=True)
         out[way] = {"seconds": seconds, "rss_mb": rss, **stats}
         shown = ["python", "-m", "freebits_cli", *command[4:]] if way in "ab" else command
         out["commands"][way] = " ".join(shown)
