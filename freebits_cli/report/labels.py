@@ -309,8 +309,8 @@ def table_notes(df: pd.DataFrame) -> list[str]:
 
 
 VERDICT_NOTE = (
-    "information: informative = MI's 95% interval above 0.05 nats or a unit active by the "
-    "covariance rule; KL without information = KL above 0 that no unit's mean carries and MI "
-    "cannot tell from 0 (posteriors moved off the prior alike); collapsed = KL ≈ 0. MI with one "
+    "information: informative = MI's 95% interval above 0.05 nats (where it straddles 0.05, a "
+    "unit active by the covariance rule); KL without information = KL above 0 that MI puts at "
+    "or below 0.05 nats (posteriors moved off the prior alike); collapsed = KL ≈ 0. MI with one "
     "seed: the interval over the estimator's draws; with more, over seeds."
 )

@@ -5,7 +5,10 @@ E_x KL(q(z|x)‖p(z)) = I_q(x;z) + KL(q(z)‖p(z)). Free bits can be met by the 
 every posterior moved off the prior in the same way — so a KL above the budget, and units active
 by the KL rule, say nothing about x. The verdict reads the parts that do: the mutual information
 (with its interval over draws) and the units active by the covariance rule Cov_x(E_q[z_j|x]) > δ
-(Burda et al. 2015), which only a code that varies with x can pass.
+(Burda et al. 2015), which only a code that varies with x can pass. The MI decides where its
+interval does; the covariance rule only where the interval straddles the bar or MI is missing,
+since a unit can pass it and carry next to nothing: a mean that varies by Cov = δ = 0.01 under a
+posterior of variance ~1 holds ½·log(1 + δ/σ²) ≈ 0.005 nats.
 
 A pure function of numbers (no torch, no files): the trainer writes it per run, the report applies
 the same rule to a setting's means over seeds.
@@ -34,20 +37,21 @@ COLLAPSED_KL = MI_INFORMATIVE
 
 
 def verdict(kl: float, mi_lo: float, mi_hi: float, active_units: float) -> str:
-    """`collapsed` (KL < COLLAPSED_KL), else `informative` (MI's whole interval above
-    MI_INFORMATIVE, or any unit active by the covariance rule), else `kl_without_information`
-    (KL well above 0, but MI's interval reaches down to MI_INFORMATIVE and no unit's mean varies
-    with x). A missing MI (NaN: not computed) is no evidence either way: the covariance rule alone
-    decides. `mi_hi` is part of the rule's inputs for symmetry with the report's intervals; an
-    interval entirely above the threshold is decided by its lower end. A NaN KL (no result) gives
-    ""."""
+    """`collapsed` (KL < COLLAPSED_KL); else by the MI's interval: `informative` when all of it
+    lies above MI_INFORMATIVE, `kl_without_information` when none of it does (KL well above 0,
+    and whatever units pass the covariance rule carry less than the bar together); where it
+    straddles the bar, or MI is missing (NaN: not computed, or one draw: no interval), the
+    covariance rule decides: `informative` with any unit whose mean varies with x. A NaN KL (no
+    result) gives ""."""
     if _missing(kl):
         return ""
     if kl < COLLAPSED_KL:
         return COLLAPSED
-    if (not _missing(mi_lo) and mi_lo > MI_INFORMATIVE) or (
-        not _missing(active_units) and active_units > 0
-    ):
+    if not _missing(mi_lo) and mi_lo > MI_INFORMATIVE:
+        return INFORMATIVE
+    if not _missing(mi_hi) and mi_hi <= MI_INFORMATIVE:
+        return KL_WITHOUT_INFORMATION
+    if not _missing(active_units) and active_units > 0:
         return INFORMATIVE
     return KL_WITHOUT_INFORMATION
 

@@ -58,13 +58,16 @@ class Cores:
 class Choice:
     """How a CPU sweep trains: `workers` processes (1: this one) of `threads` threads each.
 
-    `split`: the members of a pack are spread over the workers (a pack becomes `workers` packs;
-    on a CPU each member's numbers are those of a pack of one whatever its pack)."""
+    `split`: the members of a pack are spread over the workers (a pack becomes one pack per
+    member; on a CPU each member's numbers are those of a pack of one whatever its pack).
+    `asked`: the workers are --jobs', so they all train at once, whatever the share of the cores
+    beside other trainers (which otherwise leaves some waiting)."""
 
     workers: int
     threads: int  # 0: leave torch's thread count alone (GPU workers)
     cores: Cores
     split: bool = False
+    asked: bool = False
 
     def describe(self) -> str:
         """`2 workers × 1 thread on 2 cores` (`1 process × …` when this process trains)."""
@@ -255,7 +258,7 @@ def choose(
     there is a choice to make (it runs pilot steps)."""
     if jobs:
         workers = min(jobs, len(packs)) if len(packs) > 1 else 1
-        return Choice(workers, max(1, cores.count // max(1, workers)), cores)
+        return Choice(workers, max(1, cores.count // max(1, workers)), cores, asked=True)
     members = sum(len(p) for p in packs)
     most = min(cores.count, len(packs) if fixed_packs else members)
     in_process = Choice(1, cores.count, cores)

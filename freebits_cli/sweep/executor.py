@@ -259,8 +259,9 @@ def execute(
     `threads` threads each (0: torch's default); returns the outcome of each run. The callbacks
     are called in this process, also for packs that train in worker processes.
 
-    In this process each pack starts by reading the registry of freebits trainers again: with
-    `limit` (the cores the sweep may use) it takes no more threads than its share beside them."""
+    Each pack starts by reading the registry of freebits trainers again: with `limit` (the cores
+    the sweep may use) a pack in this process takes no more threads than its share beside them,
+    and workers beyond that share wait (`workers.run_packs`)."""
     from freebits_cli.sweep.workers import run_packs
 
     outcomes: list[Outcome] = []
@@ -277,7 +278,7 @@ def execute(
             if callbacks.on_pack:
                 callbacks.on_pack(result)
         return outcomes
-    return run_packs(packs, plan_.grid_paths, devices, jobs, threads, callbacks)
+    return run_packs(packs, plan_.grid_paths, devices, jobs, threads, callbacks, limit)
 
 
 @contextmanager
@@ -306,8 +307,9 @@ def choose(
     fits: Callable[[RunConfig], int],
 ) -> tuple[cores.Choice, list[list[PlannedRun]]]:
     """How `packs` train here (`cores.choose`: workers and threads from the cores this sweep
-    may use beside other freebits trainers) and the packs for it: with a split, each pack's
-    members spread over the workers."""
+    may use beside other freebits trainers) and the packs for it: with a split, one pack per
+    member, pulled by the workers (on a CPU members train one by one in any pack, so a pack of
+    one costs nothing, and the workers balance and share cores member by member)."""
     if not all(d == "cpu" for d in devices):  # GPU workers: one per GPU, torch's threads
         return cores.Choice(jobs or default_jobs(devices), 0, cores.machine(threads)), packs
     limit = cores.shared(cores.machine(threads), trainers.others())
@@ -318,7 +320,7 @@ def choose(
 
     choice = cores.choose(packs, limit, jobs, bool(pack_size), timing)
     if choice.split:
-        packs = make_packs(todo, pack_size, choice.workers, fits)
+        packs = make_packs(todo, 1, choice.workers, fits)
     return choice, packs
 
 

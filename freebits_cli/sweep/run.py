@@ -324,7 +324,9 @@ def _train_packs(
 
     progress = h.progress or _no_progress
     jobs, threads = (choice.workers, choice.threads) if choice else (planned.jobs, 0)
-    share = choice.cores if choice else None
+    # The share of the cores beside other trainers bounds a pack's threads in this process, and
+    # the workers training at once unless --jobs asked for them.
+    share = choice.cores if choice and (choice.workers == 1 or not choice.asked) else None
     with progress(packs, jobs) as callbacks:
         return executor.execute(
             plan, packs, planned.devices, jobs, shown(callbacks), threads, share

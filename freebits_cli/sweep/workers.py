@@ -7,6 +7,11 @@ forwards its own stop signal to them, waits, and forwards it again (which exits 
 worker still busy, so no process of the sweep outlives it by more than a few seconds. Runs resume
 from their last complete epoch's checkpoints either way.
 
+On a CPU the parent hands out packs only as fast as the sweep's share of the cores allows: before
+each pack it reads the registry of trainers again, and workers beyond its share wait (and the
+registry says the cores the sweep uses now), so a sweep that started alone gives a core back to
+one started beside it within a pack's time, and takes it again when that one ends.
+
 A worker says when it is ready (torch imported, its first pack's data set loaded); the slowest
 worker's start-up is kept in the registry of trainers, the cost `cores.choose` weighs next time.
 Workers start with OpenMP's brief spin (`cores.brief_spin`) unless the user chose how threads
@@ -26,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from freebits_cli.engine import interrupt
 from freebits_cli.errors import Interrupted, TrainingError
-from freebits_cli.sweep import trainers
+from freebits_cli.sweep import cores, trainers
 from freebits_cli.sweep.runs import Callbacks
 
 if TYPE_CHECKING:
@@ -36,6 +41,8 @@ if TYPE_CHECKING:
 #: Seconds a worker gets to stop at its next training step before the signal is sent again.
 GRACE_S = 5.0
 POLL_S = 0.2
+#: Seconds between reads of the registry while some workers wait for a share of the cores.
+SHARE_POLL_S = 2.0
 
 
 def _worker(
@@ -110,18 +117,17 @@ def run_packs(
     jobs: int,
     threads: int,
     callbacks: Callbacks = Callbacks(),
+    limit: cores.Cores | None = None,
 ) -> list[Outcome]:
     """Train `packs` in `jobs` worker processes; returns every outcome, in completion order.
+    With `limit` (a CPU sweep's cores) at most its share of them trains at once, `threads` each.
 
     Workers send their epoch and step progress over the results queue when asked to, and the
     callbacks run here, in the parent."""
     context = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
     tasks, results = context.Queue(), context.Queue()
-    for item in enumerate(packs):
-        tasks.put(item)
     jobs = min(jobs, len(packs))
-    for _ in range(jobs):
-        tasks.put(None)
+    feed = _Feed(packs, tasks, jobs, threads, limit)
     workers = [
         context.Process(
             target=_worker,
@@ -139,6 +145,7 @@ def run_packs(
         )
         for i in range(jobs)
     ]
+    feed()
     started = _start(workers)
     startup: list[float] = []
     outcomes: list[Outcome] = []
@@ -151,6 +158,7 @@ def run_packs(
                 signum = interrupt.received()
                 if signum is not None:
                     raise Interrupted(signum) from None
+                feed.poll()
                 dead = [w for w in workers if not w.is_alive() and w.exitcode != 0]
                 if dead and results.empty():
                     raise TrainingError(
@@ -176,6 +184,7 @@ def run_packs(
             if kind == "error":
                 raise TrainingError(f"pack {index}: {payload}")
             pending -= 1
+            feed.done()
             outcomes += payload
             if callbacks.on_pack is not None:
                 callbacks.on_pack(payload)
@@ -189,6 +198,55 @@ def run_packs(
         tasks.cancel_join_thread()
         results.cancel_join_thread()
     return outcomes
+
+
+class _Feed:
+    """Hands packs to the task queue no faster than the sweep's share of the cores allows: at most
+    `share()` packs out at once (all of them without a `limit`), then one stop sign per worker."""
+
+    def __init__(
+        self,
+        packs: Sequence[Sequence[PlannedRun]],
+        tasks: Any,
+        jobs: int,
+        threads: int,
+        limit: cores.Cores | None,
+    ) -> None:
+        self.waiting = list(enumerate(packs))
+        self.tasks, self.jobs, self.threads, self.limit = tasks, jobs, threads, limit
+        self.out, self.polled = 0, time.monotonic()
+
+    def share(self) -> int:
+        """Packs that may be out at once now: the sweep's cores beside other trainers over the
+        threads of a worker, at least one; registered as the cores the sweep uses. Without a
+        limit, or for GPU workers (torch's threads, `threads` 0), every pack."""
+        if self.limit is None or not self.threads:
+            return len(self.waiting) + self.out
+        count = cores.shared(self.limit, trainers.others()).count
+        allowed = max(1, min(self.jobs, count // self.threads))
+        trainers.register(allowed * self.threads)
+        return allowed
+
+    def __call__(self) -> None:
+        if not self.waiting:
+            return
+        allowed = self.share()
+        while self.waiting and self.out < allowed:
+            self.tasks.put(self.waiting.pop(0))
+            self.out += 1
+        if not self.waiting:
+            for _ in range(self.jobs):
+                self.tasks.put(None)
+
+    def done(self) -> None:
+        self.out -= 1
+        self()
+
+    def poll(self) -> None:
+        """Now and then, while packs wait for a share, whether the share has grown."""
+        if self.waiting and time.monotonic() - self.polled >= SHARE_POLL_S:
+            self.polled = time.monotonic()
+            self()
 
 
 def _start(workers: Sequence[Any]) -> list[float]:

@@ -241,7 +241,9 @@ def test_the_verdict_rule_at_its_thresholds() -> None:
     t = info.MI_INFORMATIVE
     assert info.verdict(info.COLLAPSED_KL / 2, 3.0, 4.0, 5) == info.COLLAPSED  # KL ≈ 0 first
     assert info.verdict(1.0, t + 0.01, 0.3, 0) == info.INFORMATIVE  # MI's interval above t
-    assert info.verdict(1.0, -0.1, 0.3, 2) == info.INFORMATIVE  # or covariance-active units
+    assert info.verdict(1.0, -0.1, 0.3, 2) == info.INFORMATIVE  # straddles: covariance AU decide
+    assert info.verdict(1.0, -0.1, t, 3) == info.KL_WITHOUT_INFORMATION  # all of it at or below t
+    assert info.verdict(1.0, 0.01, 0.04, 32) == info.KL_WITHOUT_INFORMATION  # AU carry < t
     assert info.verdict(9.75, -0.1, 0.05, 0) == info.KL_WITHOUT_INFORMATION  # the run
     assert info.verdict(2.0, t - 0.01, 0.2, 0) == info.KL_WITHOUT_INFORMATION
     assert info.verdict(2.0, math.nan, math.nan, 0) == info.KL_WITHOUT_INFORMATION  # no MI

@@ -173,13 +173,57 @@ def test_choose_on_many_cores_balances_members() -> None:
 
 def test_jobs_keeps_its_meaning() -> None:
     two = Cores(2, "affinity")
-    assert cores.choose([[0], [1], [2]], two, 2, False, never) == Choice(2, 1, two)
-    assert cores.choose([[0], [1], [2]], two, 3, False, never) == Choice(3, 1, two)  # asked for
-    assert cores.choose([[0, 1]], two, 2, False, never) == Choice(1, 2, two)  # one pack: here
+    assert cores.choose([[0], [1], [2]], two, 2, False, never) == Choice(2, 1, two, asked=True)
+    assert cores.choose([[0], [1], [2]], two, 3, False, never) == Choice(
+        3, 1, two, asked=True
+    )  # asked for
+    assert cores.choose([[0, 1]], two, 2, False, never) == Choice(
+        1, 2, two, asked=True
+    )  # one pack: here
     beside = cores.shared(two, [2])
     assert cores.choose([[0]], beside, 0, False, never).describe() == (
         "1 process × 1 thread on 1 core (beside 1 other freebits trainer)"
     )
+
+
+class Tasks:
+    """The task queue as `workers._Feed` fills it."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def put(self, item: Any) -> None:
+        self.items.append(item)
+
+
+def test_workers_take_the_sweeps_share_of_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Packs go out no faster than the share beside other trainers allows, pack by pack: a
+    sweep alone on 2 cores keeps 2 one-thread workers busy, gives one core back when another
+    sweep takes two, takes it again when that one leaves, and registers what it uses."""
+    from freebits_cli.sweep import workers
+
+    others: list[int] = []
+    registered: list[int] = []
+    monkeypatch.setattr(trainers, "others", lambda: list(others))
+    monkeypatch.setattr(trainers, "register", registered.append)
+    monkeypatch.setattr(workers, "SHARE_POLL_S", 0.0)
+    tasks = Tasks()
+    feed = workers._Feed([["a"], ["b"], ["c"], ["d"]], tasks, 2, 1, Cores(2, "affinity"))
+    feed()
+    assert [i for i, _ in tasks.items] == [0, 1] and registered == [2]
+    others.append(2)  # another sweep started on both cores
+    feed.done()
+    assert len(tasks.items) == 2 and registered[-1] == 1  # one worker waits
+    feed.poll()
+    assert len(tasks.items) == 2
+    feed.done()  # the other worker's pack ends: one goes out, for one core
+    assert [i for i, _ in tasks.items] == [0, 1, 2]
+    others.clear()  # the other sweep ended: both cores again
+    feed.poll()
+    assert tasks.items[3:] == [(3, ["d"]), None, None] and registered[-1] == 2  # and stop signs
+    unlimited = Tasks()
+    workers._Feed([["a"], ["b"], ["c"]], unlimited, 2, 0, Cores(2, "affinity"))()  # GPU workers
+    assert len(unlimited.items) == 3 + 2
 
 
 def test_cpu_timing_pilots_only_work_worth_a_worker(
@@ -237,7 +281,7 @@ def test_split_members_equal_pack_size_one(
     result = sweeps.run(spec(lambdas, epochs), tmp_path / "split")
     choice = result.planned.choice
     assert choice == Choice(2, 1, Cores(2, "affinity"), split=True)
-    assert [len(p) for p in result.planned.packs] == [2, 2]  # one pack of 4 became two of 2
+    assert [len(p) for p in result.planned.packs] == [1, 1, 1, 1]  # one pack of 4: one per member
     assert sorted(o.run_id for o in result.outcomes) == sorted(results(tmp_path / "split"))
     assert trainers.startup() is not None  # the workers' start-up was measured and kept
     assert trainers.others() == []  # and the sweep left the registry
