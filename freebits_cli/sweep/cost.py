@@ -40,8 +40,8 @@ PILOT_ROUNDS, PILOT_TOLERANCE, PILOT_MAX_S = 3, 0.10, 6.0
 #: The choice of workers × threads (`cpu_timing`) pilots shorter rounds, no evaluation, and stops
 #: sooner: it weighs two ways whose times differ by the start-up of a worker or more, and it is
 #: paid before every CPU sweep (measured on 2 cores, the speed benchmark's sweep: 4.8–10 s with
-#: the estimate's rounds, 1.2 s with these).
-CHOICE_ROUND_S, CHOICE_MAX_S = 0.1, 1.0
+#: the estimate's rounds, about 1 s with these).
+CHOICE_ROUND_S, CHOICE_MAX_S = 0.1, 1.2
 
 
 @dataclass(frozen=True)
@@ -177,30 +177,20 @@ class PilotRate:
         return (self.fast - self.slow) / self.rate
 
 
-def pilot_flop_rate(
-    run: RunConfig,
-    image_shape: Sequence[int],
-    members: int,
-    device: str,
-    vocab_size: int = 0,
-    threads: int = 0,
-    quick: bool = False,
-) -> PilotRate:
-    """Measured FLOP/s of training steps (forward, backward, Adam) of a pack of `members` on
-    `device`, with random data, in rounds until the rate is stable, and of evaluation chunks: the
-    rates the time estimates divide by, with the spread of the rounds. `threads`: torch's threads
-    while timing, as the packs will train (0: as they are); on a busy CPU two threads can be many
-    times slower than one, so a pilot on other threads than training's times something else.
-    `quick`: the choice's pilot (CHOICE_ROUND_S, CHOICE_MAX_S; training steps only)."""
-    import torch
+@dataclass(frozen=True)
+class _Pilot:
+    """A fresh pack's training step and evaluation chunk on random data, and their FLOPs."""
 
-    if threads and device == "cpu":
-        before = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
-            return pilot_flop_rate(run, image_shape, members, device, vocab_size, quick=quick)
-        finally:
-            torch.set_num_threads(before)
+    step: Callable[[], None]
+    evaluate: Callable[[], None]
+    step_flops: float  # 6 · parameters · batch: forward, backward, Adam
+    eval_flops: float  # 2 · parameters · rows
+
+
+def _pilot(
+    run: RunConfig, image_shape: Sequence[int], members: int, device: str, vocab_size: int
+) -> _Pilot:
+    import torch
 
     from freebits_cli.models import build_model
 
@@ -238,19 +228,41 @@ def pilot_flop_rate(
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
 
-    limits = (CHOICE_ROUND_S, CHOICE_MAX_S) if quick else (PILOT_ROUND_S, PILOT_MAX_S)
     step()  # warm-up: allocations, kernel selection, Adam's state
     step()
     params = sum(t.numel() for t in model.parameters())
-    seconds = _timed_rounds(step, time.perf_counter, *limits)
-    rates = sorted(
-        6.0 * params * run.train.batch_size / max(s, 1e-9) for s in seconds[-PILOT_ROUNDS:]
-    )
-    eval_rate = 0.0
-    if not quick:
-        evaluate()
-        eval_seconds = _timed_rounds(evaluate, time.perf_counter, *limits)
-        eval_rate = 2.0 * params * rows / max(statistics.median(eval_seconds[-PILOT_ROUNDS:]), 1e-9)
+    return _Pilot(step, evaluate, 6.0 * params * run.train.batch_size, 2.0 * params * rows)
+
+
+def pilot_flop_rate(
+    run: RunConfig,
+    image_shape: Sequence[int],
+    members: int,
+    device: str,
+    vocab_size: int = 0,
+    threads: int = 0,
+) -> PilotRate:
+    """Measured FLOP/s of training steps (forward, backward, Adam) of a pack of `members` on
+    `device`, with random data, in rounds until the rate is stable, and of evaluation chunks: the
+    rates the time estimates divide by, with the spread of the rounds. `threads`: torch's threads
+    while timing, as the packs will train (0: as they are); on a busy CPU two threads can be many
+    times slower than one, so a pilot on other threads than training's times something else."""
+    import torch
+
+    if threads and device == "cpu":
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return pilot_flop_rate(run, image_shape, members, device, vocab_size)
+        finally:
+            torch.set_num_threads(before)
+
+    pilot = _pilot(run, image_shape, members, device, vocab_size)
+    seconds = _timed_rounds(pilot.step)
+    rates = sorted(pilot.step_flops / max(s, 1e-9) for s in seconds[-PILOT_ROUNDS:])
+    pilot.evaluate()
+    eval_seconds = _timed_rounds(pilot.evaluate)
+    eval_rate = pilot.eval_flops / max(statistics.median(eval_seconds[-PILOT_ROUNDS:]), 1e-9)
     return PilotRate(
         rate=statistics.median(rates),
         slow=rates[0],
@@ -269,26 +281,50 @@ def _agree(seconds: Sequence[float]) -> bool:
     return (ordered[-1] - ordered[0]) <= PILOT_TOLERANCE * ordered[len(ordered) // 2]
 
 
+def _round(step: Callable[[], None], clock: Callable[[], float], round_s: float) -> float:
+    """Seconds per step of one round: at least PILOT_STEPS steps and `round_s` seconds."""
+    started, steps = clock(), 0
+    while steps < PILOT_STEPS or (clock() - started < round_s and steps < PILOT_MAX_STEPS):
+        step()
+        steps += 1
+    return (clock() - started) / steps
+
+
 def _timed_rounds(
-    step: Callable[[], None],
-    clock: Callable[[], float] = time.perf_counter,
-    round_s: float | None = None,
-    max_s: float | None = None,
+    step: Callable[[], None], clock: Callable[[], float] = time.perf_counter
 ) -> list[float]:
-    """Seconds per step of each round of at least `round_s` (PILOT_ROUND_S), until the last
-    PILOT_ROUNDS agree or `max_s` (PILOT_MAX_S) pass."""
-    round_s = PILOT_ROUND_S if round_s is None else round_s
-    max_s = PILOT_MAX_S if max_s is None else max_s
+    """Seconds per step of each round, until the last PILOT_ROUNDS agree or PILOT_MAX_S pass."""
     began = clock()
     per_step: list[float] = []
     while True:
-        started, steps = clock(), 0
-        while steps < PILOT_STEPS or (clock() - started < round_s and steps < PILOT_MAX_STEPS):
-            step()
-            steps += 1
-        per_step.append((clock() - started) / steps)
-        if _agree(per_step[-PILOT_ROUNDS:]) or clock() - began >= max_s:
+        per_step.append(_round(step, clock, PILOT_ROUND_S))
+        if _agree(per_step[-PILOT_ROUNDS:]) or clock() - began >= PILOT_MAX_S:
             return per_step
+
+
+def _alternating_rounds(
+    step: Callable[[], None],
+    counts: Sequence[int],
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[int, list[float]]:
+    """Seconds per step of rounds at each of torch's thread `counts` in turn (CHOICE_ROUND_S
+    each), until every count's last PILOT_ROUNDS agree or CHOICE_MAX_S pass: a burst of other
+    work on a shared machine slows neighbouring rounds of both counts alike, not one pilot."""
+    import torch
+
+    own = torch.get_num_threads()
+    per_step: dict[int, list[float]] = {count: [] for count in counts}
+    began = clock()
+    try:
+        while True:
+            for count in counts:
+                torch.set_num_threads(count)
+                per_step[count].append(_round(step, clock, CHOICE_ROUND_S))
+            settled = all(_agree(s[-PILOT_ROUNDS:]) for s in per_step.values())
+            if settled or clock() - began >= CHOICE_MAX_S:
+                return per_step
+    finally:
+        torch.set_num_threads(own)
 
 
 #: A floor under one core's FLOP rate (a slow core on a busy machine): a sweep whose work at this
@@ -297,11 +333,10 @@ SLOW_CORE_FLOPS = 1e9
 
 
 def cpu_timing(packs: Sequence[Sequence[PlannedRun]], cores: int, startup: float) -> Timing | None:
-    """What `cores.choose` weighs for CPU packs: each member's remaining work at one thread, from
-    a pilot at one thread, and how much faster one process is on `cores` threads (a second pilot
-    of the same steps). None when even a slow core would train everything before a worker starts."""
-    import torch
-
+    """What `cores.choose` weighs for CPU packs: each member's remaining work at one thread, and
+    how much faster one process is on `cores` threads, from pilot steps timed at one thread and
+    at `cores` in alternating rounds. None when even a slow core would train everything before a
+    worker starts."""
     from freebits_cli.sweep.runs import dataset
 
     members, flops = [], []
@@ -317,15 +352,8 @@ def cpu_timing(packs: Sequence[Sequence[PlannedRun]], cores: int, startup: float
     if sum(flops) / SLOW_CORE_FLOPS * (1 - 1 / cores) < startup:
         return None
     run, data = members[0]
-    own = torch.get_num_threads()
-    rates = {}
-    try:
-        for threads in (1, cores):
-            torch.set_num_threads(threads)
-            rates[threads] = pilot_flop_rate(
-                run, data.image_shape, 1, "cpu", data.vocab_size, quick=True
-            ).rate
-    finally:
-        torch.set_num_threads(own)
-    speedup = rates[cores] / rates[1]
-    return Timing([f / rates[1] for f in flops], speedup, startup)
+    pilot = _pilot(run, data.image_shape, 1, "cpu", data.vocab_size)
+    seconds = _alternating_rounds(pilot.step, (1, cores))
+    one, every = (statistics.median(seconds[c][-PILOT_ROUNDS:]) for c in (1, cores))
+    rate = pilot.step_flops / max(one, 1e-9)
+    return Timing([f / rate for f in flops], one / max(every, 1e-9), startup)

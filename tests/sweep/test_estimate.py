@@ -47,27 +47,29 @@ def test_a_rate_that_never_settles_stops_at_the_time_limit() -> None:
     assert not cost._agree(rounds[-cost.PILOT_ROUNDS :])
 
 
-def test_the_choices_pilot_is_short_and_times_training_only(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    from freebits_cli.spec.files import build_spec
+def test_the_choices_pilot_alternates_thread_counts_and_stops_soon() -> None:
+    """Rounds at one thread and at every core alternate, so a burst of other work slows both
+    alike (here the second count's rounds are twice as fast throughout), torch's threads are
+    restored, and rounds that never settle stop at the choice's limit, well before the
+    estimate's."""
+    import torch
 
-    durations = [0.05 if i % 7 < 3 else 0.2 for i in range(10_000)]  # never settles
-    clock = FakeClock(durations)
-    cost._timed_rounds(clock.step, clock, cost.CHOICE_ROUND_S, cost.CHOICE_MAX_S)
-    assert cost.CHOICE_MAX_S <= clock.now < cost.PILOT_MAX_S / 2  # stopped at the choice's limit
-    (run,) = build_spec(None, [("grid.lambda", [0]), ("model.hidden", [8])]).expand()
-    limits: list[tuple[float, ...]] = []
-    timed = cost._timed_rounds
+    own = torch.get_num_threads()
+    seen: list[int] = []
+    clock = FakeClock([0.0])
 
-    def watched(step, *given):  # type: ignore[no-untyped-def]
-        limits.append(given[1:])
-        return timed(step, *given)
+    def step() -> None:
+        seen.append(torch.get_num_threads())
+        clock.now += 0.02 if torch.get_num_threads() == 1 else 0.01
 
-    monkeypatch.setattr(cost, "_timed_rounds", watched)
-    rate = cost.pilot_flop_rate(run, (64,), 1, "cpu", quick=True)
-    assert limits == [(cost.CHOICE_ROUND_S, cost.CHOICE_MAX_S)]  # no evaluation rounds
-    assert rate.rate > 0 and rate.eval_rate == 0
+    rounds = cost._alternating_rounds(step, (1, 2), clock)
+    assert torch.get_num_threads() == own
+    assert rounds[1] == pytest.approx([0.02] * cost.PILOT_ROUNDS)
+    assert rounds[2] == pytest.approx([0.01] * cost.PILOT_ROUNDS)
+    assert seen[: cost.PILOT_STEPS] == [1] * cost.PILOT_STEPS and 2 in seen  # in turns
+    noisy = FakeClock([0.05 if i % 7 < 3 else 0.2 for i in range(10_000)])  # never settles
+    cost._alternating_rounds(noisy.step, (1, 2), noisy)
+    assert cost.CHOICE_MAX_S <= noisy.now < cost.PILOT_MAX_S / 2
 
 
 def test_the_pilot_reports_its_spread_and_restores_torchs_threads(
@@ -83,9 +85,9 @@ def test_the_pilot_reports_its_spread_and_restores_torchs_threads(
     during: list[int] = []
     timed = cost._timed_rounds
 
-    def watched(step, *limits):  # type: ignore[no-untyped-def]
+    def watched(step, clock=None):  # type: ignore[no-untyped-def]
         during.append(torch.get_num_threads())
-        return timed(step, *limits)
+        return timed(step)
 
     monkeypatch.setattr(cost, "_timed_rounds", watched)
     rate = cost.pilot_flop_rate(run, (64,), 2, "cpu", threads=wanted)
