@@ -238,7 +238,8 @@ def seconds_in_process(timing: Timing) -> float:
 
 def seconds_split(timing: Timing, workers: int) -> float:
     """`workers` one-thread workers pulling members: start-up, then the busiest worker's share
-    (members handed out longest first, the usual greedy bound)."""
+    (members handed out longest first, the usual greedy bound; the workers pull them in plan
+    order, the same where a sweep's members cost alike)."""
     loads = [0.0] * workers
     for seconds in sorted(timing.member_seconds, reverse=True):
         loads[loads.index(min(loads))] += seconds

@@ -240,7 +240,12 @@ class _Feed:
 
     def done(self) -> None:
         self.out -= 1
-        self()
+        if self.waiting:
+            self()
+        elif (
+            self.limit is not None and self.threads
+        ):  # the last packs: cores given back as they end
+            trainers.register(max(1, self.out) * self.threads)
 
     def poll(self) -> None:
         """Now and then, while packs wait for a share, whether the share has grown."""

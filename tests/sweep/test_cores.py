@@ -221,6 +221,8 @@ def test_workers_take_the_sweeps_share_of_the_cores(monkeypatch: pytest.MonkeyPa
     others.clear()  # the other sweep ended: both cores again
     feed.poll()
     assert tasks.items[3:] == [(3, ["d"]), None, None] and registered[-1] == 2  # and stop signs
+    feed.done()
+    assert registered[-1] == 1  # one pack still out: the sweep uses one core now
     unlimited = Tasks()
     workers._Feed([["a"], ["b"], ["c"]], unlimited, 2, 0, Cores(2, "affinity"))()  # GPU workers
     assert len(unlimited.items) == 3 + 2
