@@ -12,8 +12,8 @@ one thread, and the cores share out whole members instead of the many small para
 one step. Intra-op threads wait for each other at the end of each region; when the OS gives one
 of their cores to another process, the whole step waits (the usual OpenMP collapse on an
 oversubscribed machine), while a one-thread worker only slows by its share. `choose` takes the
-faster of the two from the cost model (`cost.pilot_flop_rate` at one thread and at every core, and
-the measured start-up of a worker), never a constant.
+faster of the two from the cost model (`cost.cpu_timing`: pilot steps at one thread and at every
+core in alternating rounds, and the measured start-up of a worker), never a constant.
 """
 
 from __future__ import annotations

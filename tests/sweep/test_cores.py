@@ -173,13 +173,13 @@ def test_choose_on_many_cores_balances_members() -> None:
 
 def test_jobs_keeps_its_meaning() -> None:
     two = Cores(2, "affinity")
-    assert cores.choose([[0], [1], [2]], two, 2, False, never) == Choice(2, 1, two, asked=True)
-    assert cores.choose([[0], [1], [2]], two, 3, False, never) == Choice(
-        3, 1, two, asked=True
-    )  # asked for
-    assert cores.choose([[0, 1]], two, 2, False, never) == Choice(
-        1, 2, two, asked=True
-    )  # one pack: here
+
+    def asked(workers: int, threads: int) -> Choice:
+        return Choice(workers, threads, two, asked=True)
+
+    assert cores.choose([[0], [1], [2]], two, 2, False, never) == asked(2, 1)
+    assert cores.choose([[0], [1], [2]], two, 3, False, never) == asked(3, 1)  # more than cores
+    assert cores.choose([[0, 1]], two, 2, False, never) == asked(1, 2)  # one pack: here
     beside = cores.shared(two, [2])
     assert cores.choose([[0]], beside, 0, False, never).describe() == (
         "1 process × 1 thread on 1 core (beside 1 other freebits trainer)"
@@ -226,6 +226,27 @@ def test_workers_take_the_sweeps_share_of_the_cores(monkeypatch: pytest.MonkeyPa
     unlimited = Tasks()
     workers._Feed([["a"], ["b"], ["c"]], unlimited, 2, 0, Cores(2, "affinity"))()  # GPU workers
     assert len(unlimited.items) == 3 + 2
+
+
+def test_only_chosen_workers_wait_for_a_share(
+    tmp_path: Path, registry: Path, machine: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers freebits chose get the sweep's cores as their limit (some wait when other
+    trainers take a share); those --jobs asked for get none: they all train at once."""
+    from freebits_cli.sweep import workers
+
+    machine(2)
+    limits: list[Any] = []
+
+    def fake_run_packs(packs, grid_paths, devices, jobs, threads, callbacks, limit=None):  # type: ignore[no-untyped-def]
+        limits.append(limit)
+        return []
+
+    monkeypatch.setattr(workers, "run_packs", fake_run_packs)
+    monkeypatch.setattr(cost, "cpu_timing", lambda packs, count, startup: Timing([9.0] * 3, 1, 0))
+    sweeps.run(spec([0, 0.5, 1], 1), tmp_path / "chosen")
+    sweeps.run(spec([0, 0.5, 1], 1), tmp_path / "asked", jobs=2, pack_size=1)
+    assert limits == [Cores(2, "affinity"), None]
 
 
 def test_cpu_timing_pilots_only_work_worth_a_worker(
