@@ -103,8 +103,10 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray, tuple[int, ...], Labels]:
 
 
 def _to_unit_float(array: np.ndarray, where: str) -> np.ndarray:
-    if array.dtype == np.uint8:
-        return array.reshape(len(array), -1).astype(np.float32) / 255.0
+    if array.dtype == np.uint8:  # one float32 array, not a cast and then a quotient: the same
+        # bits (float32 division either way), half the fresh memory, whose first touch is most of
+        # the cost (Fashion-MNIST's 188 MB: 0.04-0.8 s against 1.1-1.3 s on a 2-core VM)
+        return np.divide(array.reshape(len(array), -1), np.float32(255), dtype=np.float32)
     if not np.issubdtype(array.dtype, np.floating):
         raise DataError(f"{where}: expected uint8 0-255 or float 0-1, got dtype {array.dtype}")
     flat = array.reshape(len(array), -1).astype(np.float32)

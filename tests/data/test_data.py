@@ -475,3 +475,13 @@ def test_reconstruction_grids_show_the_grayscale_originals(tmp_path: Path) -> No
     originals = np.load(folder / "samples.npz")["originals"]
     assert ((originals > 0) & (originals < 1)).any()  # grayscale, not the binary sample
     assert any(np.array_equal(o, row) for o in originals[:1] for row in gray.x_test)
+
+
+def test_eight_bit_pixels_become_the_same_floats_as_a_cast_and_a_division() -> None:
+    """Every byte value maps to the float32 it always did (k / 255 in float32), bit for bit:
+    a run's numbers do not move with how the data set is converted."""
+    pixels = np.arange(256, dtype=np.uint8).reshape(4, 8, 8)
+    got = image_data._to_unit_float(pixels, "test")
+    expected = pixels.reshape(4, -1).astype(np.float32) / np.float32(255)
+    assert got.dtype == np.float32 and got.shape == (4, 64)
+    assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
