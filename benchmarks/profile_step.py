@@ -9,7 +9,7 @@ process, with timers wrapped around the trainer's parts:
   train: optimizer        optimizer.step (global step hooks) and zero_grad
   train: random draws     PackTrainer._draw (reparameterisation noise, binarisation coins)
   train: gather, rest     the rest of train_epoch: permutations, batch gathers, β table, loss sums
-  evaluation: ...         per-epoch test ELBO/KL/AU (metrics.evaluate), IWAE, MI, and the rest of
+  evaluation: ...         per-epoch test ELBO/KL/AU (metrics.evaluate), IWAE, MI, probe, the rest of
                           PackTrainer._evaluate_epoch (row building)
   checkpoint              member_state + storage.save_checkpoint
   CSV rows                records.append_epoch
@@ -57,6 +57,7 @@ ORDER = [
     "evaluation: ELBO/KL/AU",
     "evaluation: IWAE",
     "evaluation: MI",
+    "evaluation: probe",
     "evaluation: rest",
     "checkpoint",
     "CSV rows",
@@ -111,7 +112,7 @@ def install(timer: Timer) -> None:
     import torch
     import torch.optim.optimizer as step_hooks
 
-    from freebits_cli.engine import train
+    from freebits_cli.engine import probe, scores, train
     from freebits_cli.results import records, storage
 
     def patch(owner: Any, name: str, label: str) -> None:
@@ -130,6 +131,11 @@ def install(timer: Timer) -> None:
     patch(train, "evaluate", "evaluation: ELBO/KL/AU")
     patch(train, "iwae_nll", "evaluation: IWAE")
     patch(train, "mutual_information", "evaluation: MI")
+    # Per-epoch and final scores go through engine.scores, which holds its own names.
+    patch(scores, "evaluate", "evaluation: ELBO/KL/AU")
+    patch(scores, "iwae_nll", "evaluation: IWAE")
+    patch(scores, "information", "evaluation: MI")
+    patch(probe, "probe_accuracy", "evaluation: probe")
     patch(storage, "save_checkpoint", "checkpoint")
     patch(records, "append_epoch", "CSV rows")
     patch(torch.Tensor, "backward", "train: backward")
