@@ -91,9 +91,8 @@ def probe_accuracy(
     with threadpool_limits(limits=torch.get_num_threads(), user_api="blas"):
         for k in range(train.shape[0]):
             probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=PROBE_ITERATIONS))
-            with (
-                warnings.catch_warnings()
-            ):  # a collapsed code's near-constant means converge slowly
+            # A collapsed code's near-constant means converge slowly.
+            with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 probe.fit(train[k], y_train)
             out.append(float(probe.score(test[k], y_test)))

@@ -32,10 +32,11 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_CGROUP = Path("/proc/self/cgroup")  # which cgroup this process is in
 #: OpenMP threads that find no work spin only briefly before they sleep: GNU OpenMP's (torch's
 #: runtime on Linux) own count for cores it knows are oversubscribed, instead of its default
-#: 300,000. Measured on 2 cores (docs/benchmarks.md): a 2-thread pack as fast as with the default
-#: when the machine is quiet, and 2.2× slower (not 9×) beside a 2-thread PyTorch job; passive
-#: waits (0) held up beside that job but were 1.6× slower quiet, the step's many small parallel
-#: regions each waking a sleeping thread.
+#: 300,000. Measured on 2 cores (docs/benchmarks.md): beside a 2-thread PyTorch job a 2-thread
+#: pack 4× faster than with the default (20.6 against 86.9 s); quiet, a 2-thread training step
+#: ~1.4× slower than with the default (16.6–19.4 against 11.8–12.3 ms), which the choice's pilot
+#: measures, so a split's one-thread workers (no sibling thread to wait for) train instead. Passive
+#: waits (0) were slower still quiet: the step's many small parallel regions each wake a thread.
 SPIN_COUNT = ("GOMP_SPINCOUNT", "1000")
 #: A user's choice of how OpenMP threads wait, which the spin count leaves alone.
 WAIT_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
